@@ -1,0 +1,21 @@
+// The one source of time for the pool, the stub cloud and the actors, so tests can swap in
+// XState's SimulatedClock or vitest's fake timers and every timeout moves together.
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+// Looks the globals up on every call (not once at import) so vitest fake timers apply.
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
+};
+
+// Resolves after `ms` on the given clock.
+export function sleep(clock: Clock, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    clock.setTimeout(resolve, ms);
+  });
+}

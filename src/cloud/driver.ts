@@ -1,0 +1,54 @@
+// The contract between the pool and a cloud: all the pool knows of the outside world, with the
+// executor in src/ssh/executor.ts.
+
+export type Tags = Readonly<Record<string, string>>;
+
+/** A named size Drover can run containers on. */
+export interface InstanceType {
+  name: string;
+  /** The provider's own name for the size, e.g. m5.large. */
+  providerType: string;
+  vcpus: number;
+  ramMiB: number;
+  scratchGiB: number;
+  gpus: number;
+  /** Hourly price in the operator's currency. */
+  price: number;
+  preemptible: boolean;
+}
+
+/** One VM as the cloud reports it. */
+export interface CloudInstance {
+  id: string;
+  providerType: string;
+  /** Where the executor connects; null while the provider has not assigned one. */
+  address: string | null;
+  /** SSH port; 22 unless the driver says otherwise. */
+  port?: number;
+  tags: Tags;
+}
+
+export interface CreateRequest {
+  instanceType: InstanceType;
+  tags: Tags;
+}
+
+export interface CloudDriver {
+  create(request: CreateRequest): Promise<CloudInstance>;
+  /** Every instance whose tags include all of `tagFilter`. Throws rather than return a partial answer it knows of. */
+  list(tagFilter: Tags): Promise<CloudInstance[]>;
+  destroy(id: string): Promise<void>;
+  /** Merges `tags` into the instance's tags. */
+  setTags(id: string, tags: Tags): Promise<void>;
+}
+
+export type CloudOperation = keyof CloudDriver;
+export const cloudOperations: readonly CloudOperation[] = ['create', 'list', 'destroy', 'setTags'];
+
+/** Tag keys Drover puts on every instance it creates. */
+export const tagKeys = {
+  pool: 'drover-pool',
+  instanceType: 'drover-instance-type',
+  idleBehavior: 'drover-idle-behavior',
+  createToken: 'drover-create-token',
+} as const;
