@@ -1,0 +1,430 @@
+// The life of one cloud instance as Drover sees it. Pure: creating, probing, starting and
+// destroying are actors, and saving the idle behaviour is an action, all supplied by the pool
+// with .provide(); timeouts are named delays the pool sets from its config.
+import { assign, fromPromise, raise, setup, stateIn, and, not } from 'xstate';
+import type { CloudInstance } from '../src/cloud/driver.js';
+
+export type IdleBehavior = 'run' | 'hold' | 'drain';
+export const idleBehaviors: readonly IdleBehavior[] = ['run', 'hold', 'drain'];
+
+export type Lifecycle = 'creating' | 'unknown' | 'booting' | 'idle' | 'running' | 'shutdown' | 'failed';
+
+export interface InstanceInput {
+  workerId: string;
+  instanceType: string;
+  idleBehavior: IdleBehavior;
+  /** Present when the pool is creating this instance; absent for an instance found in a listing. */
+  createToken?: string;
+  instance?: CloudInstance;
+}
+
+export interface InstanceContext {
+  workerId: string;
+  instanceType: string;
+  createToken: string | null;
+  instance: CloudInstance | null;
+  /** The idle behaviour the worker started with (from its tag); the region holds the live one. */
+  initialIdleBehavior: IdleBehavior;
+  booted: boolean;
+  /** Containers the last probe (or a completed start) says are running. */
+  running: string[];
+  /** The container being started, if any. */
+  starting: string | null;
+  /** Counts completed starts, so a probe that began before a start finished is not read as "nothing runs". */
+  startGeneration: number;
+  /** Why the lifecycle last changed, for logs and the per-instance history. */
+  reason: string;
+  lastError: string | null;
+}
+
+export type ProbeResult =
+  | { booted: false; startGeneration: number }
+  | { booted: true; running: string[]; startGeneration: number };
+
+export interface CreateInstanceInput {
+  workerId: string;
+  instanceType: string;
+  createToken: string;
+}
+export interface InstanceRef {
+  workerId: string;
+  instance: CloudInstance;
+}
+export interface ProbeInput extends InstanceRef {
+  booted: boolean;
+  startGeneration: number;
+}
+export interface StartContainerInput extends InstanceRef {
+  containerUuid: string;
+}
+
+export type InstanceEvent =
+  | { type: 'INSTANCE_LISTED'; instance: CloudInstance }
+  | { type: 'PROBE_DUE' }
+  | { type: 'BOOT_PROBE_FAILED' }
+  | { type: 'PROBE_SUCCEEDED' }
+  | { type: 'PROBE_FAILED'; reason: string }
+  | { type: 'IDLE_BEHAVIOR_SET'; idleBehavior: IdleBehavior }
+  | { type: 'SHUTDOWN_REQUESTED'; reason: string }
+  | { type: 'CONTAINER_ASSIGNED'; containerUuid: string };
+
+function notProvided(name: string): never {
+  throw new Error(`instance machine: ${name} must be supplied with .provide()`);
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+const lifecycle = '#instance.lifecycle';
+
+export const instanceMachine = setup({
+  types: {
+    context: {} as InstanceContext,
+    events: {} as InstanceEvent,
+    input: {} as InstanceInput,
+  },
+  actors: {
+    createInstance: fromPromise<CloudInstance, CreateInstanceInput>(async () => notProvided('createInstance')),
+    probeInstance: fromPromise<ProbeResult, ProbeInput>(async () => notProvided('probeInstance')),
+    startContainer: fromPromise<void, StartContainerInput>(async () => notProvided('startContainer')),
+    destroyInstance: fromPromise<void, InstanceRef>(async () => notProvided('destroyInstance')),
+  },
+  actions: {
+    // Persists the behaviour in the instance's tags so a restarted pool restores it.
+    saveIdleBehavior: (_, _params: { idleBehavior: IdleBehavior }) => {},
+    because: assign((_, params: { reason: string }) => ({ reason: params.reason })),
+    rememberInstance: assign(({ event }) => {
+      if (event.type !== 'INSTANCE_LISTED') return {};
+      return { instance: event.instance };
+    }),
+  },
+  guards: {
+    createdByPool: ({ context }) => context.createToken !== null,
+    restoredAs: ({ context }, params: { idleBehavior: IdleBehavior }) => context.initialIdleBehavior === params.idleBehavior,
+    requested: ({ event }, params: { idleBehavior: IdleBehavior }) =>
+      event.type === 'IDLE_BEHAVIOR_SET' && event.idleBehavior === params.idleBehavior,
+    behaviorIsRun: stateIn('#instance.idleBehavior.run'),
+    behaviorIsHold: stateIn('#instance.idleBehavior.hold'),
+    behaviorIsDrain: stateIn('#instance.idleBehavior.drain'),
+    probeOverdue: stateIn('#instance.health.unresponsive.overdue'),
+    containersRunning: ({ context }) => context.running.length > 0,
+    hasInstance: ({ context }) => context.instance !== null,
+  },
+  delays: {
+    // Arvados' defaults; the pool provides its configured values.
+    timeoutBooting: 10 * 60_000,
+    timeoutIdle: 60_000,
+    timeoutProbe: 10 * 60_000,
+    timeoutShutdown: 10_000,
+  },
+}).createMachine({
+  id: 'instance',
+  type: 'parallel',
+  context: ({ input }) => ({
+    workerId: input.workerId,
+    instanceType: input.instanceType,
+    createToken: input.createToken ?? null,
+    instance: input.instance ?? null,
+    initialIdleBehavior: input.idleBehavior,
+    booted: false,
+    running: [],
+    starting: null,
+    startGeneration: 0,
+    reason: input.createToken ? 'create requested' : 'found in cloud listing',
+    lastError: null,
+  }),
+  states: {
+    lifecycle: {
+      initial: 'arriving',
+      on: {
+        INSTANCE_LISTED: { actions: 'rememberInstance' },
+        SHUTDOWN_REQUESTED: {
+          target: '.shutdown',
+          actions: { type: 'because', params: ({ event }) => ({ reason: event.reason }) },
+        },
+      },
+      states: {
+        arriving: {
+          always: [{ guard: 'createdByPool', target: 'creating' }, { target: 'unknown' }],
+        },
+        creating: {
+          // Nothing to destroy until the create call returns an id.
+          on: { SHUTDOWN_REQUESTED: {} },
+          invoke: {
+            src: 'createInstance',
+            input: ({ context }) => ({
+              workerId: context.workerId,
+              instanceType: context.instanceType,
+              createToken: context.createToken ?? '',
+            }),
+            onDone: {
+              target: 'booting',
+              actions: [assign({ instance: ({ event }) => event.output }), { type: 'because', params: { reason: 'create returned' } }],
+            },
+            onError: {
+              target: 'failed',
+              actions: assign({
+                lastError: ({ event }) => errorMessage(event.error),
+                reason: ({ event }) => `create failed: ${errorMessage(event.error)}`,
+              }),
+            },
+          },
+        },
+        unknown: {
+          initial: 'waiting',
+          states: {
+            waiting: { after: { timeoutBooting: 'overdue' } },
+            overdue: {
+              always: {
+                guard: and([not('behaviorIsHold'), not('containersRunning')]),
+                target: `${lifecycle}.shutdown`,
+                actions: { type: 'because', params: { reason: 'not seen booted within timeoutBooting' } },
+              },
+            },
+          },
+          on: {
+            PROBE_SUCCEEDED: [
+              { guard: 'containersRunning', target: 'running', actions: { type: 'because', params: { reason: 'probe found containers running' } } },
+              { target: 'idle', actions: { type: 'because', params: { reason: 'probe found it booted and idle' } } },
+            ],
+          },
+        },
+        booting: {
+          initial: 'waiting',
+          always: {
+            guard: 'behaviorIsDrain',
+            target: 'shutdown',
+            actions: { type: 'because', params: { reason: 'draining' } },
+          },
+          states: {
+            waiting: { after: { timeoutBooting: 'overdue' } },
+            overdue: {
+              always: {
+                guard: not('behaviorIsHold'),
+                target: `${lifecycle}.shutdown`,
+                actions: { type: 'because', params: { reason: 'boot probe did not pass within timeoutBooting' } },
+              },
+            },
+          },
+          on: {
+            PROBE_SUCCEEDED: [
+              { guard: 'containersRunning', target: 'running', actions: { type: 'because', params: { reason: 'booted with containers running' } } },
+              { target: 'idle', actions: { type: 'because', params: { reason: 'booted' } } },
+            ],
+          },
+        },
+        idle: {
+          initial: 'recent',
+          always: [
+            {
+              guard: 'behaviorIsDrain',
+              target: 'shutdown',
+              actions: { type: 'because', params: { reason: 'drained' } },
+            },
+            {
+              guard: and(['probeOverdue', not('behaviorIsHold')]),
+              target: 'shutdown',
+              actions: { type: 'because', params: { reason: 'probes failing for longer than timeoutProbe' } },
+            },
+          ],
+          states: {
+            recent: { after: { timeoutIdle: 'expired' } },
+            expired: {
+              always: {
+                guard: 'behaviorIsRun',
+                target: `${lifecycle}.shutdown`,
+                actions: { type: 'because', params: { reason: 'idle for longer than timeoutIdle' } },
+              },
+            },
+          },
+          on: {
+            PROBE_SUCCEEDED: {
+              guard: 'containersRunning',
+              target: 'running',
+              actions: { type: 'because', params: { reason: 'probe found containers running' } },
+            },
+            CONTAINER_ASSIGNED: {
+              guard: 'behaviorIsRun',
+              target: 'running.starting',
+              actions: [
+                assign({ starting: ({ event }) => event.containerUuid }),
+                { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} assigned` }) },
+              ],
+            },
+          },
+        },
+        running: {
+          initial: 'busy',
+          always: {
+            guard: and(['probeOverdue', not('behaviorIsHold')]),
+            target: 'shutdown',
+            actions: { type: 'because', params: { reason: 'probes failing for longer than timeoutProbe' } },
+          },
+          states: {
+            starting: {
+              invoke: {
+                src: 'startContainer',
+                input: ({ context }) => ({
+                  workerId: context.workerId,
+                  instance: context.instance as CloudInstance,
+                  containerUuid: context.starting ?? '',
+                }),
+                onDone: {
+                  target: 'busy',
+                  actions: assign(({ context }) => ({
+                    running: context.starting && !context.running.includes(context.starting) ? [...context.running, context.starting] : context.running,
+                    starting: null,
+                    startGeneration: context.startGeneration + 1,
+                  })),
+                },
+                onError: [
+                  {
+                    guard: 'containersRunning',
+                    target: 'busy',
+                    actions: assign({ starting: null, lastError: ({ event }) => errorMessage(event.error) }),
+                  },
+                  {
+                    target: `${lifecycle}.idle`,
+                    actions: [
+                      assign({ starting: null, lastError: ({ event }) => errorMessage(event.error) }),
+                      { type: 'because', params: ({ event }) => ({ reason: `container start failed: ${errorMessage(event.error)}` }) },
+                    ],
+                  },
+                ],
+              },
+            },
+            busy: {
+              on: {
+                PROBE_SUCCEEDED: {
+                  guard: not('containersRunning'),
+                  target: `${lifecycle}.idle`,
+                  actions: { type: 'because', params: { reason: 'containers finished' } },
+                },
+              },
+            },
+          },
+        },
+        shutdown: {
+          initial: 'destroying',
+          on: { SHUTDOWN_REQUESTED: {} },
+          states: {
+            destroying: {
+              invoke: {
+                src: 'destroyInstance',
+                input: ({ context }) => ({ workerId: context.workerId, instance: context.instance as CloudInstance }),
+                onDone: 'awaitingRemoval',
+                onError: {
+                  target: 'awaitingRemoval',
+                  actions: assign({ lastError: ({ event }) => errorMessage(event.error) }),
+                },
+              },
+            },
+            awaitingRemoval: { after: { timeoutShutdown: 'overdue' } },
+            overdue: {
+              on: {
+                INSTANCE_LISTED: {
+                  target: 'destroying',
+                  actions: ['rememberInstance', { type: 'because', params: { reason: 'still listed after timeoutShutdown; destroying again' } }],
+                },
+              },
+            },
+          },
+        },
+        failed: {
+          on: { SHUTDOWN_REQUESTED: {} },
+        },
+      },
+    },
+    idleBehavior: {
+      initial: 'restoring',
+      states: {
+        restoring: {
+          always: [
+            { guard: { type: 'restoredAs', params: { idleBehavior: 'hold' } }, target: 'hold' },
+            { guard: { type: 'restoredAs', params: { idleBehavior: 'drain' } }, target: 'drain' },
+            { target: 'run' },
+          ],
+        },
+        run: {},
+        hold: {},
+        drain: {},
+      },
+      on: {
+        IDLE_BEHAVIOR_SET: idleBehaviors.map((idleBehavior) => ({
+          guard: { type: 'requested' as const, params: { idleBehavior } },
+          target: `.${idleBehavior}`,
+          actions: { type: 'saveIdleBehavior' as const, params: { idleBehavior } },
+        })),
+      },
+    },
+    probe: {
+      initial: 'ready',
+      states: {
+        ready: {
+          on: {
+            PROBE_DUE: {
+              guard: and([
+                'hasInstance',
+                not(stateIn('#instance.lifecycle.creating')),
+                not(stateIn('#instance.lifecycle.shutdown')),
+                not(stateIn('#instance.lifecycle.failed')),
+              ]),
+              target: 'probing',
+            },
+          },
+        },
+        probing: {
+          invoke: {
+            src: 'probeInstance',
+            input: ({ context }) => ({
+              workerId: context.workerId,
+              instance: context.instance as CloudInstance,
+              booted: context.booted,
+              startGeneration: context.startGeneration,
+            }),
+            onDone: [
+              { guard: ({ event }) => !event.output.booted, target: 'ready', actions: raise({ type: 'BOOT_PROBE_FAILED' }) },
+              {
+                target: 'ready',
+                actions: [
+                  assign(({ context, event }) => {
+                    const reported = event.output.booted ? event.output.running : [];
+                    // A start that completed after this probe began may not be in its list yet.
+                    const stale = event.output.startGeneration !== context.startGeneration;
+                    const running = stale ? [...new Set([...context.running, ...reported])] : reported;
+                    return { booted: true, running };
+                  }),
+                  raise({ type: 'PROBE_SUCCEEDED' }),
+                ],
+              },
+            ],
+            onError: {
+              target: 'ready',
+              actions: [
+                assign({ lastError: ({ event }) => errorMessage(event.error) }),
+                raise(({ event }) => ({ type: 'PROBE_FAILED' as const, reason: errorMessage(event.error) })),
+              ],
+            },
+          },
+        },
+      },
+    },
+    health: {
+      initial: 'responsive',
+      states: {
+        responsive: { on: { PROBE_FAILED: 'unresponsive' } },
+        unresponsive: {
+          initial: 'recent',
+          states: {
+            recent: { after: { timeoutProbe: 'overdue' } },
+            overdue: {},
+          },
+          on: { PROBE_SUCCEEDED: 'responsive', BOOT_PROBE_FAILED: 'responsive' },
+        },
+      },
+    },
+  },
+});
+
+export type InstanceMachine = typeof instanceMachine;

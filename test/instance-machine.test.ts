@@ -1,0 +1,233 @@
+// The instance machine on its own, on a simulated clock: every lifecycle transition and timeout.
+import { describe, expect, it } from 'vitest';
+import { cloudInstance, InstanceHarness, timeouts } from './support/instance-harness.js';
+
+const created = { createToken: 'tok-1' };
+
+async function bootedIdle(input = {}) {
+  const h = new InstanceHarness({ ...created, ...input });
+  await h.settle();
+  expect(h.lifecycle()).toBe('booting');
+  await h.probe();
+  expect(h.lifecycle()).toBe('idle');
+  return h;
+}
+
+describe('instance machine lifecycle', () => {
+  it('goes creating → booting → idle → running → idle → shutdown, destroying once', async () => {
+    const h = new InstanceHarness(created, { holdCreate: true });
+    expect(h.lifecycle()).toBe('creating');
+    h.releaseCreate();
+    await h.settle();
+    expect(h.lifecycle()).toBe('booting');
+
+    h.probeAnswers = [{ booted: true, running: [] }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('idle');
+
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('running');
+    expect(h.started).toEqual(['c-1']);
+    expect(h.actor.getSnapshot().context.running).toEqual(['c-1']);
+
+    await h.advance(timeouts.timeoutIdle * 2);
+    expect(h.lifecycle()).toBe('running');
+
+    h.probeAnswers = [{ booted: true, running: [] }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('idle');
+
+    await h.advance(timeouts.timeoutIdle - 1);
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toMatch(/timeoutIdle/);
+  });
+
+  it('keeps what a listing shows while the create call is in flight, and fails when create fails', async () => {
+    const h = new InstanceHarness(created, { holdCreate: true });
+    h.actor.send({ type: 'INSTANCE_LISTED', instance: cloudInstance('i-early') });
+    expect(h.lifecycle()).toBe('creating');
+    expect(h.actor.getSnapshot().context.instance?.id).toBe('i-early');
+
+    const failing = new InstanceHarness(created, { holdCreate: true });
+    failing.createOutcome = new Error('boom');
+    failing.releaseCreate();
+    await failing.settle();
+    expect(failing.lifecycle()).toBe('failed');
+    expect(failing.actor.getSnapshot().context.lastError).toBe('boom');
+  });
+
+  it('shuts a booting instance down at timeoutBooting when the boot probe never passes', async () => {
+    const h = new InstanceHarness(created);
+    await h.settle();
+    h.probeAnswers = [{ booted: false }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('booting');
+    await h.advance(timeouts.timeoutBooting - 1);
+    expect(h.lifecycle()).toBe('booting');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+  });
+
+  it('shuts an unknown instance down at timeoutBooting when nothing runs, but not one that runs containers', async () => {
+    const idle = new InstanceHarness({ instance: cloudInstance('i-found') });
+    expect(idle.lifecycle()).toBe('unknown');
+    idle.probeAnswers = [new Error('ssh: connect ECONNREFUSED')];
+    await idle.probe();
+    await idle.advance(timeouts.timeoutBooting);
+    expect(idle.lifecycle()).toBe('shutdown');
+    expect(idle.destroyed).toEqual(['i-found']);
+
+    const busy = new InstanceHarness({ instance: cloudInstance('i-busy') });
+    busy.probeAnswers = [{ booted: true, running: ['c-9'] }];
+    await busy.probe();
+    expect(busy.lifecycle()).toBe('running');
+    await busy.advance(timeouts.timeoutBooting * 2);
+    expect(busy.lifecycle()).toBe('running');
+    expect(busy.destroyed).toEqual([]);
+  });
+
+  it('destroys again after timeoutShutdown only if the instance is still listed', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'surplus' });
+    await h.settle();
+    expect(h.destroyed).toEqual(['i-1']);
+
+    h.actor.send({ type: 'INSTANCE_LISTED', instance: cloudInstance() });
+    await h.settle();
+    expect(h.destroyed).toHaveLength(1);
+
+    await h.advance(timeouts.timeoutShutdown);
+    expect(h.destroyed).toHaveLength(1);
+    h.actor.send({ type: 'INSTANCE_LISTED', instance: cloudInstance() });
+    await h.settle();
+    expect(h.destroyed).toEqual(['i-1', 'i-1']);
+  });
+
+  it('shuts an idle instance down when probes fail for longer than timeoutProbe', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    h.probeAnswers = [new Error('ssh: connection dropped')];
+    await h.probe();
+    await h.advance(timeouts.timeoutProbe);
+    expect(h.lifecycle()).toBe('idle');
+
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.actor.getSnapshot().context.reason).toMatch(/timeoutProbe/);
+  });
+
+  it('forgives failed probes once one succeeds', async () => {
+    const h = await bootedIdle();
+    h.probeAnswers = [new Error('dropped'), { booted: true, running: ['c-1'] }];
+    await h.probe();
+    await h.advance(timeouts.timeoutProbe - 1);
+    await h.probe();
+    expect(h.lifecycle()).toBe('running');
+    await h.advance(timeouts.timeoutProbe);
+    expect(h.lifecycle()).toBe('running');
+  });
+});
+
+describe('idle behaviour', () => {
+  it('hold: never shut down by idle or boot timeouts, never given work; saved for restarts', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    expect(h.savedBehaviors).toEqual(['hold']);
+    await h.advance(timeouts.timeoutIdle * 10);
+    expect(h.lifecycle()).toBe('idle');
+
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('idle');
+    expect(h.started).toEqual([]);
+
+    // Released after its idle time ran out: it goes at once.
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+
+    const booting = new InstanceHarness({ ...created, idleBehavior: 'hold' });
+    await booting.settle();
+    booting.probeAnswers = [{ booted: false }];
+    await booting.probe();
+    await booting.advance(timeouts.timeoutBooting * 2);
+    expect(booting.lifecycle()).toBe('booting');
+  });
+
+  it('hold is independent of the lifecycle: a held instance keeps running its containers', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    expect(h.lifecycle()).toBe('running');
+    expect(h.idleBehavior()).toBe('hold');
+    h.probeAnswers = [{ booted: true, running: [] }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(timeouts.timeoutIdle * 3);
+    expect(h.lifecycle()).toBe('idle');
+  });
+
+  it('drain: finishes what runs, then shuts down; takes no new work', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
+    h.probeAnswers = [{ booted: true, running: ['c-1'] }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('running');
+    expect(h.destroyed).toEqual([]);
+
+    h.probeAnswers = [{ booted: true, running: [] }];
+    await h.probe();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toBe('drained');
+  });
+
+  it('restores hold and drain from the instance tag without saving them again', async () => {
+    const held = new InstanceHarness({ instance: cloudInstance(), idleBehavior: 'hold' });
+    expect(held.idleBehavior()).toBe('hold');
+    expect(held.savedBehaviors).toEqual([]);
+    await held.advance(timeouts.timeoutBooting * 2);
+    expect(held.lifecycle()).toBe('unknown');
+
+    const draining = new InstanceHarness({ instance: cloudInstance(), idleBehavior: 'drain' });
+    expect(draining.idleBehavior()).toBe('drain');
+    await draining.probe();
+    expect(draining.lifecycle()).toBe('shutdown');
+  });
+});
+
+describe('races', () => {
+  it('an idle timeout that fires first turns a start away: the container is not started', async () => {
+    const h = await bootedIdle();
+    await h.advance(timeouts.timeoutIdle);
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.started).toEqual([]);
+    expect(h.actor.getSnapshot().context.starting).toBeNull();
+  });
+
+  it('a probe that began before a start finished does not read the worker as idle', async () => {
+    const h = await bootedIdle();
+    let openGate!: () => void;
+    h.probeGate = new Promise<void>((resolve) => (openGate = resolve));
+    h.probeAnswers = [{ booted: true, running: [] }];
+    h.actor.send({ type: 'PROBE_DUE' });
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    expect(h.started).toEqual(['c-1']);
+    openGate();
+    await h.settle();
+    expect(h.lifecycle()).toBe('running');
+    expect(h.actor.getSnapshot().context.running).toEqual(['c-1']);
+  });
+});
