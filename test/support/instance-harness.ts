@@ -3,7 +3,11 @@ import { createActor, fromPromise, SimulatedClock, type Actor } from 'xstate';
 import type { CloudInstance } from '../../src/cloud/driver.js';
 import {
   instanceMachine,
+  type CreateInstanceInput,
   type IdleBehavior,
+  type InstanceRef,
+  type ProbeInput,
+  type StartContainerInput,
   type InstanceInput,
   type Lifecycle,
   type ProbeResult,
@@ -35,7 +39,7 @@ export class InstanceHarness {
     const machine = instanceMachine.provide({
       delays: timeouts,
       actors: {
-        createInstance: fromPromise<CloudInstance>(
+        createInstance: fromPromise<CloudInstance, CreateInstanceInput>(
           () =>
             new Promise((resolve, reject) => {
               const settle = () => (this.createOutcome instanceof Error ? reject(this.createOutcome) : resolve(this.createOutcome));
@@ -43,17 +47,17 @@ export class InstanceHarness {
               else settle();
             }),
         ),
-        probeInstance: fromPromise<ProbeResult, { startGeneration: number }>(async ({ input }) => {
+        probeInstance: fromPromise<ProbeResult, ProbeInput>(async ({ input }) => {
           if (this.probeGate) await this.probeGate;
           const answer = this.probeAnswers.length > 1 ? this.probeAnswers.shift()! : this.probeAnswers[0]!;
           if (answer instanceof Error) throw answer;
           return { ...answer, startGeneration: input.startGeneration };
         }),
-        startContainer: fromPromise<void, { containerUuid: string }>(async ({ input }) => {
+        startContainer: fromPromise<void, StartContainerInput>(async ({ input }) => {
           if (this.startOutcome) throw this.startOutcome;
           this.started.push(input.containerUuid);
         }),
-        destroyInstance: fromPromise<void, { instance: CloudInstance }>(async ({ input }) => {
+        destroyInstance: fromPromise<void, InstanceRef>(async ({ input }) => {
           this.destroyed.push(input.instance.id);
         }),
       },
