@@ -1,0 +1,123 @@
+// Reads a YAML config file into a Config, reporting every problem at once as `<key path>: <reason>`.
+
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument } from 'yaml';
+import { z } from 'zod';
+import { configSchema, type Config } from './schema.js';
+
+export interface ConfigIssue {
+  /** Dotted key path such as `cloud.stub.seedInstances[0].instanceType`; empty for file-level problems. */
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+
+  constructor(
+    /** The file (or other label) the config came from. */
+    readonly source: string,
+    readonly issues: ConfigIssue[],
+  ) {
+    // One line per problem, each led by the source, so the lines read like compiler output and grep well.
+    super(issues.map((issue) => `${source}: ${issue.path ? `${issue.path}: ` : ''}${issue.message}`).join('\n'));
+  }
+}
+
+/** Parses and validates `yamlText`; `source` names it in error messages. Throws ConfigError. */
+export function parseConfig(yamlText: string, source: string): Config {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(yamlText, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      source,
+      doc.errors.map((error) => {
+        const { line, col } = lineCounter.linePos(error.pos[0]);
+        return { path: '', message: `YAML syntax error at line ${line}, column ${col}: ${error.message}` };
+      }),
+    );
+  }
+  // An empty file reads as null; treating it as {} lets the schema name each required key.
+  const data: unknown = doc.toJS() ?? {};
+  const result = configSchema.safeParse(data, { error: describeIssue });
+  if (!result.success) {
+    throw new ConfigError(source, result.error.issues.flatMap(toConfigIssues));
+  }
+  return result.data;
+}
+
+/** Reads and parses the config file at `path`. Throws ConfigError, also when the file cannot be read. */
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const message =
+      code === 'ENOENT'
+        ? 'file does not exist'
+        : code === 'EISDIR'
+          ? 'is a directory, not a config file'
+          : `cannot read file: ${(err as Error).message}`;
+    throw new ConfigError(path, [{ path: '', message }]);
+  }
+  return parseConfig(text, path);
+}
+
+function toConfigIssues(issue: z.core.$ZodIssue): ConfigIssue[] {
+  // zod reports all unknown keys of one object as one issue; operators fix them one key at a time.
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }));
+  }
+  return [{ path: formatPath(issue.path), message: issue.message }];
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(top level)';
+  let out = '';
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else if (typeof key === 'string' && /^[A-Za-z_][\w-]*$/.test(key)) out += out ? `.${key}` : key;
+    // Instance type names such as "m5.large" are keys too; brackets keep the path unambiguous.
+    else out += `[${JSON.stringify(String(key))}]`;
+  }
+  return out;
+}
+
+const typeNames: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  object: 'a mapping',
+  record: 'a mapping',
+  array: 'a list',
+};
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return JSON.stringify(value);
+  return String(value);
+}
+
+// zod's own wording ("Invalid input: expected number, received string") speaks of JavaScript types;
+// these speak of what the operator wrote. Messages set in the schema itself take precedence.
+function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.input === undefined) return 'required';
+  switch (issue.code) {
+    case 'invalid_type':
+      return `expected ${typeNames[issue.expected] ?? issue.expected}, got ${describeValue(issue.input)}`;
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => String(v)).join(', ')}, got ${describeValue(issue.input)}`;
+    case 'too_small':
+      if (issue.origin === 'array') return `must have at least ${issue.minimum} entries`;
+      if (issue.origin === 'string') return 'must not be empty';
+      return issue.inclusive ? `must be at least ${issue.minimum}` : `must be greater than ${issue.minimum}`;
+    case 'too_big':
+      return issue.inclusive ? `must be at most ${issue.maximum}` : `must be less than ${issue.maximum}`;
+    default:
+      return undefined;
+  }
+}

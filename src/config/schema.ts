@@ -1,0 +1,259 @@
+// The shape of a Drover config file, its defaults, and the typed Config the rest of Drover reads.
+
+import { z } from 'zod';
+import type { InstanceType } from '../cloud/driver.js';
+import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
+import { durationHint, formatDuration, parseDuration } from './duration.js';
+
+export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
+export type CloudDriverName = (typeof cloudDriverNames)[number];
+
+export const idleBehaviors = ['run', 'hold', 'drain'] as const;
+export type IdleBehavior = (typeof idleBehaviors)[number];
+
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+/** Instances the simulated cloud already holds when the stub starts, as if left by an earlier run. */
+export interface SeedInstance {
+  /** A key of `instanceTypes`. */
+  instanceType: string;
+  count: number;
+  idleBehavior: IdleBehavior;
+}
+
+export type StubSettings = StubFaults & { seedInstances: SeedInstance[] };
+
+export interface CloudSettings {
+  driver: CloudDriverName;
+  maxCloudOpsPerSecond: number;
+  /** Always filled in, whatever the driver, so the stub can be switched on without other edits. */
+  stub: StubSettings;
+}
+
+/** The `pool` section; every duration is in ms. */
+export interface PoolSettings {
+  syncInterval: number;
+  probeInterval: number;
+  maxProbesPerSecond: number;
+  timeoutIdle: number;
+  timeoutBooting: number;
+  timeoutProbe: number;
+  timeoutShutdown: number;
+  maxInstances: number;
+  maxConcurrentInstanceCreateOps: number;
+  quotaErrorTTL: number;
+  /** Shell command that succeeds once the VM has booted. */
+  bootProbeCommand: string;
+  /** How the runner is invoked on a VM. */
+  runnerCommand: string;
+}
+
+export interface SshSettings {
+  username: string;
+  privateKeyFile: string | null;
+  hostKeysFile: string | null;
+}
+
+export interface LogSettings {
+  level: LogLevel;
+}
+
+export interface Config {
+  /** Tag value that marks this pool's instances, so two pools can share an account. */
+  poolName: string;
+  cloud: CloudSettings;
+  pool: PoolSettings;
+  ssh: SshSettings;
+  log: LogSettings;
+  /** Keyed by Drover's name for the type; each value's `name` equals its key. */
+  instanceTypes: Record<string, InstanceType>;
+}
+
+// Returning undefined for a missing value leaves the wording ("required") to the caller's error map.
+const duration = z
+  .string({ error: (issue) => (issue.input === undefined ? undefined : `${durationHint}, got ${JSON.stringify(issue.input)}`) })
+  .transform((text, ctx) => {
+    try {
+      return parseDuration(text);
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+      return z.NEVER;
+    }
+  });
+
+// An interval of 0 would make a loop spin, so the loops' intervals must be longer.
+const interval = duration.refine((ms) => ms > 0, 'must be longer than 0s');
+
+const fraction = z.number().min(0).max(1);
+const count = (min: number) => z.number().int().min(min);
+const nonEmpty = z.string().min(1);
+
+const seedInstanceSchema = z.strictObject({
+  instanceType: nonEmpty,
+  count: count(1).default(1),
+  idleBehavior: z.enum(idleBehaviors).default('run'),
+});
+
+const d = defaultStubFaults;
+
+// An omitted section, or one left empty in YAML (which reads as null), is parsed as {} rather than
+// replaced by a default value, so every key's own default and every required key still apply.
+function section<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => value ?? {}, schema);
+}
+
+const stubSchema = z
+  .strictObject({
+    createErrorRate: fraction.default(d.createErrorRate),
+    destroyErrorRate: fraction.default(d.destroyErrorRate),
+    minCreateInterval: duration.default(d.minCreateIntervalMs),
+    minListInterval: duration.default(d.minListIntervalMs),
+    quotaMaxInstances: count(0).nullable().default(d.quotaMaxInstances),
+    capacityErrorTypes: z.array(nonEmpty).default(() => [...d.capacityErrorTypes]),
+    bootDelay: z
+      .strictObject({ min: duration, max: duration })
+      .superRefine((delay, ctx) => {
+        if (delay.min > delay.max) {
+          ctx.issues.push({
+            code: 'custom',
+            message: `min (${formatDuration(delay.min)}) must not be greater than max (${formatDuration(delay.max)})`,
+            input: delay,
+          });
+        }
+      })
+      .default(() => ({ ...d.bootDelayMs })),
+    neverBootFraction: fraction.default(d.neverBootFraction),
+    vanishFraction: fraction.default(d.vanishFraction),
+    vanishAfter: duration.default(d.vanishAfterMs),
+    listFailureRate: fraction.default(d.listFailureRate),
+    failListings: z.boolean().default(d.failListings),
+    listOmitRate: fraction.default(d.listOmitRate),
+    sshDropRate: fraction.default(d.sshDropRate),
+    seed: z.number().int().default(d.seed),
+    seedInstances: z.array(seedInstanceSchema).default(() => []),
+  })
+  .transform(
+    (s): StubSettings => ({
+      createErrorRate: s.createErrorRate,
+      destroyErrorRate: s.destroyErrorRate,
+      minCreateIntervalMs: s.minCreateInterval,
+      minListIntervalMs: s.minListInterval,
+      quotaMaxInstances: s.quotaMaxInstances,
+      capacityErrorTypes: s.capacityErrorTypes,
+      bootDelayMs: s.bootDelay,
+      neverBootFraction: s.neverBootFraction,
+      vanishFraction: s.vanishFraction,
+      vanishAfterMs: s.vanishAfter,
+      listFailureRate: s.listFailureRate,
+      failListings: s.failListings,
+      listOmitRate: s.listOmitRate,
+      sshDropRate: s.sshDropRate,
+      seed: s.seed,
+      seedInstances: s.seedInstances,
+    }),
+  );
+
+// An omitted `cloud` reports `cloud.driver: required`, which names what to add.
+const cloudSchema = z.strictObject({
+  driver: z.enum(cloudDriverNames),
+  maxCloudOpsPerSecond: z.number().positive().default(10),
+  stub: section(stubSchema),
+});
+
+const poolSchema = z.strictObject({
+  syncInterval: interval.default(60_000),
+  probeInterval: interval.default(10_000),
+  maxProbesPerSecond: z.number().positive().default(10),
+  timeoutIdle: duration.default(60_000),
+  timeoutBooting: duration.default(600_000),
+  timeoutProbe: duration.default(600_000),
+  timeoutShutdown: duration.default(10_000),
+  maxInstances: count(0).default(64),
+  maxConcurrentInstanceCreateOps: count(1).default(1),
+  quotaErrorTTL: duration.default(60_000),
+  bootProbeCommand: nonEmpty.default('true'),
+  runnerCommand: nonEmpty.default('drover-runner'),
+});
+
+const sshSchema = z.strictObject({
+  username: nonEmpty.default('root'),
+  privateKeyFile: nonEmpty.nullable().default(null),
+  hostKeysFile: nonEmpty.nullable().default(null),
+});
+
+const logSchema = z.strictObject({ level: z.enum(logLevels).default('info') });
+
+const instanceTypeSchema = z.strictObject({
+  providerType: nonEmpty,
+  vcpus: count(1),
+  ramMiB: count(1),
+  scratchGiB: count(0).default(0),
+  gpus: count(0).default(0),
+  price: z.number().min(0),
+  preemptible: z.boolean().default(false),
+});
+
+const instanceTypesSchema = z
+  .record(nonEmpty, instanceTypeSchema)
+  .refine((types) => Object.keys(types).length > 0, 'at least one instance type is required')
+  .transform(
+    (types): Record<string, InstanceType> =>
+      Object.fromEntries(Object.entries(types).map(([name, type]) => [name, { name, ...type }])),
+  );
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export const configSchema: z.ZodType<Config> = z
+  .strictObject({
+    poolName: z
+      .string()
+      .regex(/^[a-z0-9-]{1,63}$/, 'expected 1 to 63 characters from a-z, 0-9 and -')
+      .default('drover'),
+    cloud: section(cloudSchema),
+    pool: section(poolSchema),
+    ssh: section(sshSchema),
+    log: section(logSchema),
+    instanceTypes: instanceTypesSchema,
+  })
+  .superRefine(
+    (value, ctx) => {
+      // Runs even when other parts failed (see `when`), so the value may be partial: read it as unknown.
+      const raw: unknown = value;
+      if (!isRecord(raw) || !isRecord(raw.instanceTypes) || !isRecord(raw.cloud) || !isRecord(raw.cloud.stub)) return;
+      const known = new Set(Object.keys(raw.instanceTypes));
+      // With no instance types at all, that one problem is already reported and says enough.
+      if (known.size === 0) return;
+      const knownList = [...known].join(', ');
+      const { seedInstances, capacityErrorTypes } = raw.cloud.stub;
+      if (Array.isArray(seedInstances)) {
+        seedInstances.forEach((seed: unknown, i) => {
+          if (isRecord(seed) && typeof seed.instanceType === 'string' && !known.has(seed.instanceType)) {
+            ctx.issues.push({
+              code: 'custom',
+              path: ['cloud', 'stub', 'seedInstances', i, 'instanceType'],
+              message: `unknown instance type ${JSON.stringify(seed.instanceType)}; instanceTypes has ${knownList}`,
+              input: seed.instanceType,
+            });
+          }
+        });
+      }
+      if (Array.isArray(capacityErrorTypes)) {
+        capacityErrorTypes.forEach((name: unknown, i) => {
+          if (typeof name === 'string' && name !== '*' && !known.has(name)) {
+            ctx.issues.push({
+              code: 'custom',
+              path: ['cloud', 'stub', 'capacityErrorTypes', i],
+              message: `unknown instance type ${JSON.stringify(name)}; expected '*' or one of ${knownList}`,
+              input: name,
+            });
+          }
+        });
+      }
+    },
+    // By default zod skips this check once any other field has failed; running it anyway lets one
+    // pass over the file report every problem.
+    { when: () => true },
+  );

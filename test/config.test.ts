@@ -1,0 +1,259 @@
+// Tests of config parsing: durations, defaults, and that every problem in a file is reported by key path.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { defaultStubFaults } from '../src/cloud/stub/faults.js';
+import { formatDuration, parseDuration } from '../src/config/duration.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+
+const minimal = `
+cloud:
+  driver: stub
+instanceTypes:
+  small: { providerType: t3.small, vcpus: 2, ramMiB: 2048, price: 0.02 }
+`;
+
+/** The ConfigError that parsing `yamlText` throws; fails the test if it parses. */
+function configError(yamlText: string, source = 'test.yml'): ConfigError {
+  try {
+    parseConfig(yamlText, source);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError, but the config parsed');
+}
+
+describe('parseDuration', () => {
+  it.each([
+    ['500ms', 500],
+    ['10s', 10_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['1.5s', 1_500],
+    ['1m30s', 90_000],
+    ['1h30m', 5_400_000],
+    ['2h0m5s250ms', 7_205_250],
+    ['0s', 0],
+  ])('reads %s as %d ms', (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+
+  it.each(['', '10', '-5s', '10 parsecs', '5d', 's', '1.s', '.5s', '10s ago', '1e3s', 'ms'])('rejects %j', (text) => {
+    expect(() => parseDuration(text)).toThrow(/expected a duration such as 10s, 5m or 1h30m, got/);
+  });
+
+  it('quotes the bad text in its message', () => {
+    expect(() => parseDuration('10 parsecs')).toThrow('expected a duration such as 10s, 5m or 1h30m, got "10 parsecs"');
+  });
+});
+
+describe('formatDuration', () => {
+  it.each([
+    [0, '0s'],
+    [500, '500ms'],
+    [1_500, '1.5s'],
+    [90_000, '1m30s'],
+    [3_600_000, '1h'],
+    [5_400_000, '1h30m'],
+    [7_205_250, '2h5.25s'],
+  ])('writes %d ms as %s', (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+  });
+
+  it('writes what parseDuration reads back', () => {
+    for (const ms of [1, 999, 1_000, 1_001, 59_999, 61_234, 3_599_999, 86_400_000, 123_456_789]) {
+      expect(parseDuration(formatDuration(ms))).toBe(ms);
+    }
+  });
+});
+
+describe('parseConfig', () => {
+  it('reports a missing cloud.driver', () => {
+    const error = configError(`instanceTypes:\n  small: { providerType: t3.small, vcpus: 2, ramMiB: 2048, price: 0.02 }\n`);
+    expect(error.message).toContain('cloud.driver: required');
+    expect(error.message.startsWith('test.yml: ')).toBe(true);
+    expect(error.issues).toEqual([{ path: 'cloud.driver', message: 'required' }]);
+  });
+
+  it('reports a malformed duration with its key path and the bad text', () => {
+    const error = configError(`${minimal}pool:\n  syncInterval: ten\n`, 'config/x.yml');
+    expect(error.message).toBe(
+      'config/x.yml: pool.syncInterval: expected a duration such as 10s, 5m or 1h30m, got "ten"',
+    );
+  });
+
+  it('names an unknown key, so a typo does not silently fall back to a default', () => {
+    const error = configError(`${minimal}pool:\n  sycnInterval: 5s\n`);
+    expect(error.issues).toEqual([{ path: 'pool.sycnInterval', message: 'unknown key' }]);
+    expect(error.message).toContain('pool.sycnInterval: unknown key');
+  });
+
+  it('applies defaults when whole sections are omitted', () => {
+    const config = parseConfig(minimal, 'test.yml');
+    expect(config.poolName).toBe('drover');
+    expect(config.cloud.maxCloudOpsPerSecond).toBe(10);
+    expect(config.pool).toEqual({
+      syncInterval: 60_000,
+      probeInterval: 10_000,
+      maxProbesPerSecond: 10,
+      timeoutIdle: 60_000,
+      timeoutBooting: 600_000,
+      timeoutProbe: 600_000,
+      timeoutShutdown: 10_000,
+      maxInstances: 64,
+      maxConcurrentInstanceCreateOps: 1,
+      quotaErrorTTL: 60_000,
+      bootProbeCommand: 'true',
+      runnerCommand: 'drover-runner',
+    });
+    expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
+    expect(config.log.level).toBe('info');
+    expect(config.cloud.stub).toEqual({ ...defaultStubFaults, seedInstances: [] });
+    expect(config.instanceTypes.small).toEqual({
+      name: 'small',
+      providerType: 't3.small',
+      vcpus: 2,
+      ramMiB: 2048,
+      scratchGiB: 0,
+      gpus: 0,
+      price: 0.02,
+      preemptible: false,
+    });
+  });
+
+  it('gives an empty section (null in YAML) its defaults too', () => {
+    const config = parseConfig(`${minimal}pool:\nssh:\n`, 'test.yml');
+    expect(config.pool.syncInterval).toBe(60_000);
+    expect(config.ssh.username).toBe('root');
+  });
+
+  it('keeps defaults for the keys a section leaves out', () => {
+    const config = parseConfig(`${minimal}pool:\n  maxInstances: 3\n`, 'test.yml');
+    expect(config.pool.maxInstances).toBe(3);
+    expect(config.pool.timeoutBooting).toBe(600_000);
+  });
+
+  it('converts durations to ms, including compound ones', () => {
+    const config = parseConfig(
+      `${minimal}pool:\n  timeoutIdle: 1m30s\n  timeoutShutdown: 1.5s\n  quotaErrorTTL: 250ms\n`,
+      'test.yml',
+    );
+    expect(config.pool.timeoutIdle).toBe(90_000);
+    expect(config.pool.timeoutShutdown).toBe(1_500);
+    expect(config.pool.quotaErrorTTL).toBe(250);
+  });
+
+  it('maps cloud.stub durations onto the StubFaults ...Ms fields', () => {
+    const config = parseConfig(
+      `${minimal.replace('driver: stub', 'driver: stub\n  stub:\n    minCreateInterval: 2s\n    vanishAfter: 1m\n    bootDelay: { min: 1s, max: 3s }\n    seedInstances: [{ instanceType: small, count: 2, idleBehavior: hold }, { instanceType: small }]')}`,
+      'test.yml',
+    );
+    expect(config.cloud.stub.minCreateIntervalMs).toBe(2_000);
+    expect(config.cloud.stub.vanishAfterMs).toBe(60_000);
+    expect(config.cloud.stub.bootDelayMs).toEqual({ min: 1_000, max: 3_000 });
+    expect(config.cloud.stub.seedInstances).toEqual([
+      { instanceType: 'small', count: 2, idleBehavior: 'hold' },
+      { instanceType: 'small', count: 1, idleBehavior: 'run' },
+    ]);
+    expect(config.cloud.stub).not.toHaveProperty('minCreateInterval');
+  });
+
+  it('rejects a seed instance whose type is not in instanceTypes', () => {
+    const error = configError(
+      minimal.replace('driver: stub', 'driver: stub\n  stub:\n    seedInstances: [{ instanceType: huge }]'),
+    );
+    expect(error.issues.map((issue) => issue.path)).toEqual(['cloud.stub.seedInstances[0].instanceType']);
+    expect(error.message).toContain('cloud.stub.seedInstances[0].instanceType: unknown instance type "huge"');
+  });
+
+  it('rejects a boot delay whose min is greater than its max', () => {
+    const error = configError(
+      minimal.replace('driver: stub', 'driver: stub\n  stub:\n    bootDelay: { min: 6s, max: 2s }'),
+    );
+    expect(error.issues).toEqual([
+      { path: 'cloud.stub.bootDelay', message: 'min (6s) must not be greater than max (2s)' },
+    ]);
+  });
+
+  it('reports several problems together, one per line', () => {
+    const error = configError(`
+pool:
+  syncInterval: soon
+  sycnInterval: 5s
+  maxInstances: -1
+cloud:
+  stub:
+    seedInstances: [{ instanceType: huge }]
+instanceTypes:
+  small: { providerType: t3.small, vcpus: 2, ramMiB: 2048, price: 0.02 }
+`);
+    const lines = error.message.split('\n');
+    expect(lines).toHaveLength(5);
+    for (const line of lines) expect(line.startsWith('test.yml: ')).toBe(true);
+    expect(error.issues.map((issue) => issue.path).sort()).toEqual([
+      'cloud.driver',
+      'cloud.stub.seedInstances[0].instanceType',
+      'pool.maxInstances',
+      'pool.sycnInterval',
+      'pool.syncInterval',
+    ]);
+  });
+
+  it('requires at least one instance type', () => {
+    const error = configError('cloud: { driver: stub }\ninstanceTypes: {}\n');
+    expect(error.issues).toEqual([{ path: 'instanceTypes', message: 'at least one instance type is required' }]);
+  });
+
+  it('reports an empty file as missing its required keys', () => {
+    const error = configError('');
+    expect(error.issues.map((issue) => issue.path)).toEqual(['cloud.driver', 'instanceTypes']);
+  });
+
+  it('reports a YAML syntax error with its line and column', () => {
+    const error = configError('cloud:\n  driver: stub\n  stub: [1, 2\nlog: { level: info }\n');
+    expect(error.message).toMatch(/^test\.yml: YAML syntax error at line \d+, column \d+: /);
+    expect(error.message).toMatch(/line 4,/);
+  });
+});
+
+describe('loadConfig', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-config-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('loads config/stub.yml cleanly', () => {
+    const config = loadConfig(join(repoRoot, 'config/stub.yml'));
+    expect(config.poolName).toBe('drover-demo');
+    expect(config.cloud.driver).toBe('stub');
+    expect(config.pool.syncInterval).toBe(5_000);
+    expect(config.pool.probeInterval).toBe(2_000);
+    expect(config.pool.timeoutIdle).toBe(20_000);
+    expect(config.pool.timeoutBooting).toBe(60_000);
+    expect(config.pool.timeoutShutdown).toBe(10_000);
+    expect(config.cloud.stub.bootDelayMs).toEqual({ min: 2_000, max: 6_000 });
+    expect(Object.keys(config.instanceTypes).sort()).toEqual(['large', 'small']);
+    expect(config.instanceTypes.small?.price).not.toBe(config.instanceTypes.large?.price);
+    expect(config.cloud.stub.seedInstances).toEqual([
+      { instanceType: 'small', count: 2, idleBehavior: 'run' },
+      { instanceType: 'small', count: 1, idleBehavior: 'hold' },
+      { instanceType: 'large', count: 1, idleBehavior: 'drain' },
+    ]);
+  });
+
+  it('names the path of a missing file and says it does not exist', () => {
+    const path = join(dir, 'nowhere.yml');
+    expect(() => loadConfig(path)).toThrow(ConfigError);
+    expect(() => loadConfig(path)).toThrow(`${path}: file does not exist`);
+  });
+
+  it('uses the file path as the source of its problems', () => {
+    const path = join(dir, 'bad.yml');
+    writeFileSync(path, `${minimal}pool:\n  syncInterval: ten\n`);
+    expect(() => loadConfig(path)).toThrow(`${path}: pool.syncInterval: `);
+  });
+});
