@@ -91,13 +91,13 @@ export const poolMachine = setup({
     // Whether the pool's picture of the cloud is good enough to create instances against.
     listing: {
       initial: 'unloaded',
-      on: {
-        LISTING_SUCCEEDED: { target: '.current', actions: [assign({ failedListings: 0 }), 'notifyChanged'] },
-      },
       states: {
-        unloaded: {},
+        unloaded: {
+          on: { LISTING_SUCCEEDED: { target: 'current', actions: 'notifyChanged' } },
+        },
         current: {
           on: {
+            LISTING_SUCCEEDED: { actions: assign({ failedListings: 0 }) },
             LISTING_FAILED: [
               { guard: 'staleNow', target: 'stale', actions: [assign({ failedListings: ({ context }) => context.failedListings + 1 }), 'notifyChanged'] },
               { actions: assign({ failedListings: ({ context }) => context.failedListings + 1 }) },
@@ -105,7 +105,10 @@ export const poolMachine = setup({
           },
         },
         stale: {
-          on: { LISTING_FAILED: { actions: assign({ failedListings: ({ context }) => context.failedListings + 1 }) } },
+          on: {
+            LISTING_SUCCEEDED: { target: 'current', actions: [assign({ failedListings: 0 }), 'notifyChanged'] },
+            LISTING_FAILED: { actions: assign({ failedListings: ({ context }) => context.failedListings + 1 }) },
+          },
         },
       },
     },

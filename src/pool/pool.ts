@@ -1,0 +1,539 @@
+// The pool: keeps one worker actor per cloud instance, in a registry of root actors (spawning
+// thousands of children of one machine is quadratic), and wires the pool machine and the instance
+// machine to the cloud driver, the executors, the clock and the logs.
+import { randomUUID } from 'node:crypto';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock.js';
+import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
+import { errorClass, RateLimitError } from '../cloud/errors.js';
+import type { PoolSettings } from '../config/schema.js';
+import type { Executor, ExecutorTarget } from '../ssh/executor.js';
+import {
+  idleBehaviors,
+  instanceMachine,
+  type CreateInstanceInput,
+  type IdleBehavior,
+  type InstanceInput,
+  type InstanceRef,
+  type Lifecycle,
+  type ProbeInput,
+  type ProbeResult,
+  type StartContainerInput,
+} from '../../machines/instance.js';
+import { poolMachine, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
+import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
+import { Notifier, type Unsubscribe } from './notifier.js';
+import { ProbeScheduler } from './probe-scheduler.js';
+import { parseRunnerList } from './runner-list.js';
+import { idleBehaviorOf, lifecycleOf, Worker, type TransitionRecord, type WorkerSnapshot } from './worker.js';
+
+/**
+ * Listings in a row that must miss an instance before the pool forgets it. One partial listing
+ * must not make a live instance vanish from the counts, or the pool would create past
+ * maxInstances (the overprovisioning story in the seeds).
+ */
+export const forgetAfterMissedListings = 2;
+
+export interface PoolOptions {
+  poolName: string;
+  driver: CloudDriver;
+  executorFor: (target: ExecutorTarget) => Executor;
+  settings: PoolSettings;
+  instanceTypes: Readonly<Record<string, InstanceType>>;
+  logger: Logger;
+  clock?: Clock;
+  /** Starts a container on a worker; supplied by the dispatcher. */
+  startContainer?: (input: StartContainerInput, executor: Executor) => Promise<void>;
+  rateLimitBackoffMs?: number;
+}
+
+export interface InstanceView {
+  workerId: string;
+  instanceId: string | null;
+  instanceType: string;
+  providerType: string;
+  price: number;
+  address: string | null;
+  state: Lifecycle;
+  idleBehavior: IdleBehavior;
+  running: string[];
+  appearedAt: number;
+  lastError: string | null;
+  history: TransitionRecord[];
+}
+
+export interface PoolStatus {
+  /** A listing has succeeded since start. */
+  loaded: boolean;
+  /** Listings have failed often enough in a row that creates are refused. */
+  stale: boolean;
+  atQuota: boolean;
+  throttled: ThrottledOperation[];
+  /** Instance type names out of capacity ('*' = every type). */
+  capacityExhausted: string[];
+}
+
+export type ShutdownTarget = { instanceType: string } | { instanceId: string };
+
+export class UnknownInstanceError extends Error {
+  constructor(readonly instanceId: string) {
+    super(`no instance ${instanceId} in this pool`);
+  }
+}
+
+const unallocatedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'booting', 'idle', 'unknown']);
+const unprobedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'shutdown', 'failed']);
+
+export class Pool {
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly workers = new Map<string, Worker>();
+  private readonly byInstanceId = new Map<string, Worker>();
+  private readonly byCreateToken = new Map<string, Worker>();
+  private orphanInstances: CloudInstance[] = [];
+  private readonly reportedOrphans = new Set<string>();
+  /** Instance type name (or '*') → clock ms until which creates of it are refused. */
+  private readonly capacityUntil = new Map<string, number>();
+  private readonly notifier = new Notifier();
+  private readonly workerMachine;
+  private readonly poolActor: Actor<PoolMachine>;
+  private readonly probes: ProbeScheduler<Worker>;
+  private lastPoolStatus = '';
+
+  constructor(private readonly options: PoolOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger;
+    const { settings } = options;
+
+    this.workerMachine = instanceMachine.provide({
+      delays: {
+        timeoutBooting: settings.timeoutBooting,
+        timeoutIdle: settings.timeoutIdle,
+        timeoutProbe: settings.timeoutProbe,
+        timeoutShutdown: settings.timeoutShutdown,
+      },
+      actors: {
+        createInstance: fromPromise<CloudInstance, CreateInstanceInput>(({ input }) => this.createInstance(input)),
+        probeInstance: fromPromise<ProbeResult, ProbeInput>(({ input }) => this.probeInstance(input)),
+        startContainer: fromPromise<void, StartContainerInput>(({ input }) => this.startContainerOn(input)),
+        destroyInstance: fromPromise<void, InstanceRef>(({ input }) => this.destroyInstance(input)),
+      },
+      actions: {
+        saveIdleBehavior: ({ context }, params: { idleBehavior: IdleBehavior }) => {
+          if (context.instance) this.saveIdleBehavior(context.instance.id, params.idleBehavior);
+        },
+      },
+    });
+
+    this.poolActor = createActor(
+      poolMachine.provide({
+        delays: { syncInterval: settings.syncInterval, quotaErrorTTL: settings.quotaErrorTTL },
+        actors: { syncInstances: fromPromise<void>(() => this.syncInstances()) },
+        actions: { notifyChanged: () => this.notifier.notify() },
+      }),
+      { clock: this.clock },
+    );
+
+    this.probes = new ProbeScheduler<Worker>({
+      clock: this.clock,
+      probeIntervalMs: settings.probeInterval,
+      maxProbesPerSecond: settings.maxProbesPerSecond,
+      targets: () => [...this.workers.values()].filter((worker) => !unprobedStates.has(worker.lifecycle ?? 'failed')),
+      probe: (worker) => {
+        if (this.workers.get(worker.id) === worker) worker.actor.send({ type: 'PROBE_DUE' });
+      },
+    });
+  }
+
+  start(): void {
+    this.poolActor.subscribe(() => this.observePool());
+    this.poolActor.start();
+    this.probes.start();
+  }
+
+  stop(): void {
+    this.probes.stop();
+    this.poolActor.stop();
+    for (const worker of [...this.workers.values()]) this.forget(worker);
+  }
+
+  subscribe(subscriber: () => void): Unsubscribe {
+    return this.notifier.subscribe(subscriber);
+  }
+
+  /** Starts creating an instance of the type; false (and nothing done) if something forbids it now. */
+  create(instanceTypeName: string): boolean {
+    const refusal = this.createRefusal(instanceTypeName);
+    if (refusal !== null) {
+      this.logger.debug({ instanceType: instanceTypeName, refusal }, 'create refused');
+      return false;
+    }
+    const createToken = randomUUID();
+    this.spawn({ workerId: `create-${createToken}`, instanceType: instanceTypeName, idleBehavior: 'run', createToken });
+    return true;
+  }
+
+  /** Why a create of this type would be refused now, or null if it would go ahead. */
+  createRefusal(instanceTypeName: string): string | null {
+    if (!this.options.instanceTypes[instanceTypeName]) return `unknown instance type ${instanceTypeName}`;
+    const pool = this.poolActor.getSnapshot();
+    if (pool.matches({ listing: 'unloaded' })) return 'no cloud listing has succeeded yet';
+    if (pool.matches({ listing: 'stale' })) return 'cloud listings are failing; the instance count cannot be trusted';
+    if (pool.matches({ quota: 'exceeded' })) return 'at quota';
+    if (pool.matches({ throttle: { create: 'throttled' } })) return 'create calls are rate-limited';
+    if (this.capacityExhausted().some((name) => name === '*' || name === instanceTypeName)) {
+      return `no capacity for ${instanceTypeName}`;
+    }
+    const { maxConcurrentInstanceCreateOps, maxInstances } = this.options.settings;
+    let creating = 0;
+    for (const worker of this.workers.values()) if (worker.lifecycle === 'creating') creating++;
+    if (creating >= maxConcurrentInstanceCreateOps) return `${creating} create calls in flight (maxConcurrentInstanceCreateOps)`;
+    if (this.workers.size >= maxInstances) return `${this.workers.size} instances (maxInstances)`;
+    return null;
+  }
+
+  /**
+   * Workers of each type that will be free for new work soon without a new create: creating,
+   * booting, idle and unknown, with idle behaviour run and nothing running or starting.
+   */
+  unallocated(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const worker of this.workers.values()) {
+      if (!unallocatedStates.has(worker.lifecycle ?? 'failed') || worker.idleBehavior !== 'run') continue;
+      const { running, starting } = worker.snapshot.context;
+      if (running.length > 0 || starting !== null) continue;
+      counts[worker.instanceType.name] = (counts[worker.instanceType.name] ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  countByState(): Record<Lifecycle, number> {
+    const counts: Record<Lifecycle, number> = { creating: 0, unknown: 0, booting: 0, idle: 0, running: 0, shutdown: 0, failed: 0 };
+    for (const worker of this.workers.values()) if (worker.lifecycle) counts[worker.lifecycle]++;
+    return counts;
+  }
+
+  instances(): InstanceView[] {
+    return [...this.workers.values()].map((worker) => this.view(worker)).sort((a, b) => a.workerId.localeCompare(b.workerId));
+  }
+
+  instance(id: string): InstanceView | undefined {
+    const worker = this.find(id);
+    return worker ? this.view(worker) : undefined;
+  }
+
+  /** Instances that carry this pool's tag but a type this config does not know: listed, never counted or used. */
+  orphans(): CloudInstance[] {
+    return [...this.orphanInstances];
+  }
+
+  status(): PoolStatus {
+    const pool = this.poolActor.getSnapshot();
+    return {
+      loaded: !pool.matches({ listing: 'unloaded' }),
+      stale: pool.matches({ listing: 'stale' }),
+      atQuota: pool.matches({ quota: 'exceeded' }),
+      throttled: (['create', 'list', 'destroy', 'setTags'] as const).filter((operation) =>
+        pool.matches({ throttle: { [operation]: 'throttled' } }),
+      ),
+      capacityExhausted: this.capacityExhausted(),
+    };
+  }
+
+  /** Sets how the instance behaves when idle (and saves it in the instance's tags). */
+  setIdleBehavior(id: string, idleBehavior: IdleBehavior): void {
+    if (!idleBehaviors.includes(idleBehavior)) throw new Error(`idle behaviour must be one of ${idleBehaviors.join(', ')}, got ${String(idleBehavior)}`);
+    const worker = this.find(id);
+    if (!worker) throw new UnknownInstanceError(id);
+    worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior });
+  }
+
+  /**
+   * By type: shuts down one booting, else one idle worker of that type that is not held; false if
+   * there is none. By id: shuts that instance down whatever it is doing (the operator's kill).
+   */
+  shutdown(target: ShutdownTarget): boolean {
+    if ('instanceId' in target) {
+      const worker = this.find(target.instanceId);
+      if (!worker) throw new UnknownInstanceError(target.instanceId);
+      worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'shutdown requested by operator' });
+      return lifecycleOf(worker.snapshot) === 'shutdown';
+    }
+    for (const state of ['booting', 'idle'] as const) {
+      for (const worker of this.workers.values()) {
+        if (worker.instanceType.name !== target.instanceType || worker.lifecycle !== state || worker.idleBehavior === 'hold') continue;
+        worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: `surplus ${state} ${target.instanceType}` });
+        if (lifecycleOf(worker.snapshot) === 'shutdown') return true;
+      }
+    }
+    return false;
+  }
+
+  private find(id: string): Worker | undefined {
+    return this.byInstanceId.get(id) ?? this.workers.get(id);
+  }
+
+  private view(worker: Worker): InstanceView {
+    const { context } = worker.snapshot;
+    return {
+      workerId: worker.id,
+      instanceId: context.instance?.id ?? null,
+      instanceType: worker.instanceType.name,
+      providerType: worker.instanceType.providerType,
+      price: worker.instanceType.price,
+      address: context.instance?.address ?? null,
+      state: worker.lifecycle ?? 'failed',
+      idleBehavior: worker.idleBehavior ?? 'run',
+      running: [...context.running],
+      appearedAt: worker.appearedAt,
+      lastError: context.lastError,
+      history: [...worker.history],
+    };
+  }
+
+  private capacityExhausted(): string[] {
+    const now = this.clock.now();
+    return [...this.capacityUntil].filter(([, until]) => until > now).map(([name]) => name);
+  }
+
+  private spawn(input: InstanceInput): Worker {
+    const instanceType = this.options.instanceTypes[input.instanceType];
+    if (!instanceType) throw new Error(`spawn: unknown instance type ${input.instanceType}`);
+    const actor = createActor(this.workerMachine, { clock: this.clock, input });
+    const worker = new Worker(input.workerId, instanceType, actor, this.clock.now());
+    this.workers.set(worker.id, worker);
+    if (input.createToken) this.byCreateToken.set(input.createToken, worker);
+    if (input.instance) this.byInstanceId.set(input.instance.id, worker);
+    actor.subscribe((snapshot) => this.observeWorker(worker, snapshot));
+    actor.start();
+    this.notifier.notify();
+    return worker;
+  }
+
+  private forget(worker: Worker): void {
+    if (this.workers.get(worker.id) !== worker) return;
+    this.workers.delete(worker.id);
+    const { instance, createToken } = worker.snapshot.context;
+    if (instance && this.byInstanceId.get(instance.id) === worker) this.byInstanceId.delete(instance.id);
+    if (createToken) this.byCreateToken.delete(createToken);
+    worker.actor.stop();
+    worker.executor?.close();
+    this.notifier.notify();
+  }
+
+  private observeWorker(worker: Worker, snapshot: WorkerSnapshot): void {
+    const { context } = snapshot;
+    if (context.instance && !this.byInstanceId.has(context.instance.id)) this.byInstanceId.set(context.instance.id, worker);
+
+    const lifecycle = lifecycleOf(snapshot);
+    const idleBehavior = idleBehaviorOf(snapshot);
+    if (lifecycle !== worker.lifecycle) {
+      const from = worker.lifecycle;
+      // The create call returning is news about the instance as good as a listing.
+      if (from === 'creating') worker.updatedAt = this.clock.now();
+      worker.lifecycle = lifecycle;
+      worker.record({ at: this.clock.now(), from, to: lifecycle, reason: context.reason });
+      this.logger.info(
+        {
+          workerId: worker.id,
+          instanceId: context.instance?.id ?? null,
+          instanceType: worker.instanceType.name,
+          from,
+          to: lifecycle,
+          reason: context.reason,
+        },
+        'instance state changed',
+      );
+      this.notifier.notify();
+      // Stopping an actor from inside its own notification is not safe; do it just after.
+      if (lifecycle === 'failed') queueMicrotask(() => this.forget(worker));
+    }
+    if (idleBehavior !== null && idleBehavior !== worker.idleBehavior) {
+      if (worker.idleBehavior !== null) {
+        this.logger.info(
+          { workerId: worker.id, instanceId: context.instance?.id ?? null, instanceType: worker.instanceType.name, from: worker.idleBehavior, to: idleBehavior },
+          'idle behaviour changed',
+        );
+      }
+      worker.idleBehavior = idleBehavior;
+      this.notifier.notify();
+    }
+  }
+
+  // The sync loop changes the pool machine's state every interval; only what creates depend on is news.
+  private observePool(): void {
+    const { loaded, stale, atQuota, throttled } = this.status();
+    const summary = JSON.stringify({ loaded, stale, atQuota, throttled });
+    if (summary === this.lastPoolStatus) return;
+    this.lastPoolStatus = summary;
+    this.logger.info({ loaded, stale, atQuota, throttled }, 'pool state changed');
+    this.notifier.notify();
+  }
+
+  private throttled(operation: ThrottledOperation): boolean {
+    return this.poolActor.getSnapshot().matches({ throttle: { [operation]: 'throttled' } });
+  }
+
+  /** Logs a failed cloud call once, with its class, and applies what its class means for the pool. */
+  private cloudCallFailed(operation: ThrottledOperation, error: unknown, fields: Record<string, unknown> = {}): void {
+    const now = this.clock.now();
+    const response = responseTo(error, now, this.options.rateLimitBackoffMs ?? defaultRateLimitBackoffMs);
+    this.logger.warn(
+      { ...fields, operation, errorClass: errorClass(error), error: error instanceof Error ? error.message : String(error) },
+      'cloud call failed',
+    );
+    switch (response.kind) {
+      case 'quota':
+        this.poolActor.send({ type: 'QUOTA_EXCEEDED' });
+        break;
+      case 'rateLimit':
+        this.poolActor.send({ type: 'RATE_LIMITED', operation, delayMs: response.delayMs });
+        break;
+      case 'capacity': {
+        const key = response.instanceType ?? '*';
+        this.capacityUntil.set(key, now + this.options.settings.quotaErrorTTL);
+        this.clock.setTimeout(() => this.notifier.notify(), this.options.settings.quotaErrorTTL);
+        break;
+      }
+      case 'other':
+        break;
+    }
+    this.notifier.notify();
+  }
+
+  private async syncInstances(): Promise<void> {
+    if (this.throttled('list')) throw new RateLimitError('listing skipped: list calls are rate-limited');
+    const threshold = this.clock.now();
+    let instances: CloudInstance[];
+    try {
+      instances = await this.options.driver.list({ [tagKeys.pool]: this.options.poolName });
+    } catch (error) {
+      this.cloudCallFailed('list', error);
+      throw error;
+    }
+    this.reconcile(threshold, instances);
+  }
+
+  /** Brings the registry in line with a listing that began at `threshold`. */
+  private reconcile(threshold: number, instances: CloudInstance[]): void {
+    const now = this.clock.now();
+    const seen = new Set<Worker>();
+    const orphans: CloudInstance[] = [];
+    for (const instance of instances) {
+      const typeName = instance.tags[tagKeys.instanceType] ?? '';
+      if (!this.options.instanceTypes[typeName]) {
+        orphans.push(instance);
+        if (!this.reportedOrphans.has(instance.id)) {
+          this.reportedOrphans.add(instance.id);
+          this.logger.error(
+            { instanceId: instance.id, instanceTypeTag: typeName || null, providerType: instance.providerType },
+            'orphan instance: it has this pool\'s tag but an instance type this config does not define; it is not counted or used. Destroy it or add its type to the config',
+          );
+        }
+        continue;
+      }
+      let worker = this.byInstanceId.get(instance.id) ?? this.byCreateToken.get(instance.tags[tagKeys.createToken] ?? '');
+      if (worker) {
+        worker.updatedAt = now;
+        worker.missedListings = 0;
+        this.byInstanceId.set(instance.id, worker);
+        if (worker.executor && instance.address) worker.executor.setTarget(executorTarget(instance));
+        worker.actor.send({ type: 'INSTANCE_LISTED', instance });
+      } else {
+        worker = this.spawn({
+          workerId: instance.id,
+          instanceType: typeName,
+          idleBehavior: restoredIdleBehavior(instance.tags),
+          instance,
+        });
+      }
+      seen.add(worker);
+    }
+    this.orphanInstances = orphans;
+
+    for (const worker of [...this.workers.values()]) {
+      if (seen.has(worker) || worker.lifecycle === 'creating' || worker.updatedAt > threshold) continue;
+      worker.missedListings++;
+      if (worker.lifecycle === 'shutdown' || worker.missedListings >= forgetAfterMissedListings) {
+        this.logger.info(
+          { workerId: worker.id, instanceId: worker.snapshot.context.instance?.id ?? null, instanceType: worker.instanceType.name, state: worker.lifecycle },
+          'instance gone from the cloud',
+        );
+        this.forget(worker);
+      }
+    }
+  }
+
+  private async createInstance(input: CreateInstanceInput): Promise<CloudInstance> {
+    const instanceType = this.options.instanceTypes[input.instanceType];
+    if (!instanceType) throw new Error(`unknown instance type ${input.instanceType}`);
+    const tags: Tags = {
+      [tagKeys.pool]: this.options.poolName,
+      [tagKeys.instanceType]: instanceType.name,
+      [tagKeys.idleBehavior]: 'run',
+      [tagKeys.createToken]: input.createToken,
+    };
+    try {
+      return await this.options.driver.create({ instanceType, tags });
+    } catch (error) {
+      this.cloudCallFailed('create', error, { workerId: input.workerId, instanceType: instanceType.name });
+      throw error;
+    }
+  }
+
+  private async destroyInstance(input: InstanceRef): Promise<void> {
+    if (this.throttled('destroy')) throw new RateLimitError('destroy deferred: destroy calls are rate-limited');
+    try {
+      await this.options.driver.destroy(input.instance.id);
+    } catch (error) {
+      this.cloudCallFailed('destroy', error, { workerId: input.workerId, instanceId: input.instance.id });
+      throw error;
+    }
+  }
+
+  private saveIdleBehavior(instanceId: string, idleBehavior: IdleBehavior): void {
+    if (this.throttled('setTags')) {
+      this.logger.warn({ instanceId, idleBehavior }, 'idle behaviour not saved in tags: setTags calls are rate-limited; a restart now would forget it');
+      return;
+    }
+    this.options.driver.setTags(instanceId, { [tagKeys.idleBehavior]: idleBehavior }).catch((error: unknown) => {
+      this.cloudCallFailed('setTags', error, { instanceId });
+    });
+  }
+
+  private executorOf(input: InstanceRef): Executor {
+    const worker = this.workers.get(input.workerId);
+    if (!worker) throw new Error(`worker ${input.workerId} is gone`);
+    if (!input.instance.address) throw new Error(`instance ${input.instance.id} has no address yet`);
+    worker.executor ??= this.options.executorFor(executorTarget(input.instance));
+    return worker.executor;
+  }
+
+  /** The boot probe until the instance has booted, then the runner's list of containers. */
+  private async probeInstance(input: ProbeInput): Promise<ProbeResult> {
+    const executor = this.executorOf(input);
+    const { bootProbeCommand, runnerCommand } = this.options.settings;
+    if (!input.booted) {
+      const boot = await executor.run(bootProbeCommand);
+      if (boot.exitCode !== 0) return { booted: false, startGeneration: input.startGeneration };
+    }
+    const list = await executor.run(`${runnerCommand} list`);
+    if (list.exitCode !== 0) throw new Error(`${runnerCommand} list exited with ${list.exitCode}: ${list.stderr.trim()}`);
+    return { booted: true, running: parseRunnerList(list.stdout).running, startGeneration: input.startGeneration };
+  }
+
+  private async startContainerOn(input: StartContainerInput): Promise<void> {
+    if (!this.options.startContainer) throw new Error('this pool was built without a container starter');
+    await this.options.startContainer(input, this.executorOf(input));
+  }
+}
+
+function executorTarget(instance: CloudInstance): ExecutorTarget {
+  return { id: instance.id, address: instance.address ?? '', port: instance.port ?? 22 };
+}
+
+function restoredIdleBehavior(tags: Tags): IdleBehavior {
+  const tag = tags[tagKeys.idleBehavior];
+  return idleBehaviors.find((behavior) => behavior === tag) ?? 'run';
+}

@@ -1,0 +1,59 @@
+// Drover's handle on one instance: its actor, its SSH executor and what the pool remembers about
+// it between listings (when it was last confirmed, and its recent transitions).
+import type { Actor, SnapshotFrom } from 'xstate';
+import type { InstanceType } from '../cloud/driver.js';
+import type { Executor } from '../ssh/executor.js';
+import type { IdleBehavior, InstanceMachine, Lifecycle } from '../../machines/instance.js';
+
+export type WorkerSnapshot = SnapshotFrom<InstanceMachine>;
+
+export interface TransitionRecord {
+  at: number;
+  from: Lifecycle | null;
+  to: Lifecycle;
+  reason: string;
+}
+
+/** Transitions kept per instance: enough to explain its last few minutes to an operator. */
+export const historyLength = 20;
+
+export class Worker {
+  executor: Executor | null = null;
+  /** Clock ms of the last fact the pool learned about the instance (created, listed). */
+  updatedAt: number;
+  readonly appearedAt: number;
+  /** Successive listings, each begun after updatedAt, that did not show the instance. */
+  missedListings = 0;
+  lifecycle: Lifecycle | null = null;
+  idleBehavior: IdleBehavior | null = null;
+  readonly history: TransitionRecord[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly instanceType: InstanceType,
+    readonly actor: Actor<InstanceMachine>,
+    now: number,
+  ) {
+    this.updatedAt = now;
+    this.appearedAt = now;
+  }
+
+  get snapshot(): WorkerSnapshot {
+    return this.actor.getSnapshot();
+  }
+
+  record(transition: TransitionRecord): void {
+    this.history.push(transition);
+    if (this.history.length > historyLength) this.history.shift();
+  }
+}
+
+export function lifecycleOf(snapshot: WorkerSnapshot): Lifecycle {
+  const { lifecycle } = snapshot.value as { lifecycle: string | Record<string, unknown> };
+  return (typeof lifecycle === 'string' ? lifecycle : Object.keys(lifecycle)[0]) as Lifecycle;
+}
+
+export function idleBehaviorOf(snapshot: WorkerSnapshot): IdleBehavior | null {
+  const { idleBehavior } = snapshot.value as { idleBehavior: string };
+  return idleBehavior === 'run' || idleBehavior === 'hold' || idleBehavior === 'drain' ? idleBehavior : null;
+}
