@@ -1,0 +1,93 @@
+// The container queue's contract: what a container is, the states it moves through, and the
+// operations the dispatcher and the API need. The SQLite queue is the embedded implementation.
+
+export type ContainerState = 'queued' | 'locked' | 'running' | 'complete' | 'failed' | 'cancelled';
+export const finalStates: ReadonlySet<ContainerState> = new Set(['complete', 'failed', 'cancelled']);
+
+export interface Constraints {
+  vcpus: number;
+  ramMiB: number;
+  scratchGiB: number;
+  gpus: number;
+  /** True when the container may run on a preemptible (spot) instance. */
+  preemptible: boolean;
+}
+
+/** What a user submits. */
+export interface ContainerSpec {
+  /** Image to run under docker; optional where the runner runs plain processes (loopback). */
+  image: string | null;
+  /** argv, first element the program. */
+  command: string[];
+  env: Record<string, string>;
+  constraints: Constraints;
+  /** Higher runs first. */
+  priority: number;
+}
+
+export interface Container extends ContainerSpec {
+  uuid: string;
+  state: ContainerState;
+  /** Times it was started on an instance (a start that was lost counts). */
+  attempts: number;
+  exitCode: number | null;
+  instanceId: string | null;
+  instanceType: string | null;
+  /** Last 64 KiB of stdout+stderr, once finished. */
+  logTail: string;
+  /** Why it failed, was cancelled or was requeued last; null when nothing went wrong. */
+  reason: string | null;
+  submittedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+}
+
+export const logTailBytes = 64 * 1024;
+
+export class ContainerNotFoundError extends Error {
+  constructor(readonly uuid: string) {
+    super(`no container ${uuid}`);
+  }
+}
+
+/** A state change the queue refused: the container was not in a state that allows it. */
+export class ContainerStateError extends Error {
+  constructor(
+    readonly uuid: string,
+    readonly from: ContainerState,
+    readonly action: string,
+  ) {
+    super(`container ${uuid} is ${from}; cannot ${action}`);
+  }
+}
+
+export interface ContainerQueue {
+  submit(spec: ContainerSpec): Container;
+  get(uuid: string): Container | undefined;
+  /** All containers, newest first; optionally only those in the given states. */
+  list(filter?: { states?: ContainerState[]; limit?: number }): Container[];
+  /** Containers the scheduler must consider: queued, locked and running, in scheduling order
+   * (running and locked first, then priority descending, then submit time). */
+  pending(): Container[];
+
+  /** queued → locked, for a start about to be attempted on an instance type. False if it was not queued. */
+  lock(uuid: string): boolean;
+  /** locked → queued: the start did not happen. */
+  unlock(uuid: string, reason: string): void;
+  /** locked → running on an instance; attempts + 1. */
+  markRunning(uuid: string, instanceId: string, instanceType: string): void;
+  /** running (or locked) → complete with its exit code and log tail. */
+  complete(uuid: string, exitCode: number, logTail: string): void;
+  /** running/locked → queued when its instance was lost and attempts < maxAttempts, else → failed with the reason. Returns the new state. */
+  requeueOrFail(uuid: string, reason: string): ContainerState;
+  /** any non-final → failed with a reason (e.g. no instance type fits). */
+  fail(uuid: string, reason: string, logTail?: string): void;
+  /** any non-final → cancelled (a final container is returned unchanged). The dispatcher kills
+   * whatever still runs for a cancelled container. */
+  cancel(uuid: string): Container;
+
+  /** Called (coalesced) after any change. */
+  subscribe(listener: () => void): () => void;
+  close(): void;
+}
