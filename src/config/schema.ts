@@ -29,6 +29,7 @@ export interface CloudSettings {
   maxCloudOpsPerSecond: number;
   /** Always filled in, whatever the driver, so the stub can be switched on without other edits. */
   stub: StubSettings;
+  loopback: LoopbackSettings;
 }
 
 /** The `pool` section; every duration is in ms. */
@@ -59,11 +60,47 @@ export interface LogSettings {
   level: LogLevel;
 }
 
+/** The `scheduler` section; durations in ms. null limits mean "no limit". */
+export interface SchedulerSettings {
+  pollInterval: number;
+  maxConcurrentContainers: number | null;
+  maxHourlySpend: number | null;
+  /** Starts of one container (including lost ones) before it is failed. */
+  maxAttempts: number;
+}
+
+export interface QueueSettings {
+  /** SQLite file of the queue; relative paths are relative to the working directory. */
+  path: string;
+}
+
+export interface HttpSettings {
+  address: string;
+  port: number;
+  /** Where the daemon writes the admin token (mode 0600) on first start and reads it after. */
+  tokenFile: string;
+}
+
+/** The loopback driver: instances are sandbox directories on this machine. */
+export interface LoopbackSettings {
+  /** Directory that holds the sandboxes, their SSH keys and the driver's state. */
+  directory: string;
+}
+
+export interface RunnerSettings {
+  /** Run containers' images with docker; otherwise run their command as a plain process. */
+  docker: boolean;
+}
+
 export interface Config {
   /** Tag value that marks this pool's instances, so two pools can share an account. */
   poolName: string;
   cloud: CloudSettings;
   pool: PoolSettings;
+  scheduler: SchedulerSettings;
+  queue: QueueSettings;
+  http: HttpSettings;
+  runner: RunnerSettings;
   ssh: SshSettings;
   log: LogSettings;
   /** Keyed by Drover's name for the type; each value's `name` equals its key. */
@@ -159,7 +196,25 @@ const cloudSchema = z.strictObject({
   driver: z.enum(cloudDriverNames),
   maxCloudOpsPerSecond: z.number().positive().default(10),
   stub: section(stubSchema),
+  loopback: section(z.strictObject({ directory: nonEmpty.default('.drover/loopback') })),
 });
+
+const schedulerSchema = z.strictObject({
+  pollInterval: interval.default(10_000),
+  maxConcurrentContainers: count(1).nullable().default(null),
+  maxHourlySpend: z.number().positive().nullable().default(null),
+  maxAttempts: count(1).default(3),
+});
+
+const queueSchema = z.strictObject({ path: nonEmpty.default('.drover/queue.sqlite') });
+
+const httpSchema = z.strictObject({
+  address: nonEmpty.default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(8420),
+  tokenFile: nonEmpty.default('.drover/token'),
+});
+
+const runnerSchema = z.strictObject({ docker: z.boolean().default(false) });
 
 const poolSchema = z.strictObject({
   syncInterval: interval.default(60_000),
@@ -214,6 +269,10 @@ export const configSchema: z.ZodType<Config> = z
       .default('drover'),
     cloud: section(cloudSchema),
     pool: section(poolSchema),
+    scheduler: section(schedulerSchema),
+    queue: section(queueSchema),
+    http: section(httpSchema),
+    runner: section(runnerSchema),
     ssh: section(sshSchema),
     log: section(logSchema),
     instanceTypes: instanceTypesSchema,
