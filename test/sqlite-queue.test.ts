@@ -1,0 +1,572 @@
+// Tests of the SQLite queue on a real file: fields, order, every state transition, reopening, notifications, validation.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../src/clock.js';
+import { InvalidContainerSpecError, SqliteQueue } from '../src/queue/sqlite-queue.js';
+import {
+  ContainerNotFoundError,
+  ContainerStateError,
+  logTailBytes,
+  type Container,
+  type ContainerSpec,
+  type ContainerState,
+} from '../src/queue/types.js';
+
+let dir: string;
+let path: string;
+let t: number;
+const clock: Clock = { now: () => t, setTimeout, clearTimeout };
+const opened: SqliteQueue[] = [];
+
+function open(maxAttempts = 3): SqliteQueue {
+  const queue = new SqliteQueue({ path, maxAttempts, clock });
+  opened.push(queue);
+  return queue;
+}
+
+function spec(overrides: Partial<ContainerSpec> = {}): ContainerSpec {
+  return {
+    image: 'alpine:3',
+    command: ['echo', 'hi'],
+    env: {},
+    constraints: { vcpus: 1, ramMiB: 512, scratchGiB: 0, gpus: 0, preemptible: false },
+    priority: 0,
+    ...overrides,
+  };
+}
+
+// Lets queued microtasks (the queue's notifications) run.
+async function tick(): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'drover-queue-'));
+  // A subdirectory that does not exist yet: the queue must create it.
+  path = join(dir, 'state', 'queue.db');
+  t = 1_000;
+});
+
+afterEach(() => {
+  for (const queue of opened.splice(0)) queue.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('submit and get', () => {
+  it('round-trips every field', () => {
+    const queue = open();
+    const submitted = queue.submit({
+      image: 'registry.example/tool:1.2',
+      command: ['sh', '-c', 'echo "ünïcode" && exit 3'],
+      env: { FOO: 'bar', _X1: '' },
+      constraints: { vcpus: 4, ramMiB: 8192, scratchGiB: 50, gpus: 1, preemptible: true },
+      priority: -7,
+    });
+    const expected: Container = {
+      uuid: submitted.uuid,
+      state: 'queued',
+      image: 'registry.example/tool:1.2',
+      command: ['sh', '-c', 'echo "ünïcode" && exit 3'],
+      env: { FOO: 'bar', _X1: '' },
+      constraints: { vcpus: 4, ramMiB: 8192, scratchGiB: 50, gpus: 1, preemptible: true },
+      priority: -7,
+      attempts: 0,
+      exitCode: null,
+      instanceId: null,
+      instanceType: null,
+      logTail: '',
+      reason: null,
+      submittedAt: 1_000,
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: 1_000,
+    };
+    expect(submitted).toEqual(expected);
+    expect(queue.get(submitted.uuid)).toEqual(expected);
+    expect(submitted.uuid).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+
+  it('keeps a null image and the fields a running, then complete, container gains', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec({ image: null }));
+    t = 2_000;
+    queue.lock(uuid);
+    t = 3_000;
+    queue.markRunning(uuid, 'i-123', 'small');
+    expect(queue.get(uuid)).toMatchObject({
+      image: null,
+      state: 'running',
+      attempts: 1,
+      instanceId: 'i-123',
+      instanceType: 'small',
+      startedAt: 3_000,
+      updatedAt: 3_000,
+      finishedAt: null,
+    });
+    t = 4_000;
+    queue.complete(uuid, 0, 'done\n');
+    expect(queue.get(uuid)).toMatchObject({
+      state: 'complete',
+      exitCode: 0,
+      logTail: 'done\n',
+      instanceId: 'i-123',
+      startedAt: 3_000,
+      finishedAt: 4_000,
+      updatedAt: 4_000,
+    });
+  });
+
+  it('gives every container its own uuid and returns undefined for an unknown one', () => {
+    const queue = open();
+    const uuids = new Set(Array.from({ length: 20 }, () => queue.submit(spec()).uuid));
+    expect(uuids.size).toBe(20);
+    expect(queue.get('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+  });
+});
+
+describe('pending and list', () => {
+  it('orders running and locked first, then priority descending, then submit time', () => {
+    const queue = open();
+    const submit = (name: string, priority: number) => {
+      t += 10;
+      return { name, uuid: queue.submit(spec({ priority, command: [name] })).uuid };
+    };
+    const oldLow = submit('oldLow', 0);
+    const firstHigh = submit('firstHigh', 5);
+    const runningLow = submit('runningLow', -1);
+    const laterHigh = submit('laterHigh', 5);
+    const lockedHigh = submit('lockedHigh', 9);
+    const finished = submit('finished', 100);
+    const newLow = submit('newLow', 0);
+    // Submitted last but stamped between firstHigh and laterHigh: submit time decides, not insertion order.
+    t = 1_015;
+    const stepped = submit('stepped', 5);
+
+    queue.lock(runningLow.uuid);
+    queue.markRunning(runningLow.uuid, 'i-1', 'small');
+    queue.lock(lockedHigh.uuid);
+    queue.cancel(finished.uuid);
+
+    const names = new Map([oldLow, firstHigh, runningLow, laterHigh, lockedHigh, newLow, stepped].map((c) => [c.uuid, c.name]));
+    expect(queue.pending().map((c) => names.get(c.uuid))).toEqual([
+      'lockedHigh',
+      'runningLow',
+      'firstHigh',
+      'stepped',
+      'laterHigh',
+      'oldLow',
+      'newLow',
+    ]);
+  });
+
+  it('breaks a tie on priority and submit time by uuid', () => {
+    const queue = open();
+    const uuids = Array.from({ length: 10 }, () => queue.submit(spec()).uuid);
+    expect(queue.pending().map((c) => c.uuid)).toEqual([...uuids].sort());
+  });
+
+  it('lists newest first, filtered by state and limited', () => {
+    const queue = open();
+    const uuids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      t += 1;
+      uuids.push(queue.submit(spec()).uuid);
+    }
+    const [a, b, c, d, e] = uuids as [string, string, string, string, string];
+    queue.cancel(b);
+    queue.lock(d);
+    expect(queue.list().map((x) => x.uuid)).toEqual([e, d, c, b, a]);
+    expect(queue.list({ limit: 2 }).map((x) => x.uuid)).toEqual([e, d]);
+    expect(queue.list({ states: ['queued'] }).map((x) => x.uuid)).toEqual([e, c, a]);
+    expect(queue.list({ states: ['cancelled', 'locked'] }).map((x) => x.uuid)).toEqual([d, b]);
+    expect(queue.list({ states: ['queued'], limit: 1 }).map((x) => x.uuid)).toEqual([e]);
+    expect(queue.list({ states: [] })).toEqual([]);
+    expect(queue.list({ limit: 0 })).toEqual([]);
+  });
+
+  it('refuses a negative or fractional limit rather than ignoring it', () => {
+    const queue = open();
+    queue.submit(spec());
+    expect(() => queue.list({ limit: -1 })).toThrow(/limit/);
+    expect(() => queue.list({ limit: 1.5 })).toThrow(/limit/);
+  });
+});
+
+describe('transitions', () => {
+  // Puts a fresh container into `state` by allowed transitions only.
+  function inState(queue: SqliteQueue, state: ContainerState): string {
+    const { uuid } = queue.submit(spec());
+    if (state === 'queued') return uuid;
+    if (state === 'cancelled') {
+      queue.cancel(uuid);
+      return uuid;
+    }
+    if (state === 'failed') {
+      queue.fail(uuid, 'broken');
+      return uuid;
+    }
+    queue.lock(uuid);
+    if (state === 'locked') return uuid;
+    queue.markRunning(uuid, 'i-1', 'small');
+    if (state === 'running') return uuid;
+    queue.complete(uuid, 0, '');
+    return uuid;
+  }
+
+  const allStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
+
+  type Action = (queue: SqliteQueue, uuid: string) => unknown;
+  const actions: Record<string, { action: Action; from: ContainerState[]; to: ContainerState }> = {
+    unlock: { action: (q, u) => q.unlock(u, 'no capacity'), from: ['locked'], to: 'queued' },
+    markRunning: { action: (q, u) => q.markRunning(u, 'i-9', 'large'), from: ['locked'], to: 'running' },
+    complete: { action: (q, u) => q.complete(u, 1, 'tail'), from: ['running', 'locked'], to: 'complete' },
+    requeueOrFail: { action: (q, u) => q.requeueOrFail(u, 'instance lost'), from: ['running', 'locked'], to: 'queued' },
+    fail: { action: (q, u) => q.fail(u, 'no type fits'), from: ['queued', 'locked', 'running'], to: 'failed' },
+  };
+
+  for (const [name, { action, from, to }] of Object.entries(actions)) {
+    for (const state of allStates) {
+      if (from.includes(state)) {
+        it(`${name}: ${state} → ${to}`, () => {
+          const queue = open();
+          const uuid = inState(queue, state);
+          t = 50_000;
+          action(queue, uuid);
+          expect(queue.get(uuid)).toMatchObject({ state: to, updatedAt: 50_000 });
+        });
+      } else {
+        it(`${name}: refused from ${state}`, () => {
+          const queue = open();
+          const uuid = inState(queue, state);
+          const before = queue.get(uuid);
+          t = 50_000;
+          let error: unknown;
+          try {
+            action(queue, uuid);
+          } catch (err) {
+            error = err;
+          }
+          expect(error).toBeInstanceOf(ContainerStateError);
+          expect(error).toMatchObject({ uuid, from: state });
+          expect(queue.get(uuid)).toEqual(before);
+        });
+      }
+    }
+  }
+
+  it('lock: queued → locked, false from any other state', () => {
+    const queue = open();
+    for (const state of allStates) {
+      const uuid = inState(queue, state);
+      const before = queue.get(uuid);
+      t += 1;
+      expect(queue.lock(uuid), state).toBe(state === 'queued');
+      if (state === 'queued') expect(queue.get(uuid)).toMatchObject({ state: 'locked', updatedAt: t });
+      else expect(queue.get(uuid)).toEqual(before);
+    }
+  });
+
+  it('lock returns false on a container cancelled meanwhile', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.cancel(uuid);
+    expect(queue.lock(uuid)).toBe(false);
+    expect(queue.get(uuid)?.state).toBe('cancelled');
+  });
+
+  it('throws ContainerNotFoundError for an unknown uuid from every mutation', () => {
+    const queue = open();
+    const unknown = 'no-such-uuid';
+    const calls: Array<() => unknown> = [
+      () => queue.lock(unknown),
+      () => queue.unlock(unknown, 'r'),
+      () => queue.markRunning(unknown, 'i', 't'),
+      () => queue.complete(unknown, 0, ''),
+      () => queue.requeueOrFail(unknown, 'r'),
+      () => queue.fail(unknown, 'r'),
+      () => queue.cancel(unknown),
+    ];
+    for (const call of calls) expect(call).toThrow(ContainerNotFoundError);
+  });
+
+  it('unlock stores the reason and leaves attempts alone', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.unlock(uuid, 'quota exceeded');
+    expect(queue.get(uuid)).toMatchObject({ state: 'queued', reason: 'quota exceeded', attempts: 0 });
+  });
+
+  it('fail stores the reason, the truncated log tail if given, and finishedAt', () => {
+    const queue = open();
+    const a = inState(queue, 'running');
+    const b = inState(queue, 'queued');
+    t = 9_000;
+    queue.fail(a, 'runner crashed', 'x'.repeat(logTailBytes + 10));
+    queue.fail(b, 'no instance type has 64 vCPUs');
+    expect(queue.get(a)).toMatchObject({ state: 'failed', reason: 'runner crashed', finishedAt: 9_000 });
+    expect(queue.get(a)?.logTail).toHaveLength(logTailBytes);
+    expect(queue.get(b)).toMatchObject({ state: 'failed', reason: 'no instance type has 64 vCPUs', logTail: '' });
+  });
+
+  it('complete is refused for a non-integer exit code', () => {
+    const queue = open();
+    const uuid = inState(queue, 'running');
+    expect(() => queue.complete(uuid, Number.NaN, '')).toThrow(/exit code/);
+    expect(queue.get(uuid)?.state).toBe('running');
+  });
+});
+
+describe('requeueOrFail', () => {
+  it('requeues until attempts reach maxAttempts, then fails with a reason naming the last one', () => {
+    const queue = open(3);
+    const { uuid } = queue.submit(spec());
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      queue.lock(uuid);
+      queue.markRunning(uuid, `i-${attempt}`, 'small');
+      expect(queue.requeueOrFail(uuid, `instance i-${attempt} vanished`)).toBe('queued');
+      expect(queue.get(uuid)).toMatchObject({
+        state: 'queued',
+        attempts: attempt,
+        instanceId: null,
+        instanceType: null,
+        startedAt: null,
+        reason: `instance i-${attempt} vanished`,
+      });
+    }
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-3', 'small');
+    t = 7_000;
+    expect(queue.requeueOrFail(uuid, 'instance i-3 vanished')).toBe('failed');
+    const failed = queue.get(uuid);
+    expect(failed).toMatchObject({ state: 'failed', attempts: 3, finishedAt: 7_000, updatedAt: 7_000 });
+    expect(failed?.reason).toContain('lost 3 times');
+    expect(failed?.reason).toContain('instance i-3 vanished');
+  });
+
+  it('requeues a locked container that has not used up its attempts', () => {
+    const queue = open(1);
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    expect(queue.requeueOrFail(uuid, 'create failed')).toBe('queued');
+    expect(queue.get(uuid)).toMatchObject({ state: 'queued', attempts: 0, reason: 'create failed' });
+  });
+
+  it('fails at once with maxAttempts 1', () => {
+    const queue = open(1);
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    expect(queue.requeueOrFail(uuid, 'spot reclaimed')).toBe('failed');
+    expect(queue.get(uuid)?.reason).toMatch(/lost 1 time\b.*spot reclaimed/);
+  });
+
+  it('rejects a maxAttempts below 1', () => {
+    expect(() => new SqliteQueue({ path, maxAttempts: 0, clock })).toThrow(/maxAttempts/);
+  });
+});
+
+describe('cancel', () => {
+  it('cancels a queued container', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    t = 5_000;
+    const cancelled = queue.cancel(uuid);
+    expect(cancelled).toMatchObject({ uuid, state: 'cancelled', reason: 'cancelled by user', finishedAt: 5_000, updatedAt: 5_000 });
+    expect(queue.get(uuid)).toEqual(cancelled);
+    expect(queue.pending()).toEqual([]);
+  });
+
+  it('cancels a running container and keeps where it ran, for the dispatcher to kill', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-7', 'small');
+    const cancelled = queue.cancel(uuid);
+    expect(cancelled).toMatchObject({ state: 'cancelled', reason: 'cancelled by user', instanceId: 'i-7', attempts: 1 });
+  });
+
+  it('returns a complete container unchanged', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-7', 'small');
+    queue.complete(uuid, 0, 'ok');
+    const before = queue.get(uuid);
+    t = 99_000;
+    expect(queue.cancel(uuid)).toEqual(before);
+    expect(queue.get(uuid)).toEqual(before);
+  });
+});
+
+describe('log tail', () => {
+  it('keeps only the last 64 KiB, the end of the log', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    const log = 'HEAD'.padEnd(100_000, 'a') + 'THE END';
+    queue.complete(uuid, 0, log);
+    const tail = queue.get(uuid)?.logTail ?? '';
+    expect(Buffer.byteLength(tail)).toBe(logTailBytes);
+    expect(log.endsWith(tail)).toBe(true);
+    expect(tail.endsWith('THE END')).toBe(true);
+  });
+
+  it('cuts on a UTF-8 character boundary', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    // 3-byte characters, so 64 KiB (not a multiple of 3) falls inside one.
+    const log = '€'.repeat(30_000);
+    queue.complete(uuid, 0, log);
+    const tail = queue.get(uuid)?.logTail ?? '';
+    expect(tail).not.toContain('\uFFFD');
+    expect(tail).toBe('€'.repeat(Math.floor(logTailBytes / 3)));
+  });
+
+  it('leaves a log under the limit as it is', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.complete(uuid, 2, 'short €\n');
+    expect(queue.get(uuid)?.logTail).toBe('short €\n');
+  });
+});
+
+describe('persistence', () => {
+  it('keeps everything across close and reopen, in WAL mode', () => {
+    const first = open();
+    const queued = first.submit(spec({ priority: 3, env: { A: '1' } })).uuid;
+    const locked = first.submit(spec()).uuid;
+    first.lock(locked);
+    const running = first.submit(spec()).uuid;
+    first.lock(running);
+    first.markRunning(running, 'i-1', 'small');
+    const done = first.submit(spec()).uuid;
+    first.lock(done);
+    first.complete(done, 0, 'bye');
+    const before = first.list();
+    const pendingBefore = first.pending();
+    first.close();
+
+    const second = open();
+    expect(second.list()).toEqual(before);
+    expect(second.pending()).toEqual(pendingBefore);
+    expect(second.pending().map((c) => c.uuid).sort()).toEqual([queued, locked, running].sort());
+    expect(second.get(queued)).toMatchObject({ state: 'queued', priority: 3, env: { A: '1' } });
+    second.close();
+
+    const db = new Database(path, { readonly: true });
+    try {
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(db.pragma('user_version', { simple: true })).toBe(1);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('refuses a file written by a newer schema', () => {
+    open().close();
+    const db = new Database(path);
+    db.pragma('user_version = 99');
+    db.close();
+    expect(() => open()).toThrow(/schema version 99/);
+  });
+});
+
+describe('subscribe', () => {
+  it('coalesces the mutations of one tick into one call', async () => {
+    const queue = open();
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    expect(calls).toBe(0);
+    await tick();
+    expect(calls).toBe(1);
+    queue.complete(uuid, 0, '');
+    await tick();
+    expect(calls).toBe(2);
+  });
+
+  it('does not notify when nothing changed, nor after unsubscribe', async () => {
+    const queue = open();
+    let calls = 0;
+    const unsubscribe = queue.subscribe(() => calls++);
+    const { uuid } = queue.submit(spec());
+    queue.cancel(uuid);
+    await tick();
+    expect(calls).toBe(1);
+    expect(queue.lock(uuid)).toBe(false);
+    queue.cancel(uuid);
+    await tick();
+    expect(calls).toBe(1);
+    unsubscribe();
+    queue.submit(spec());
+    await tick();
+    expect(calls).toBe(1);
+  });
+});
+
+describe('close', () => {
+  it('drops a notification still queued when the queue closes', async () => {
+    const queue = open();
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    queue.submit(spec());
+    queue.close();
+    await tick();
+    expect(calls).toBe(0);
+    expect(() => queue.pending()).toThrow();
+  });
+});
+
+describe('validation', () => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['empty command', { command: [] }, /^command /],
+    ['command not an array', { command: 'echo hi' }, /^command /],
+    ['non-string argument', { command: ['echo', 3] }, /^command\[1\] /],
+    ['empty program', { command: [''] }, /^command\[0\] /],
+    ['bad env key', { env: { '1BAD': 'x' } }, /^env .*"1BAD"/],
+    ['env key with a dash', { env: { 'A-B': 'x' } }, /^env .*"A-B"/],
+    ['non-string env value', { env: { PORT: 80 } }, /^env\.PORT /],
+    ['env not an object', { env: ['A=1'] }, /^env /],
+    ['zero vcpus', { constraints: { vcpus: 0, ramMiB: 1, scratchGiB: 0, gpus: 0, preemptible: false } }, /^constraints\.vcpus /],
+    ['zero RAM', { constraints: { vcpus: 1, ramMiB: 0, scratchGiB: 0, gpus: 0, preemptible: false } }, /^constraints\.ramMiB /],
+    ['negative scratch', { constraints: { vcpus: 1, ramMiB: 1, scratchGiB: -1, gpus: 0, preemptible: false } }, /^constraints\.scratchGiB /],
+    ['fractional GPUs', { constraints: { vcpus: 1, ramMiB: 1, scratchGiB: 0, gpus: 0.5, preemptible: false } }, /^constraints\.gpus /],
+    ['missing preemptible', { constraints: { vcpus: 1, ramMiB: 1, scratchGiB: 0, gpus: 0 } }, /^constraints\.preemptible /],
+    ['fractional priority', { priority: 1.5 }, /^priority /],
+    ['string priority', { priority: '1' }, /^priority /],
+    ['empty image', { image: '' }, /^image /],
+  ];
+
+  for (const [name, overrides, message] of cases) {
+    it(`rejects ${name}`, () => {
+      const queue = open();
+      // Deliberately ill-typed: the queue must check specs that arrive as untyped JSON.
+      const bad = { ...spec(), ...(overrides as object) } as ContainerSpec;
+      expect(() => queue.submit(bad)).toThrow(InvalidContainerSpecError);
+      expect(() => queue.submit(bad)).toThrow(message);
+      expect(() => queue.submit(bad)).toThrow(expect.objectContaining({ name: 'InvalidContainerSpecError' }));
+      expect(queue.list()).toEqual([]);
+    });
+  }
+
+  it('accepts the edge of every range and drops unknown fields', () => {
+    const queue = open();
+    const c = queue.submit({
+      ...spec({ env: { _: 'x', a9: 'y' }, constraints: { vcpus: 1, ramMiB: 1, scratchGiB: 0, gpus: 0, preemptible: false } }),
+      extra: 'ignored',
+    } as ContainerSpec);
+    expect(c).not.toHaveProperty('extra');
+    expect(c.env).toEqual({ _: 'x', a9: 'y' });
+  });
+});
