@@ -167,6 +167,7 @@ const stubSchema = z
     failListings: z.boolean().default(d.failListings),
     listOmitRate: fraction.default(d.listOmitRate),
     sshDropRate: fraction.default(d.sshDropRate),
+    containerRun: duration.default(d.containerRunMs),
     seed: z.number().int().default(d.seed),
     seedInstances: z.array(seedInstanceSchema).default(() => []),
   })
@@ -186,6 +187,7 @@ const stubSchema = z
       failListings: s.failListings,
       listOmitRate: s.listOmitRate,
       sshDropRate: s.sshDropRate,
+      containerRunMs: s.containerRun,
       seed: s.seed,
       seedInstances: s.seedInstances,
     }),

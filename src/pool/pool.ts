@@ -26,7 +26,9 @@ import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import { ProbeScheduler } from './probe-scheduler.js';
 import { parseRunnerList } from './runner-list.js';
-import { idleBehaviorOf, lifecycleOf, Worker, type TransitionRecord, type WorkerSnapshot } from './worker.js';
+import { listCommand } from '../runner/deploy.js';
+import { idleBehaviorOf, lifecycleOf, Worker, type RunnerReport, type TransitionRecord, type WorkerSnapshot } from './worker.js';
+import type { CommandResult, RunOptions } from '../ssh/executor.js';
 
 /**
  * Listings in a row that must miss an instance before the pool forgets it. One partial listing
@@ -45,6 +47,8 @@ export interface PoolOptions {
   clock?: Clock;
   /** Starts a container on a worker; supplied by the dispatcher. */
   startContainer?: (input: StartContainerInput, executor: Executor) => Promise<void>;
+  /** Readies a booted instance before its first runner `list` (e.g. installs the runner). */
+  prepareInstance?: (executor: Executor, instance: CloudInstance) => Promise<void>;
   rateLimitBackoffMs?: number;
 }
 
@@ -74,7 +78,7 @@ export interface PoolStatus {
   capacityExhausted: string[];
 }
 
-export type ShutdownTarget = { instanceType: string } | { instanceId: string };
+export type ShutdownTarget = { instanceType: string; states?: ReadonlyArray<'booting' | 'idle'> } | { instanceId: string };
 
 export class UnknownInstanceError extends Error {
   constructor(readonly instanceId: string) {
@@ -260,7 +264,7 @@ export class Pool {
       worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'shutdown requested by operator' });
       return lifecycleOf(worker.snapshot) === 'shutdown';
     }
-    for (const state of ['booting', 'idle'] as const) {
+    for (const state of target.states ?? (['booting', 'idle'] as const)) {
       for (const worker of this.workers.values()) {
         if (worker.instanceType.name !== target.instanceType || worker.lifecycle !== state || worker.idleBehavior === 'hold') continue;
         worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: `surplus ${state} ${target.instanceType}` });
@@ -268,6 +272,59 @@ export class Pool {
       }
     }
     return false;
+  }
+
+  /** Idle workers of each type that would take a container now (idle behaviour run, nothing starting). */
+  idleCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const worker of this.workers.values()) {
+      if (!this.takesWork(worker)) continue;
+      counts[worker.instanceType.name] = (counts[worker.instanceType.name] ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  /** Hourly price of every instance the pool knows, creating ones included. */
+  hourlySpend(): number {
+    let spend = 0;
+    for (const worker of this.workers.values()) if (worker.lifecycle !== 'failed') spend += worker.instanceType.price;
+    return spend;
+  }
+
+  /**
+   * Starts the container on an idle worker of the type (the one idle longest is as good as any);
+   * false if none took it. A worker whose idle timeout fired first turns it away, so a false
+   * here always means nothing was started.
+   */
+  startContainer(instanceTypeName: string, containerUuid: string): boolean {
+    for (const worker of this.workers.values()) {
+      if (worker.instanceType.name !== instanceTypeName || !this.takesWork(worker)) continue;
+      worker.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid });
+      if (worker.snapshot.context.starting === containerUuid) return true;
+    }
+    return false;
+  }
+
+  /** What the runner on the instance last reported; null before its first successful list. */
+  runnerReport(instanceId: string): RunnerReport | null {
+    return this.byInstanceId.get(instanceId)?.report ?? null;
+  }
+
+  /** Whether the pool still has a worker for the instance (false once it is gone from the cloud). */
+  hasInstance(instanceId: string): boolean {
+    return this.byInstanceId.has(instanceId);
+  }
+
+  /** Runs a command on the instance through its executor (kill, logs, cleanup). */
+  async runOn(instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
+    const worker = this.byInstanceId.get(instanceId);
+    const instance = worker?.snapshot.context.instance;
+    if (!worker || !instance) throw new UnknownInstanceError(instanceId);
+    return this.executorOf({ workerId: worker.id, instance }).run(command, options);
+  }
+
+  private takesWork(worker: Worker): boolean {
+    return worker.lifecycle === 'idle' && worker.idleBehavior === 'run' && worker.snapshot.context.starting === null;
   }
 
   private find(id: string): Worker | undefined {
@@ -517,10 +574,22 @@ export class Pool {
     if (!input.booted) {
       const boot = await executor.run(bootProbeCommand);
       if (boot.exitCode !== 0) return { booted: false, startGeneration: input.startGeneration };
+      await this.options.prepareInstance?.(executor, input.instance);
     }
-    const list = await executor.run(`${runnerCommand} list`);
+    const listedAt = this.clock.now();
+    const list = await executor.run(listCommand(runnerCommand));
     if (list.exitCode !== 0) throw new Error(`${runnerCommand} list exited with ${list.exitCode}: ${list.stderr.trim()}`);
-    return { booted: true, running: parseRunnerList(list.stdout).running, startGeneration: input.startGeneration };
+    const { running, exited } = parseRunnerList(list.stdout);
+    const worker = this.workers.get(input.workerId);
+    if (worker) {
+      const previous = worker.report;
+      worker.report = { listedAt, running: new Set(running), exited };
+      // Finished containers are what the dispatcher waits for; say so even if no state changes.
+      if (!previous || exited.size !== previous.exited.size || [...exited.keys()].some((uuid) => !previous.exited.has(uuid))) {
+        this.notifier.notify();
+      }
+    }
+    return { booted: true, running, startGeneration: input.startGeneration };
   }
 
   private async startContainerOn(input: StartContainerInput): Promise<void> {

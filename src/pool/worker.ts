@@ -17,6 +17,13 @@ export interface TransitionRecord {
 /** Transitions kept per instance: enough to explain its last few minutes to an operator. */
 export const historyLength = 20;
 
+/** What the runner on the instance last said, and when the `list` command was sent. */
+export interface RunnerReport {
+  listedAt: number;
+  running: ReadonlySet<string>;
+  exited: ReadonlyMap<string, number>;
+}
+
 export class Worker {
   executor: Executor | null = null;
   /** Clock ms of the last fact the pool learned about the instance (created, listed). */
@@ -27,6 +34,7 @@ export class Worker {
   lifecycle: Lifecycle | null = null;
   idleBehavior: IdleBehavior | null = null;
   readonly history: TransitionRecord[] = [];
+  report: RunnerReport | null = null;
 
   constructor(
     readonly id: string,

@@ -29,6 +29,8 @@ export interface StubFaults {
   listOmitRate: number;
   /** Probability (0..1) that an SSH command fails with a dropped connection. */
   sshDropRate: number;
+  /** How long a container started through the runner runs before it exits with 0. */
+  containerRunMs: number;
   /** Seed of the stub's pseudo-random generator, so a run can be repeated. */
   seed: number;
 }
@@ -48,5 +50,6 @@ export const defaultStubFaults: StubFaults = {
   failListings: false,
   listOmitRate: 0,
   sshDropRate: 0,
+  containerRunMs: 1_000,
   seed: 1,
 };

@@ -14,7 +14,8 @@ import { CapacityError, CloudError, QuotaError, RateLimitError } from '../errors
 import type { CommandResult, Executor, ExecutorTarget } from '../../ssh/executor.js';
 import { defaultStubFaults, type StubFaults } from './faults.js';
 
-export type ContainerOnVm = { state: 'running' } | { state: 'exited'; exitCode: number };
+/** A container on a stub VM; a running one started through the runner ends (exit 0) at endsAt. */
+export type ContainerOnVm = { state: 'running'; endsAt?: number } | { state: 'exited'; exitCode: number };
 
 /** The stub's own record of a VM; tests may read it and adjust it (e.g. bootAt). */
 export interface StubVm {
@@ -84,7 +85,7 @@ export class StubCloud implements CloudDriver {
 
   private readonly clock: Clock;
   private readonly bootProbeCommand: string;
-  private readonly runnerListCommand: string;
+  private readonly runnerCommand: string;
   private readonly random: () => number;
   // Insertion-ordered, so listings come out in creation order.
   private readonly vms = new Map<string, StubVm>();
@@ -99,7 +100,7 @@ export class StubCloud implements CloudDriver {
   constructor(options: StubCloudOptions) {
     this.clock = options.clock;
     this.bootProbeCommand = options.bootProbeCommand;
-    this.runnerListCommand = `${options.runnerCommand} list`;
+    this.runnerCommand = options.runnerCommand;
     const faults = { ...defaultStubFaults, ...options.faults };
     // Copied so a test mutating its own objects later does not reach into the defaults.
     this.faults = {
@@ -322,15 +323,59 @@ export class StubCloud implements CloudDriver {
         ? { stdout: '', stderr: '', exitCode: 0 }
         : { stdout: '', stderr: 'not booted', exitCode: 1 };
     }
-    if (command === this.runnerListCommand) {
-      const lines = Object.entries(vm.containers)
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(([uuid, container]) =>
-          container.state === 'exited' ? `${uuid} exited ${container.exitCode}\n` : `${uuid} running\n`,
-        );
-      return { stdout: lines.join(''), stderr: '', exitCode: 0 };
+    const words = shellWords(command);
+    if (words[0] === this.runnerCommand) {
+      if (words[1] === 'list' && words.length === 2) return this.answerList(vm);
+      return this.answerRunner(vm, words.slice(1));
     }
     return { stdout: '', stderr: 'command not found', exitCode: 127 };
+  }
+
+  private answerList(vm: StubVm): CommandResult {
+    this.finishEndedContainers(vm);
+    const lines = Object.entries(vm.containers)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([uuid, container]) =>
+        container.state === 'exited' ? `${uuid} exited ${container.exitCode}\n` : `${uuid} running\n`,
+      );
+    return { stdout: lines.join(''), stderr: '', exitCode: 0 };
+  }
+
+  // The runner's other commands, as src/runner/drover-runner.sh answers them, minus real processes.
+  private answerRunner(vm: StubVm, [verb, ...args]: string[]): CommandResult {
+    const ok = (stdout = ''): CommandResult => ({ stdout, stderr: '', exitCode: 0 });
+    const refuse = (exitCode: number, stderr: string): CommandResult => ({ stdout: '', stderr, exitCode });
+    this.finishEndedContainers(vm);
+    const uuid = verb === 'kill' ? args[1] : args[0];
+    if (!uuid) return refuse(2, 'usage: drover-runner start|kill|logs|remove ...');
+    const container = vm.containers[uuid];
+    switch (verb) {
+      case 'start':
+        if (container) return refuse(3, `container ${uuid} already exists`);
+        vm.containers[uuid] = { state: 'running', endsAt: this.clock.now() + this.faults.containerRunMs };
+        return ok();
+      case 'kill':
+        if (!container) return refuse(4, `no container ${uuid}`);
+        if (container.state === 'running') vm.containers[uuid] = { state: 'exited', exitCode: 143 };
+        return ok();
+      case 'logs':
+        return container ? ok(`stub output of ${uuid}\n`) : refuse(4, `no container ${uuid}`);
+      case 'remove':
+        if (container?.state === 'running') return refuse(3, `container ${uuid} is still running`);
+        delete vm.containers[uuid];
+        return ok();
+      default:
+        return refuse(2, `unknown runner command ${String(verb)}`);
+    }
+  }
+
+  private finishEndedContainers(vm: StubVm): void {
+    const now = this.clock.now();
+    for (const [uuid, container] of Object.entries(vm.containers)) {
+      if (container.state === 'running' && container.endsAt !== undefined && container.endsAt <= now) {
+        vm.containers[uuid] = { state: 'exited', exitCode: 0 };
+      }
+    }
   }
 
   private drawBootDelay(): number {
@@ -345,4 +390,27 @@ export class StubCloud implements CloudDriver {
     if (probability >= 1) return true;
     return this.random() < probability;
   }
+}
+
+/** Splits a command line made of bare and single-quoted words (what the runner commands use). */
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  let word: string | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!;
+    if (ch === "'") {
+      const end = line.indexOf("'", i + 1);
+      word = (word ?? '') + line.slice(i + 1, end === -1 ? line.length : end);
+      i = end === -1 ? line.length : end;
+    } else if (ch === '\\' && i + 1 < line.length) {
+      word = (word ?? '') + line[++i];
+    } else if (ch === ' ' || ch === '\t' || ch === '\n') {
+      if (word !== null) words.push(word);
+      word = null;
+    } else {
+      word = (word ?? '') + ch;
+    }
+  }
+  if (word !== null) words.push(word);
+  return words;
 }

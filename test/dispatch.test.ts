@@ -1,0 +1,179 @@
+// Dispatch on the stub cloud with a real SQLite queue, on fake timers: the failure stories of the
+// scheduler (slow boots, concurrency limits, races, lost instances, restarts, priority).
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { advance, createStub, settle, useFakeClock } from './support/pool-harness.js';
+import { DispatchHarness, queuePath, spec } from './support/dispatch-harness.js';
+
+beforeEach(useFakeClock);
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('dispatch on the stub cloud', () => {
+  it('one queued container and a slow boot: exactly one instance is created', async () => {
+    const stub = createStub({ bootDelayMs: { min: 30_000, max: 30_000 }, containerRunMs: 5_000 });
+    const h = new DispatchHarness(stub, { scheduler: { pollInterval: 1_000 } });
+    h.start();
+    const container = h.queue.submit(spec());
+    const done = await h.runUntil(() => h.queue.get(container.uuid)?.state === 'complete', 120_000);
+    expect(done).toBe(true);
+    expect(stub.callCounts.create).toBe(1);
+    expect(h.dispatcher.passes).toBeGreaterThan(30);
+    expect(h.queue.get(container.uuid)).toMatchObject({ exitCode: 0, attempts: 1 });
+    h.stop();
+  });
+
+  it('maxConcurrentContainers 24 with 100 queued: never more than 24 running, all complete', async () => {
+    const stub = createStub({ bootDelayMs: { min: 2_000, max: 5_000 }, containerRunMs: 7_000 });
+    const h = new DispatchHarness(stub, {
+      pool: { maxInstances: 64, maxConcurrentInstanceCreateOps: 8 },
+      scheduler: { maxConcurrentContainers: 24 },
+    });
+    h.start();
+    for (let i = 0; i < 100; i++) h.queue.submit(spec());
+    let peak = 0;
+    const done = await h.runUntil(
+      () => h.count('complete') === 100,
+      15 * 60_000,
+      1_000,
+      () => {
+        const active = h.count('running') + h.count('locked');
+        const onVms = stub.liveInstances().reduce((sum, instance) => {
+          const containers = Object.values(stub.getVm(instance.id)?.containers ?? {});
+          return sum + containers.filter((container) => container.state === 'running').length;
+        }, 0);
+        peak = Math.max(peak, active, onVms);
+        expect(active).toBeLessThanOrEqual(24);
+        expect(onVms).toBeLessThanOrEqual(24);
+      },
+    );
+    expect(done).toBe(true);
+    expect(peak).toBe(24);
+    expect(stub.peakLiveCount).toBeLessThanOrEqual(64);
+    expect([...h.starts.values()].every((n) => n === 1)).toBe(true);
+    h.stop();
+  });
+
+  it('an idle timeout and a start in the same tick: the container runs once, never lost', async () => {
+    for (const order of ['start first', 'timeout first'] as const) {
+      const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 1_000 });
+      const h = new DispatchHarness(stub, { pool: { timeoutIdle: 60_000 }, scheduler: { pollInterval: 600_000 } });
+      h.start();
+      const first = h.queue.submit(spec());
+      expect(await h.runUntil(() => h.queue.get(first.uuid)?.state === 'complete', 60_000, 100)).toBe(true);
+      await settle();
+      const [idle] = h.pool.instances().filter((view) => view.state === 'idle');
+      expect(idle).toBeDefined();
+      const idleSince = idle!.history.at(-1)!.at;
+      // Stop one tick short of the idle deadline, then let the deadline and the start meet.
+      await advance(idleSince + 60_000 - Date.now() - 1);
+      expect(h.pool.instance(idle!.instanceId!)?.state).toBe('idle');
+      let second;
+      if (order === 'start first') {
+        second = h.queue.submit(spec());
+        await advance(1);
+      } else {
+        await advance(1);
+        expect(h.pool.instance(idle!.instanceId!)?.state).toBe('shutdown');
+        second = h.queue.submit(spec());
+        expect(h.pool.startContainer('small', 'not-a-container')).toBe(false);
+      }
+      expect(await h.runUntil(() => h.queue.get(second.uuid)?.state === 'complete', 120_000, 100)).toBe(true);
+      expect(h.starts.get(second.uuid)).toBe(1);
+      expect(h.queue.get(second.uuid)?.attempts).toBe(1);
+      if (order === 'start first') expect(h.queue.get(second.uuid)?.instanceId).toBe(idle!.instanceId);
+      else expect(h.queue.get(second.uuid)?.instanceId).not.toBe(idle!.instanceId);
+      h.stop();
+    }
+  });
+
+  it('an instance vanishing under a running container: requeued with attempts + 1, then completes elsewhere', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 60_000 });
+    const h = new DispatchHarness(stub);
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'running', 30_000)).toBe(true);
+    const firstInstance = h.queue.get(container.uuid)!.instanceId!;
+    stub.vanish(firstInstance);
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state !== 'running', 60_000)).toBe(true);
+    expect(h.queue.get(container.uuid)).toMatchObject({ state: 'queued', attempts: 1 });
+    expect(h.queue.get(container.uuid)?.reason).toContain(`instance ${firstInstance} disappeared`);
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'complete', 180_000)).toBe(true);
+    expect(h.queue.get(container.uuid)).toMatchObject({ attempts: 2, exitCode: 0 });
+    expect(h.queue.get(container.uuid)?.instanceId).not.toBe(firstInstance);
+    h.stop();
+  });
+
+  it('after maxAttempts lost instances the container fails and says why', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 60_000 });
+    const h = new DispatchHarness(stub, { scheduler: { maxAttempts: 2 } });
+    h.start();
+    const container = h.queue.submit(spec());
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'running', 60_000)).toBe(true);
+      stub.vanish(h.queue.get(container.uuid)!.instanceId!);
+      expect(await h.runUntil(() => h.queue.get(container.uuid)?.state !== 'running', 60_000)).toBe(true);
+    }
+    const failed = h.queue.get(container.uuid)!;
+    expect(failed.state).toBe('failed');
+    expect(failed.attempts).toBe(2);
+    expect(failed.reason).toMatch(/disappeared/);
+    h.stop();
+  });
+
+  it('a restarted dispatcher adopts running containers: none starts twice, all complete', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 30_000 });
+    const path = queuePath();
+    const first = new DispatchHarness(stub, { queuePath: path, pool: { maxConcurrentInstanceCreateOps: 4 } });
+    first.start();
+    const uuids = Array.from({ length: 4 }, () => first.queue.submit(spec()).uuid);
+    expect(await first.runUntil(() => first.count('running') === 4, 60_000)).toBe(true);
+    first.stop();
+
+    const second = new DispatchHarness(stub, { queuePath: path, pool: { maxConcurrentInstanceCreateOps: 4 } });
+    second.start();
+    expect(await second.runUntil(() => second.count('complete') === 4, 120_000)).toBe(true);
+    expect(second.starts.size).toBe(0);
+    for (const uuid of uuids) expect(second.queue.get(uuid)).toMatchObject({ state: 'complete', attempts: 1, exitCode: 0 });
+    expect(stub.callCounts.create).toBe(4);
+    second.stop();
+  });
+
+  it('priority: with maxInstances 1, a priority-10 container submitted after five priority-1 ones runs next', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 5_000 });
+    const h = new DispatchHarness(stub, { pool: { maxInstances: 1 } });
+    h.start();
+    const low = Array.from({ length: 5 }, () => h.queue.submit(spec({ priority: 1 })).uuid);
+    expect(await h.runUntil(() => h.count('running') === 1, 30_000, 100)).toBe(true);
+    const high = h.queue.submit(spec({ priority: 10 })).uuid;
+    expect(await h.runUntil(() => h.count('complete') === 6, 300_000, 100)).toBe(true);
+    const order = h.containers().sort((a, b) => a.startedAt! - b.startedAt!).map((container) => container.uuid);
+    expect(order[1]).toBe(high);
+    expect(low).toContain(order[0]);
+    expect(stub.peakLiveCount).toBe(1);
+    h.stop();
+  });
+
+  it('a container no instance type can fit fails at once, naming the constraint', async () => {
+    const h = new DispatchHarness(createStub());
+    h.start();
+    const container = h.queue.submit(spec({ constraints: { vcpus: 64, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false } }));
+    await advance(1_000);
+    expect(h.queue.get(container.uuid)?.state).toBe('failed');
+    expect(h.queue.get(container.uuid)?.reason).toMatch(/64 vCPUs/);
+    h.stop();
+  });
+
+  it('a cancelled running container is killed on its instance', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 600_000 });
+    const h = new DispatchHarness(stub);
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'running', 30_000)).toBe(true);
+    const instanceId = h.queue.get(container.uuid)!.instanceId!;
+    h.queue.cancel(container.uuid);
+    expect(await h.runUntil(() => stub.getVm(instanceId)?.containers[container.uuid] === undefined, 30_000)).toBe(true);
+    expect(h.queue.get(container.uuid)?.state).toBe('cancelled');
+    h.stop();
+  });
+});

@@ -1,0 +1,126 @@
+// The whole dispatcher on the stub cloud and a real SQLite queue file, on vitest's fake timers:
+// queue → scheduler → pool → stub VMs → runner list → queue.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { systemClock } from '../../src/clock.js';
+import type { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
+import type { PoolSettings, SchedulerSettings } from '../../src/config/schema.js';
+import { Pool } from '../../src/pool/pool.js';
+import { SqliteQueue } from '../../src/queue/sqlite-queue.js';
+import type { Container, ContainerSpec } from '../../src/queue/types.js';
+import { Dispatcher } from '../../src/scheduler/dispatcher.js';
+import type { Executor } from '../../src/ssh/executor.js';
+import { advance, instanceTypes, poolName, poolSettings } from './pool-harness.js';
+
+export function queuePath(): string {
+  return join(mkdtempSync(join(tmpdir(), 'drover-dispatch-')), 'queue.sqlite');
+}
+
+export function spec(overrides: Partial<ContainerSpec> = {}): ContainerSpec {
+  return {
+    image: null,
+    command: ['true'],
+    env: {},
+    constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
+    priority: 0,
+    ...overrides,
+  };
+}
+
+export interface DispatchOptions {
+  pool?: Partial<PoolSettings>;
+  scheduler?: Partial<SchedulerSettings>;
+  queuePath?: string;
+}
+
+export class DispatchHarness {
+  readonly queue: SqliteQueue;
+  readonly pool: Pool;
+  readonly dispatcher: Dispatcher;
+  /** Successful runner `start` commands per container uuid, across every VM. */
+  readonly starts = new Map<string, number>();
+
+  constructor(
+    readonly stub: StubCloud,
+    options: DispatchOptions = {},
+  ) {
+    const logger = pino({ level: 'silent' });
+    const settings = poolSettings({ probeInterval: 1_000, syncInterval: 10_000, ...options.pool });
+    const schedulerSettings: SchedulerSettings = {
+      pollInterval: 1_000,
+      maxConcurrentContainers: null,
+      maxHourlySpend: null,
+      maxAttempts: 3,
+      ...options.scheduler,
+    };
+    this.queue = new SqliteQueue({ path: options.queuePath ?? queuePath(), maxAttempts: schedulerSettings.maxAttempts, clock: systemClock });
+    // Late-bound: the pool needs the dispatcher's start function, the dispatcher needs the pool.
+    let dispatcher: Dispatcher | null = null;
+    this.pool = new Pool({
+      poolName,
+      driver: stub,
+      executorFor: (target) => this.counting(stub.executorFor(target)),
+      settings,
+      instanceTypes,
+      logger,
+      clock: systemClock,
+      startContainer: (input, executor) => dispatcher!.startOn(input, executor),
+    });
+    dispatcher = new Dispatcher({
+      queue: this.queue,
+      pool: this.pool,
+      instanceTypes,
+      settings: schedulerSettings,
+      maxInstances: settings.maxInstances,
+      runnerCommand: settings.runnerCommand,
+      docker: false,
+      logger,
+      clock: systemClock,
+    });
+    this.dispatcher = dispatcher;
+  }
+
+  start(): void {
+    this.pool.start();
+    this.dispatcher.start();
+  }
+
+  stop(): void {
+    this.dispatcher.stop();
+    this.pool.stop();
+    this.queue.close();
+  }
+
+  containers(): Container[] {
+    return this.queue.list();
+  }
+
+  count(state: Container['state']): number {
+    return this.queue.list({ states: [state] }).length;
+  }
+
+  /** Advances fake time in steps until `done` holds or `limitMs` passes; returns whether it held. */
+  async runUntil(done: () => boolean, limitMs: number, stepMs = 1_000, eachStep?: () => void): Promise<boolean> {
+    for (let elapsed = 0; elapsed < limitMs; elapsed += stepMs) {
+      if (done()) return true;
+      await advance(stepMs);
+      eachStep?.();
+    }
+    return done();
+  }
+
+  private counting(executor: Executor): Executor {
+    return {
+      run: async (command, options) => {
+        const result = await executor.run(command, options);
+        const match = / start '?([A-Za-z0-9._-]+)'?/.exec(command);
+        if (match?.[1] && result.exitCode === 0) this.starts.set(match[1], (this.starts.get(match[1]) ?? 0) + 1);
+        return result;
+      },
+      setTarget: (target) => executor.setTarget(target),
+      close: () => executor.close(),
+    };
+  }
+}
