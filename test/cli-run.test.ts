@@ -40,7 +40,14 @@ describe('drover run', () => {
   });
 
   it('starts the pool on the stub cloud and logs each instance transition as JSON', async () => {
-    const result = await runDrover(['run', '--config', 'config/stub.yml'], (stdout) =>
+    // The stub config as shipped, but with the daemon's files and port kept out of the way.
+    const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
+    const path = join(dir, 'stub.yml');
+    writeFileSync(
+      path,
+      `${readFileSync('config/stub.yml', 'utf8')}\nqueue: { path: ${join(dir, 'queue.sqlite')} }\nhttp: { port: 0, tokenFile: ${join(dir, 'token')} }\n`,
+    );
+    const result = await runDrover(['run', '--config', path], (stdout) =>
       stdout.includes('"to":"idle"'),
     );
     const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);

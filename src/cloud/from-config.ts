@@ -1,6 +1,7 @@
 // Builds the configured cloud driver, wrapped in Drover's rate limit and metrics, and the
 // executor factory that reaches its instances.
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
@@ -11,17 +12,21 @@ import { tagKeys, type CloudDriver } from './driver.js';
 import { metered } from './metered.js';
 import { rateLimited } from './rate-limited.js';
 import { StubCloud } from './stub/stub-cloud.js';
+import { LoopbackCloud } from './loopback/loopback-cloud.js';
 
 export interface Cloud {
   driver: CloudDriver;
   executorFor: (target: ExecutorTarget) => Executor;
   /** Present when the driver is the stub, for demos and tests that inject faults. */
   stub?: StubCloud;
+  /** Whether the pool must install the runner on each instance (the stub's VMs have it built in). */
+  deploysRunner: boolean;
+  close(): Promise<void>;
 }
 
 export class UnsupportedDriverError extends Error {}
 
-export function cloudFromConfig(config: Config, clock: Clock, registry: Registry): Cloud {
+export async function cloudFromConfig(config: Config, clock: Clock, registry: Registry): Promise<Cloud> {
   const wrap = (driver: CloudDriver) =>
     rateLimited(metered(driver, registry), { maxOpsPerSecond: config.cloud.maxCloudOpsPerSecond, clock });
   switch (config.cloud.driver) {
@@ -43,11 +48,20 @@ export function cloudFromConfig(config: Config, clock: Clock, registry: Registry
           });
         }
       }
-      return { driver: wrap(stub), executorFor: (target) => stub.executorFor(target), stub };
+      return { driver: wrap(stub), executorFor: (target) => stub.executorFor(target), stub, deploysRunner: false, close: async () => {} };
+    }
+    case 'loopback': {
+      const loopback = await LoopbackCloud.start({ directory: resolve(config.cloud.loopback.directory) });
+      return {
+        driver: wrap(loopback),
+        executorFor: (target) => loopback.executorFor(target),
+        deploysRunner: true,
+        close: () => loopback.close(),
+      };
     }
     default:
       throw new UnsupportedDriverError(
-        `cloud.driver: the ${config.cloud.driver} driver is not available in this build yet; use stub`,
+        `cloud.driver: the ${config.cloud.driver} driver is not available in this build yet; use loopback or stub`,
       );
   }
 }

@@ -1,17 +1,27 @@
-// The daemon: wires config, logs, the cloud driver and the pool together and runs until stopped.
+// The daemon: wires config, logs, the cloud driver, the pool, the queue, the scheduler and the
+// admin API together, and runs until stopped.
 import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import type { Config } from '../config/schema.js';
+import { startServer } from '../http/server.js';
+import { ensureToken } from '../http/token.js';
 import { Pool } from '../pool/pool.js';
+import { SqliteQueue } from '../queue/sqlite-queue.js';
+import { logsCommand, ensureRunner } from '../runner/deploy.js';
+import { Dispatcher } from '../scheduler/dispatcher.js';
 
 export interface Daemon {
   pool: Pool;
+  queue: SqliteQueue;
+  dispatcher: Dispatcher;
   cloud: Cloud;
   registry: Registry;
   logger: Logger;
-  stop(): void;
+  /** Where the admin API listens. */
+  url: string;
+  stop(): Promise<void>;
 }
 
 export interface DaemonOptions {
@@ -19,11 +29,18 @@ export interface DaemonOptions {
   logger?: Logger;
 }
 
-export function startDaemon(config: Config, options: DaemonOptions = {}): Daemon {
+export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? pino({ level: config.log.level });
   const registry = new Registry();
-  const cloud = cloudFromConfig(config, clock, registry);
+  const token = ensureToken(config.http.tokenFile);
+  const cloud = await cloudFromConfig(config, clock, registry);
+  const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock });
+  const { runnerCommand } = config.pool;
+
+  // The pool calls the dispatcher to start containers and the dispatcher drives the pool, so
+  // the pool gets a function that reaches the dispatcher once it exists.
+  let dispatcher: Dispatcher | null = null;
   const pool = new Pool({
     poolName: config.poolName,
     driver: cloud.driver,
@@ -32,16 +49,67 @@ export function startDaemon(config: Config, options: DaemonOptions = {}): Daemon
     instanceTypes: config.instanceTypes,
     logger,
     clock,
+    startContainer: (input, executor) => {
+      if (!dispatcher) throw new Error('dispatcher not started');
+      return dispatcher.startOn(input, executor);
+    },
+    prepareInstance: cloud.deploysRunner
+      ? async (executor, instance) => {
+          if ((await ensureRunner(executor, runnerCommand)) === 'installed') {
+            logger.info({ instanceId: instance.id }, 'runner installed');
+          }
+        }
+      : undefined,
+  });
+  dispatcher = new Dispatcher({
+    queue,
+    pool,
+    instanceTypes: config.instanceTypes,
+    settings: config.scheduler,
+    maxInstances: config.pool.maxInstances,
+    runnerCommand,
+    docker: config.runner.docker,
+    logger,
+    clock,
   });
   pool.start();
-  logger.info({ poolName: config.poolName, driver: config.cloud.driver, instanceTypes: Object.keys(config.instanceTypes) }, 'drover started');
+  dispatcher.start();
+
+  const server = await startServer(
+    {
+      queue,
+      pool,
+      token,
+      registry,
+      logger,
+      liveLogs: async (container) => {
+        if (!container.instanceId) return null;
+        const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid));
+        return result.exitCode === 0 ? result.stdout : null;
+      },
+    },
+    config.http,
+  );
+  logger.info(
+    { poolName: config.poolName, driver: config.cloud.driver, instanceTypes: Object.keys(config.instanceTypes), url: server.url, tokenFile: config.http.tokenFile },
+    'drover started',
+  );
+
+  const running = dispatcher;
   return {
     pool,
+    queue,
+    dispatcher: running,
     cloud,
     registry,
     logger,
-    stop() {
+    url: server.url,
+    async stop() {
+      await server.close();
+      running.stop();
       pool.stop();
+      queue.close();
+      await cloud.close();
       logger.info('drover stopped');
     },
   };

@@ -181,7 +181,8 @@ signal_number() {
     '' | *[!A-Za-z0-9]*) return 1 ;;
     *[!0-9]*) ;;
     *)
-      kill -l "$1" >/dev/null 2>&1 || return 1
+      # 0 only probes; it would record a meaningless 128 as the exit code.
+      [ "$1" -ge 1 ] && kill -l "$1" >/dev/null 2>&1 || return 1
       echo "$1"
       return
       ;;

@@ -1,0 +1,176 @@
+// A typed client for the daemon's HTTP API, and how the CLI finds the daemon's URL and token.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { IdleBehavior } from '../../machines/instance.js';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { SubmitRequest } from '../http/server.js';
+import type { InstanceView } from '../pool/pool.js';
+import type { Container, ContainerState } from '../queue/types.js';
+
+export type { SubmitRequest };
+
+/** The daemon answered with a non-2xx status; `message` is its `error` text. */
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The daemon could not be reached at all (not running, wrong URL). */
+export class ApiUnreachableError extends Error {
+  override readonly name = 'ApiUnreachableError';
+}
+
+/** The CLI cannot tell where the daemon is or which token to use. */
+export class ClientSettingsError extends Error {
+  override readonly name = 'ClientSettingsError';
+}
+
+export interface ApiClientOptions {
+  url: string;
+  token: string;
+}
+
+export class ApiClient {
+  private readonly base: string;
+  private readonly token: string;
+
+  constructor(options: ApiClientOptions) {
+    this.base = options.url.replace(/\/+$/, '');
+    this.token = options.token;
+  }
+
+  submit(spec: SubmitRequest, signal?: AbortSignal): Promise<Container> {
+    return this.json<Container>('POST', '/containers', { body: spec, signal });
+  }
+
+  async list(filter: { state?: ContainerState; limit?: number } = {}, signal?: AbortSignal): Promise<Container[]> {
+    const query = new URLSearchParams();
+    if (filter.state !== undefined) query.set('state', filter.state);
+    if (filter.limit !== undefined) query.set('limit', String(filter.limit));
+    const suffix = query.size > 0 ? `?${query.toString()}` : '';
+    return (await this.json<{ containers: Container[] }>('GET', `/containers${suffix}`, { signal })).containers;
+  }
+
+  get(uuid: string, signal?: AbortSignal): Promise<Container> {
+    return this.json<Container>('GET', `/containers/${encodeURIComponent(uuid)}`, { signal });
+  }
+
+  cancel(uuid: string, signal?: AbortSignal): Promise<Container> {
+    return this.json<Container>('POST', `/containers/${encodeURIComponent(uuid)}/cancel`, { signal });
+  }
+
+  async logs(uuid: string, signal?: AbortSignal): Promise<string> {
+    return (await this.request('GET', `/containers/${encodeURIComponent(uuid)}/logs`, { signal })).text();
+  }
+
+  async instances(signal?: AbortSignal): Promise<InstanceView[]> {
+    return (await this.json<{ instances: InstanceView[] }>('GET', '/instances', { signal })).instances;
+  }
+
+  setIdleBehavior(id: string, behavior: IdleBehavior, signal?: AbortSignal): Promise<InstanceView> {
+    return this.json<InstanceView>('POST', `/instances/${encodeURIComponent(id)}/idle-behavior`, { body: { behavior }, signal });
+  }
+
+  kill(id: string, signal?: AbortSignal): Promise<InstanceView> {
+    return this.json<InstanceView>('POST', `/instances/${encodeURIComponent(id)}/kill`, { signal });
+  }
+
+  health(signal?: AbortSignal): Promise<{ ok: boolean }> {
+    return this.json<{ ok: boolean }>('GET', '/healthz', { signal });
+  }
+
+  async metrics(signal?: AbortSignal): Promise<string> {
+    return (await this.request('GET', '/metrics', { signal })).text();
+  }
+
+  private async json<T>(method: string, path: string, options: { body?: unknown; signal?: AbortSignal | undefined }): Promise<T> {
+    const response = await this.request(method, path, options);
+    // The server's schemas fix each route's shape; this client is compiled against the same types.
+    return (await response.json()) as T;
+  }
+
+  private async request(method: string, path: string, options: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Response> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
+    // A JSON content type with no body is a 400 in fastify, so it is sent only along with a body.
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    let response: Response;
+    try {
+      response = await fetch(`${this.base}${path}`, {
+        method,
+        headers,
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal: options.signal ?? null,
+      });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      // fetch reports every network failure as "fetch failed"; the cause says which (ECONNREFUSED, ENOTFOUND...).
+      const cause = (err as { cause?: unknown }).cause;
+      const detail = cause instanceof Error ? cause.message : (err as Error).message;
+      throw new ApiUnreachableError(`cannot reach the drover daemon at ${this.base}: ${detail}`);
+    }
+    if (!response.ok) throw new ApiError(response.status, await errorText(response));
+    return response;
+  }
+}
+
+async function errorText(response: Response): Promise<string> {
+  const text = await response.text();
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed === 'object' && parsed !== null && typeof (parsed as { error?: unknown }).error === 'string') {
+      return (parsed as { error: string }).error;
+    }
+  } catch {
+    // Not JSON (a proxy's error page, say): fall through to the raw text.
+  }
+  return text.trim() || `HTTP ${response.status} ${response.statusText}`;
+}
+
+export const defaultClientConfig = 'config/loopback.yml';
+
+/**
+ * Where the daemon is and its token: the URL from `url`, else DROVER_URL, else the config's
+ * http.address/port; the token from DROVER_TOKEN, else the config's http.tokenFile. The config
+ * file is read only when one of them has to come from it.
+ */
+export function resolveClientSettings(options: { config?: string; url?: string }): { url: string; token: string } {
+  const configPath = options.config ?? defaultClientConfig;
+  let config: Config | undefined;
+  const http = () => (config ??= loadConfig(configPath)).http;
+
+  const url = nonEmpty(options.url) ?? nonEmpty(process.env.DROVER_URL) ?? urlOf(http().address, http().port);
+
+  let token = nonEmpty(process.env.DROVER_TOKEN);
+  if (token === undefined) {
+    const tokenFile = resolve(http().tokenFile);
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new ClientSettingsError(`cannot read the API token from ${tokenFile} (http.tokenFile in ${configPath}): ${(err as Error).message}`);
+      }
+      throw new ClientSettingsError(
+        `no API token file at ${tokenFile} (http.tokenFile in ${configPath}); the daemon writes it on its first start ` +
+          `(drover run --config ${configPath}), or set DROVER_TOKEN`,
+      );
+    }
+  }
+  return { url, token };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function urlOf(address: string, port: number): string {
+  // A daemon listening on every interface is reached through loopback.
+  const host = address === '0.0.0.0' ? '127.0.0.1' : address === '::' ? '::1' : address;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}

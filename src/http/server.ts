@@ -1,0 +1,285 @@
+// The daemon's HTTP API: containers and instances for the drover CLI, plus health and Prometheus metrics.
+import type { AddressInfo } from 'node:net';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifySchemaValidationError } from 'fastify';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { idleBehaviors, type IdleBehavior } from '../../machines/instance.js';
+import { UnknownInstanceError, type InstanceView } from '../pool/pool.js';
+import {
+  ContainerNotFoundError,
+  ContainerStateError,
+  type Constraints,
+  type Container,
+  type ContainerQueue,
+  type ContainerState,
+} from '../queue/types.js';
+import { tokensMatch } from './token.js';
+
+/** The part of the Pool the API drives. */
+export interface PoolControl {
+  instances(): InstanceView[];
+  instance(id: string): InstanceView | undefined;
+  setIdleBehavior(id: string, b: IdleBehavior): void;
+  shutdown(target: { instanceId: string }): boolean;
+}
+
+export interface ApiDeps {
+  queue: ContainerQueue;
+  pool: PoolControl;
+  token: string;
+  registry: Registry;
+  logger: Logger;
+  /** A running container's output so far, from its instance; null if unavailable. */
+  liveLogs?: (container: Container) => Promise<string | null>;
+}
+
+/** The body of `POST /containers`; omitted fields take the defaults below. */
+export interface SubmitRequest {
+  command: string[];
+  image?: string | null;
+  env?: Record<string, string>;
+  priority?: number;
+  constraints?: Partial<Constraints>;
+}
+
+export const defaultConstraints: Readonly<Constraints> = { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false };
+export const defaultListLimit = 100;
+export const maxListLimit = 1000;
+
+const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
+
+// Routes a scraper or a load balancer reaches without the admin token.
+const publicPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics']);
+
+const noQuery = { type: 'object', additionalProperties: false } as const;
+const uuidParams = {
+  type: 'object',
+  required: ['uuid'],
+  additionalProperties: false,
+  properties: { uuid: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+const instanceParams = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+
+const submitBody = {
+  type: 'object',
+  required: ['command'],
+  additionalProperties: false,
+  properties: {
+    command: { type: 'array', minItems: 1, items: { type: 'string' } },
+    image: { type: ['string', 'null'], minLength: 1 },
+    env: { type: 'object', additionalProperties: { type: 'string' } },
+    priority: { type: 'integer' },
+    constraints: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        vcpus: { type: 'integer', minimum: 1 },
+        ramMiB: { type: 'integer', minimum: 1 },
+        scratchGiB: { type: 'integer', minimum: 0 },
+        gpus: { type: 'integer', minimum: 0 },
+        preemptible: { type: 'boolean' },
+      },
+    },
+  },
+} as const;
+
+const listQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'string', enum: containerStates },
+    limit: { type: 'integer', minimum: 1, maximum: maxListLimit },
+  },
+} as const;
+
+const idleBehaviorBody = {
+  type: 'object',
+  required: ['behavior'],
+  additionalProperties: false,
+  properties: { behavior: { type: 'string', enum: idleBehaviors } },
+} as const;
+
+export function buildServer(deps: ApiDeps): FastifyInstance {
+  const { queue, pool, registry } = deps;
+  // Widened to fastify's logger type so the instance is a plain FastifyInstance, not one generic over pino's Logger.
+  const logger: FastifyBaseLogger = deps.logger;
+  const app = Fastify({
+    loggerInstance: logger,
+    // The CLI polls every 500 ms while waiting; a log line per request would drown the daemon's own.
+    logController: new LogController({ disableRequestLogging: true }),
+    ajv: {
+      customOptions: {
+        // Fastify's defaults silently drop unknown properties and turn "5" into 5 or "ls" into ["ls"];
+        // an API that is strict about its input reports a typo instead of ignoring it.
+        removeAdditional: false,
+        coerceTypes: false,
+      },
+    },
+    schemaErrorFormatter: describeValidationErrors,
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.method === 'GET' || request.method === 'HEAD') {
+      if (publicPaths.has(request.routeOptions.url ?? '')) return;
+    }
+    // An empty configured token would otherwise match an empty bearer; it must lock the API instead.
+    if (deps.token === '') return reply.code(403).send({ error: 'the API token is empty; every request is refused' });
+    const match = /^Bearer(?:\s+(.*))?$/i.exec(request.headers.authorization ?? '');
+    if (!match) return reply.code(401).send({ error: 'missing bearer token' });
+    if (!tokensMatch((match[1] ?? '').trim(), deps.token)) return reply.code(403).send({ error: 'invalid token' });
+  });
+
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url}` }));
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, message } = classify(error);
+    if (status >= 500) request.log.error({ err: error }, 'API request failed');
+    return reply.code(status).send({ error: message });
+  });
+
+  app.post<{ Body: SubmitRequest }>('/containers', { schema: { body: submitBody, querystring: noQuery } }, async (request, reply) => {
+    const body = request.body;
+    const container = queue.submit({
+      command: body.command,
+      image: body.image ?? null,
+      env: body.env ?? {},
+      priority: body.priority ?? 0,
+      constraints: { ...defaultConstraints, ...body.constraints },
+    });
+    return reply.code(201).send(container);
+  });
+
+  app.get<{ Querystring: { state?: ContainerState; limit?: number } }>(
+    '/containers',
+    {
+      schema: { querystring: listQuery },
+      // Query values are always text; with coercion off globally, this one numeric parameter is converted here.
+      preValidation: async (request) => {
+        const query = request.query as Record<string, unknown>;
+        if (typeof query.limit === 'string' && /^-?\d+$/.test(query.limit)) query.limit = Number(query.limit);
+      },
+    },
+    async (request) => {
+      const { state, limit = defaultListLimit } = request.query;
+      return { containers: queue.list({ states: state ? [state] : undefined, limit }) };
+    },
+  );
+
+  app.get<{ Params: { uuid: string } }>('/containers/:uuid', { schema: { params: uuidParams, querystring: noQuery } }, async (request) =>
+    mustGet(queue, request.params.uuid),
+  );
+
+  app.post<{ Params: { uuid: string } }>(
+    '/containers/:uuid/cancel',
+    { schema: { params: uuidParams, querystring: noQuery } },
+    async (request) => queue.cancel(request.params.uuid),
+  );
+
+  app.get<{ Params: { uuid: string } }>(
+    '/containers/:uuid/logs',
+    { schema: { params: uuidParams, querystring: noQuery } },
+    async (request, reply) => {
+      const container = mustGet(queue, request.params.uuid);
+      let text = container.logTail;
+      if (container.state === 'running' && deps.liveLogs) {
+        try {
+          text = (await deps.liveLogs(container)) ?? text;
+        } catch (err) {
+          // The stored tail is still an answer; an unreachable instance should not turn it into a 500.
+          request.log.warn({ err, uuid: container.uuid }, 'could not fetch live logs; returning the stored tail');
+        }
+      }
+      return reply.type('text/plain; charset=utf-8').send(text);
+    },
+  );
+
+  app.get('/instances', { schema: { querystring: noQuery } }, async () => ({ instances: pool.instances() }));
+
+  app.post<{ Params: { id: string }; Body: { behavior: IdleBehavior } }>(
+    '/instances/:id/idle-behavior',
+    { schema: { params: instanceParams, body: idleBehaviorBody, querystring: noQuery } },
+    async (request) => {
+      const { id } = request.params;
+      pool.setIdleBehavior(id, request.body.behavior);
+      return mustGetInstance(pool, id);
+    },
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/instances/:id/kill',
+    { schema: { params: instanceParams, querystring: noQuery } },
+    async (request) => {
+      const { id } = request.params;
+      const before = mustGetInstance(pool, id);
+      pool.shutdown({ instanceId: id });
+      // The pool may forget a worker the moment it is shut down; the last view still tells what happened.
+      return pool.instance(id) ?? before;
+    },
+  );
+
+  app.get('/healthz', { schema: { querystring: noQuery } }, async () => ({ ok: true }));
+
+  app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+
+  return app;
+}
+
+/** Listens on `address:port` (port 0 picks a free one) and returns the URL clients should use. */
+export async function startServer(deps: ApiDeps, listen: { address: string; port: number }): Promise<{ url: string; close(): Promise<void> }> {
+  const app = buildServer(deps);
+  await app.listen({ host: listen.address, port: listen.port });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    close: () => app.close(),
+  };
+}
+
+function mustGet(queue: ContainerQueue, uuid: string): Container {
+  const container = queue.get(uuid);
+  if (!container) throw new ContainerNotFoundError(uuid);
+  return container;
+}
+
+function mustGetInstance(pool: PoolControl, id: string): InstanceView {
+  const view = pool.instance(id);
+  if (!view) throw new UnknownInstanceError(id);
+  return view;
+}
+
+/** Maps anything thrown while serving a request to the status and the one-line reason the client sees. */
+function classify(error: unknown): { status: number; message: string } {
+  if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError) return { status: 404, message: error.message };
+  if (error instanceof ContainerStateError) return { status: 409, message: error.message };
+  if (error instanceof Error) {
+    // Matched by name so the API needs no import of the SQLite implementation (or of whichever queue replaces it).
+    if (error.name === 'InvalidContainerSpecError' || error.constructor.name === 'InvalidContainerSpecError') {
+      return { status: 400, message: error.message };
+    }
+    // Fastify's own client errors (validation, malformed or empty JSON, body too large, bad media type) carry their status.
+    const status = (error as { statusCode?: unknown }).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) return { status, message: error.message };
+  }
+  return { status: 500, message: 'internal error; see the daemon log' };
+}
+
+// Ajv's defaults say "body must NOT have additional properties" without naming the property; every
+// reason here names the field it is about, as a path such as body/constraints/vcpus.
+function describeValidationErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const reasons = errors.map((e) => {
+    const at = `${dataVar}${e.instancePath}`;
+    const { additionalProperty, missingProperty, allowedValues } = e.params;
+    if (e.keyword === 'additionalProperties' && typeof additionalProperty === 'string') return `${at}/${additionalProperty} is not a known property`;
+    if (e.keyword === 'required' && typeof missingProperty === 'string') return `${at}/${missingProperty} is required`;
+    if (e.keyword === 'enum' && Array.isArray(allowedValues)) return `${at} must be one of ${allowedValues.map(String).join(', ')}`;
+    return `${at} ${e.message ?? 'is invalid'}`;
+  });
+  return new Error(reasons.join(', '));
+}
+

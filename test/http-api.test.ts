@@ -1,0 +1,338 @@
+// The HTTP API over a real socket and a real SQLite queue: auth, JSON errors, containers, instances, health and metrics.
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Counter, Registry } from 'prom-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { IdleBehavior } from '../machines/instance.js';
+import { startServer, type ApiDeps, type PoolControl } from '../src/http/server.js';
+import { ensureToken, tokensMatch } from '../src/http/token.js';
+import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
+import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import type { Container } from '../src/queue/types.js';
+
+const token = 'test-token-0123456789';
+
+/** A pool of fixed instances that records what the API asked of it. */
+class FakePool implements PoolControl {
+  readonly views = new Map<string, InstanceView>();
+  readonly kills: string[] = [];
+
+  add(instanceId: string): InstanceView {
+    const view: InstanceView = {
+      workerId: `w-${instanceId}`,
+      instanceId,
+      instanceType: 'small',
+      providerType: 'stub.small',
+      price: 0.01,
+      address: '10.0.0.1',
+      state: 'idle',
+      idleBehavior: 'run',
+      running: [],
+      appearedAt: 0,
+      lastError: null,
+      history: [],
+    };
+    this.views.set(instanceId, view);
+    return view;
+  }
+
+  instances(): InstanceView[] {
+    return [...this.views.values()];
+  }
+
+  instance(id: string): InstanceView | undefined {
+    return this.views.get(id);
+  }
+
+  setIdleBehavior(id: string, b: IdleBehavior): void {
+    const view = this.views.get(id);
+    if (!view) throw new UnknownInstanceError(id);
+    view.idleBehavior = b;
+  }
+
+  shutdown(target: { instanceId: string }): boolean {
+    const view = this.views.get(target.instanceId);
+    if (!view) throw new UnknownInstanceError(target.instanceId);
+    this.kills.push(target.instanceId);
+    view.state = 'shutdown';
+    return true;
+  }
+}
+
+let dir: string;
+let queue: SqliteQueue;
+let pool: FakePool;
+let registry: Registry;
+let server: { url: string; close(): Promise<void> } | undefined;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'drover-http-'));
+  queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
+  pool = new FakePool();
+  registry = new Registry();
+});
+
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  queue.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function start(overrides: Partial<ApiDeps> = {}): Promise<string> {
+  server = await startServer(
+    { queue, pool, token, registry, logger: pino({ level: 'silent' }), ...overrides },
+    { address: '127.0.0.1', port: 0 },
+  );
+  return server.url;
+}
+
+interface Call {
+  body?: unknown;
+  rawBody?: string;
+  authorization?: string | null;
+}
+
+async function call(url: string, method: string, path: string, options: Call = {}): Promise<{ status: number; type: string; text: string; json: () => unknown }> {
+  const headers: Record<string, string> = {};
+  const authorization = options.authorization === undefined ? `Bearer ${token}` : options.authorization;
+  if (authorization !== null) headers.authorization = authorization;
+  let body: string | undefined;
+  if (options.rawBody !== undefined || options.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = options.rawBody ?? JSON.stringify(options.body);
+  }
+  const response = await fetch(`${url}${path}`, { method, headers, body });
+  const text = await response.text();
+  return { status: response.status, type: response.headers.get('content-type') ?? '', text, json: () => JSON.parse(text) };
+}
+
+function submitted(url: string, body: unknown = { command: ['echo', 'hi'] }) {
+  return call(url, 'POST', '/containers', { body });
+}
+
+describe('auth', () => {
+  it('refuses a request without a bearer token with 401', async () => {
+    const url = await start();
+    const response = await call(url, 'GET', '/containers', { authorization: null });
+    expect(response.status).toBe(401);
+    expect(response.json()).toEqual({ error: 'missing bearer token' });
+  });
+
+  it('refuses a wrong token with 403', async () => {
+    const url = await start();
+    const response = await call(url, 'GET', '/containers', { authorization: 'Bearer not-the-token' });
+    expect(response.status).toBe(403);
+    expect(response.json()).toEqual({ error: expect.any(String) });
+  });
+
+  it('refuses everything with 403 when the configured token is empty, even an empty bearer', async () => {
+    const url = await start({ token: '' });
+    for (const authorization of ['Bearer ', 'Bearer', null]) {
+      const response = await call(url, 'GET', '/instances', { authorization });
+      expect(response.status).toBe(403);
+      expect(response.json()).toEqual({ error: expect.any(String) });
+    }
+  });
+});
+
+describe('errors', () => {
+  it('answers malformed JSON with 400 and a JSON reason', async () => {
+    const url = await start();
+    const response = await call(url, 'POST', '/containers', { rawBody: '{"command": [' });
+    expect(response.status).toBe(400);
+    expect(response.type).toContain('application/json');
+    expect(response.json()).toEqual({ error: expect.stringContaining('JSON') });
+  });
+
+  it('answers schema violations with 400 naming the field', async () => {
+    const url = await start();
+    const cases: Array<[unknown, string]> = [
+      [{}, 'body/command is required'],
+      [{ command: [] }, 'body/command must NOT have fewer than 1 items'],
+      [{ command: ['true'], priority: 1.5 }, 'body/priority must be integer'],
+      [{ command: ['true'], priority: '5' }, 'body/priority must be integer'],
+      [{ command: ['true'], colour: 'red' }, 'body/colour is not a known property'],
+      [{ command: ['true'], constraints: { vcpus: 0 } }, 'body/constraints/vcpus must be >= 1'],
+    ];
+    for (const [body, reason] of cases) {
+      const response = await submitted(url, body);
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(response.json()).toEqual({ error: reason });
+    }
+    const query = await call(url, 'GET', '/containers?limit=0');
+    expect(query.status).toBe(400);
+    expect(query.json()).toEqual({ error: 'querystring/limit must be >= 1' });
+  });
+
+  it("passes the queue's own validation errors on as 400", async () => {
+    const url = await start();
+    const response = await submitted(url, { command: ['true'], env: { 'NOT VALID': 'x' } });
+    expect(response.status).toBe(400);
+    expect(response.json()).toEqual({ error: expect.stringContaining('NOT VALID') });
+  });
+
+  it('answers an unknown container with 404', async () => {
+    const url = await start();
+    const uuid = '00000000-0000-4000-8000-000000000000';
+    for (const [method, path] of [
+      ['GET', `/containers/${uuid}`],
+      ['POST', `/containers/${uuid}/cancel`],
+      ['GET', `/containers/${uuid}/logs`],
+    ] as const) {
+      const response = await call(url, method, path);
+      expect(response.status, path).toBe(404);
+      expect(response.json()).toEqual({ error: `no container ${uuid}` });
+    }
+  });
+
+  it('answers an unknown instance with 404', async () => {
+    const url = await start();
+    const kill = await call(url, 'POST', '/instances/i-nope/kill');
+    expect(kill.status).toBe(404);
+    expect(kill.json()).toEqual({ error: expect.stringContaining('i-nope') });
+    const hold = await call(url, 'POST', '/instances/i-nope/idle-behavior', { body: { behavior: 'hold' } });
+    expect(hold.status).toBe(404);
+  });
+
+  it('answers an unknown route with a JSON 404', async () => {
+    const url = await start();
+    const response = await call(url, 'GET', '/nothing-here');
+    expect(response.status).toBe(404);
+    expect(response.json()).toEqual({ error: 'no route GET /nothing-here' });
+  });
+
+  it('answers an unexpected failure with 500 and a JSON reason', async () => {
+    const url = await start({
+      pool: {
+        ...pool,
+        instances: () => {
+          throw new Error('boom');
+        },
+        instance: () => undefined,
+        setIdleBehavior: () => undefined,
+        shutdown: () => false,
+      },
+    });
+    const response = await call(url, 'GET', '/instances');
+    expect(response.status).toBe(500);
+    expect(response.json()).toEqual({ error: expect.any(String) });
+  });
+});
+
+describe('containers', () => {
+  it('submits, gets, lists and cancels (twice) a container', async () => {
+    const url = await start();
+    const created = await submitted(url, { command: ['sh', '-c', 'true'], priority: 5, constraints: { vcpus: 2 }, env: { A: 'b' } });
+    expect(created.status).toBe(201);
+    const container = created.json() as Container;
+    expect(container).toMatchObject({
+      state: 'queued',
+      command: ['sh', '-c', 'true'],
+      image: null,
+      env: { A: 'b' },
+      priority: 5,
+      constraints: { vcpus: 2, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
+    });
+
+    const got = await call(url, 'GET', `/containers/${container.uuid}`);
+    expect(got.status).toBe(200);
+    expect(got.json()).toEqual(container);
+
+    const listed = await call(url, 'GET', '/containers?state=queued&limit=10');
+    expect(listed.status).toBe(200);
+    expect((listed.json() as { containers: Container[] }).containers.map((c) => c.uuid)).toEqual([container.uuid]);
+    const none = await call(url, 'GET', '/containers?state=running');
+    expect(none.json()).toEqual({ containers: [] });
+
+    const cancelled = await call(url, 'POST', `/containers/${container.uuid}/cancel`);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.json()).toMatchObject({ uuid: container.uuid, state: 'cancelled' });
+    const again = await call(url, 'POST', `/containers/${container.uuid}/cancel`);
+    expect(again.status).toBe(200);
+    expect(again.json()).toMatchObject({ state: 'cancelled' });
+  });
+
+  it("returns a completed container's log tail as text", async () => {
+    const url = await start();
+    const { uuid } = (await submitted(url)).json() as Container;
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    queue.complete(uuid, 0, 'hi\nthere\n');
+    const logs = await call(url, 'GET', `/containers/${uuid}/logs`);
+    expect(logs.status).toBe(200);
+    expect(logs.type).toMatch(/^text\/plain/);
+    expect(logs.text).toBe('hi\nthere\n');
+  });
+
+  it("returns a running container's live output from liveLogs", async () => {
+    const url = await start({ liveLogs: async (container) => `live output of ${container.uuid}\n` });
+    const { uuid } = (await submitted(url)).json() as Container;
+    queue.lock(uuid);
+    queue.markRunning(uuid, 'i-1', 'small');
+    const logs = await call(url, 'GET', `/containers/${uuid}/logs`);
+    expect(logs.text).toBe(`live output of ${uuid}\n`);
+  });
+});
+
+describe('instances', () => {
+  it('lists instances and sets an idle behaviour, returning the changed view', async () => {
+    const url = await start();
+    pool.add('i-1');
+    const listed = await call(url, 'GET', '/instances');
+    expect((listed.json() as { instances: InstanceView[] }).instances.map((i) => i.instanceId)).toEqual(['i-1']);
+
+    const held = await call(url, 'POST', '/instances/i-1/idle-behavior', { body: { behavior: 'hold' } });
+    expect(held.status).toBe(200);
+    expect(held.json()).toMatchObject({ instanceId: 'i-1', idleBehavior: 'hold' });
+    expect(pool.instance('i-1')?.idleBehavior).toBe('hold');
+
+    const bad = await call(url, 'POST', '/instances/i-1/idle-behavior', { body: { behavior: 'nap' } });
+    expect(bad.status).toBe(400);
+    expect(bad.json()).toEqual({ error: 'body/behavior must be one of run, hold, drain' });
+  });
+
+  it('kills an instance and returns its view', async () => {
+    const url = await start();
+    pool.add('i-2');
+    const killed = await call(url, 'POST', '/instances/i-2/kill');
+    expect(killed.status).toBe(200);
+    expect(killed.json()).toMatchObject({ instanceId: 'i-2', state: 'shutdown' });
+    expect(pool.kills).toEqual(['i-2']);
+  });
+});
+
+describe('health and metrics', () => {
+  it('serves /healthz and /metrics without a token', async () => {
+    new Counter({ name: 'drover_test_total', help: 'a counter for the test', registers: [registry] }).inc(2);
+    const url = await start();
+    const health = await call(url, 'GET', '/healthz', { authorization: null });
+    expect(health.status).toBe(200);
+    expect(health.json()).toEqual({ ok: true });
+    const metrics = await call(url, 'GET', '/metrics', { authorization: null });
+    expect(metrics.status).toBe(200);
+    expect(metrics.type).toBe(registry.contentType);
+    expect(metrics.text).toContain('drover_test_total 2');
+  });
+});
+
+describe('token', () => {
+  it('matches only the same non-empty token', () => {
+    expect(tokensMatch('abc', 'abc')).toBe(true);
+    expect(tokensMatch('abd', 'abc')).toBe(false);
+    expect(tokensMatch('abcd', 'abc')).toBe(false);
+    expect(tokensMatch('', '')).toBe(false);
+  });
+
+  it('creates the token file with mode 0600 once and reads the same token after', () => {
+    const path = join(dir, 'nested', 'token');
+    const first = ensureToken(path);
+    expect(first).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'nested')).mode & 0o777).toBe(0o700);
+    expect(ensureToken(path)).toBe(first);
+    expect(readFileSync(path, 'utf8').trim()).toBe(first);
+  });
+});
