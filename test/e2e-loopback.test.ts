@@ -102,4 +102,22 @@ describe('end to end on loopback', () => {
     expect(code).toBe(4);
     expect(stdout).toContain('via-cli\n');
   });
+
+  it('a restarted daemon adopts the containers running in its sandboxes: none starts twice, all complete', async () => {
+    const uuids = [];
+    for (let n = 1; n <= 3; n++) {
+      uuids.push((await api.submit({ command: ['sh', '-c', 'sleep 2; echo done-$N'], env: { N: String(n) } })).uuid);
+    }
+    const runningNow = async () => (await api.list({ state: 'running' })).length;
+    expect(await drive(async () => (await runningNow()) >= 2, 60_000)).toBe(true);
+    await daemon.stop();
+
+    daemon = await startDaemon(config, { clock, logger: pino({ level: 'silent' }) });
+    api = new ApiClient({ url: daemon.url, token });
+    expect(await drive(async () => (await api.list({ state: 'complete' })).filter((c) => uuids.includes(c.uuid)).length === 3, 120_000)).toBe(true);
+    for (const [index, uuid] of uuids.entries()) {
+      expect(await api.get(uuid)).toMatchObject({ state: 'complete', exitCode: 0, attempts: 1 });
+      expect(await api.logs(uuid)).toBe(`done-${index + 1}\n`);
+    }
+  });
 });

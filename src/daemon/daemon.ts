@@ -11,6 +11,7 @@ import { Pool } from '../pool/pool.js';
 import { SqliteQueue } from '../queue/sqlite-queue.js';
 import { logsCommand, ensureRunner } from '../runner/deploy.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
+import { registerDroverMetrics } from './metrics.js';
 
 export interface Daemon {
   pool: Pool;
@@ -72,6 +73,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     logger,
     clock,
   });
+  registerDroverMetrics(registry, pool, queue);
   pool.start();
   dispatcher.start();
 
