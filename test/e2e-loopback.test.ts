@@ -104,7 +104,7 @@ describe('end to end on loopback', () => {
   });
 
   it('a restarted daemon adopts the containers running in its sandboxes: none starts twice, all complete', async () => {
-    const uuids = [];
+    const uuids: string[] = [];
     for (let n = 1; n <= 3; n++) {
       uuids.push((await api.submit({ command: ['sh', '-c', 'sleep 2; echo done-$N'], env: { N: String(n) } })).uuid);
     }
