@@ -1,6 +1,7 @@
 // When the scheduler runs a pass: on every pool or queue change and at least every
-// pollInterval, never two passes at once, and once more right after a pass if anything changed
-// while it ran. Pure: the pass itself is an actor supplied by src/scheduler with .provide().
+// pollInterval, never two passes at once, never closer than passGap (a pass that changes the
+// queue would otherwise re-trigger itself without ever yielding), and once more after a pass if
+// anything changed while it ran. Pure: the pass itself is an actor supplied by src/scheduler with .provide().
 import { assign, fromPromise, setup } from 'xstate';
 
 export type SchedulerEvent = { type: 'POOL_CHANGED' } | { type: 'QUEUE_CHANGED' } | { type: 'STOP_REQUESTED' };
@@ -30,6 +31,7 @@ export const schedulerMachine = setup({
   },
   delays: {
     pollInterval: 10_000,
+    passGap: 100,
   },
 }).createMachine({
   id: 'scheduler',
@@ -46,9 +48,9 @@ export const schedulerMachine = setup({
       entry: assign({ changedDuringPass: false }),
       invoke: {
         src: 'runPass',
-        onDone: { target: 'waiting', actions: assign({ passes: ({ context }) => context.passes + 1, lastError: null }) },
+        onDone: { target: 'resting', actions: assign({ passes: ({ context }) => context.passes + 1, lastError: null }) },
         onError: {
-          target: 'waiting',
+          target: 'resting',
           actions: [
             assign({
               passes: ({ context }) => context.passes + 1,
@@ -58,6 +60,13 @@ export const schedulerMachine = setup({
           ],
         },
       },
+      on: {
+        POOL_CHANGED: { actions: assign({ changedDuringPass: true }) },
+        QUEUE_CHANGED: { actions: assign({ changedDuringPass: true }) },
+      },
+    },
+    resting: {
+      after: { passGap: 'waiting' },
       on: {
         POOL_CHANGED: { actions: assign({ changedDuringPass: true }) },
         QUEUE_CHANGED: { actions: assign({ changedDuringPass: true }) },

@@ -3,6 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { advance, createStub, settle, useFakeClock } from './support/pool-harness.js';
 import { DispatchHarness, queuePath, spec } from './support/dispatch-harness.js';
+import type { Container } from '../src/queue/types.js';
 
 beforeEach(useFakeClock);
 afterEach(() => {
@@ -174,6 +175,54 @@ describe('dispatch on the stub cloud', () => {
     h.queue.cancel(container.uuid);
     expect(await h.runUntil(() => stub.getVm(instanceId)?.containers[container.uuid] === undefined, 30_000)).toBe(true);
     expect(h.queue.get(container.uuid)?.state).toBe('cancelled');
+    h.stop();
+  });
+
+  it('a start the runner keeps refusing: the container fails after a few tries, and the daemon keeps running', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 } });
+    const h = new DispatchHarness(stub);
+    h.startFault = 'refused';
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'failed', 60_000, 100)).toBe(true);
+    expect(h.queue.get(container.uuid)?.reason).toMatch(/runner start exited with 1: runner: cannot start \(3 failed starts\)/);
+    expect(h.queue.get(container.uuid)?.attempts).toBe(0);
+    h.stop();
+  });
+
+  it('a container the runner cannot be asked to start (docker without an image) fails at once', async () => {
+    const h = new DispatchHarness(createStub({ bootDelayMs: { min: 1_000, max: 1_000 } }), { docker: true });
+    h.start();
+    const container = h.queue.submit(spec({ image: null }));
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'failed', 30_000, 100)).toBe(true);
+    expect(h.queue.get(container.uuid)?.reason).toMatch(/docker needs an image/);
+    h.stop();
+  });
+
+  it('a start whose answer is lost runs once: the runner list confirms it and the worker takes nothing else meanwhile', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 20_000 });
+    const h = new DispatchHarness(stub, { pool: { maxConcurrentInstanceCreateOps: 2 } });
+    h.start();
+    h.startFault = 'answer lost';
+    let second: Container | null = null;
+    h.onAnswerLost = () => {
+      // Higher-priority work arrives just then: it must not land on the busy worker, nor the
+      // first container run again elsewhere.
+      h.startFault = null;
+      second = h.queue.submit(spec({ priority: 10 }));
+    };
+    const first = h.queue.submit(spec());
+    expect(await h.runUntil(() => h.starts.get(first.uuid) === 1, 30_000, 100)).toBe(true);
+    const busiestVm = () =>
+      Math.max(...stub.liveInstances().map((vm) => Object.values(stub.getVm(vm.id)!.containers).filter((c) => c.state === 'running').length));
+    let busiest = 0;
+    expect(await h.runUntil(() => h.count('complete') === 2, 120_000, 100, () => (busiest = Math.max(busiest, busiestVm())))).toBe(true);
+    expect(busiest).toBe(1);
+    expect(h.starts.get(first.uuid)).toBe(1);
+    if (second === null) throw new Error('the second container was never submitted');
+    expect(h.starts.get((second as Container).uuid)).toBe(1);
+    expect(h.queue.get(first.uuid)?.attempts).toBe(1);
+    expect(h.queue.get(second.uuid)?.instanceId).not.toBe(h.queue.get(first.uuid)?.instanceId);
     h.stop();
   });
 });

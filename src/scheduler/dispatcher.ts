@@ -26,8 +26,17 @@ export interface DispatcherOptions {
   clock?: Clock;
 }
 
-/** How long a kill of a cancelled container is given before it is sent again. */
+/** How long a kill of a cancelled container is given before it is sent again (KILL from the second time on). */
 const killRetryMs = 30_000;
+/** Failed starts of one container (each one answered by the runner or refused before it ran) before it is failed. */
+export const maxStartFailures = 3;
+
+/** A start whose answer never came: it may or may not have happened; the runner's next list decides. */
+interface UncertainStart {
+  instanceId: string;
+  instanceType: string;
+  since: number;
+}
 
 export class Dispatcher {
   private readonly clock: Clock;
@@ -37,8 +46,11 @@ export class Dispatcher {
   private readonly starting = new Map<string, string>();
   /** Containers whose result is being collected. */
   private readonly finalizing = new Set<string>();
-  /** Cancelled containers a kill was sent for: uuid → when. */
-  private readonly killed = new Map<string, number>();
+  /** Cancelled containers a kill was sent for: uuid → when, and how many times. */
+  private readonly killed = new Map<string, { at: number; times: number }>();
+  /** Starts that failed, per container, in this process. */
+  private readonly startFailures = new Map<string, number>();
+  private readonly uncertainStarts = new Map<string, UncertainStart>();
   private readonly startedAt: number;
   private unsubscribers: Array<() => void> = [];
 
@@ -84,32 +96,67 @@ export class Dispatcher {
   async startOn(input: StartContainerInput, executor: Executor): Promise<void> {
     const { queue } = this.options;
     const uuid = input.containerUuid;
+    const instanceId = input.instance.id;
     const instanceType = this.starting.get(uuid) ?? '';
     try {
       const container = queue.get(uuid);
       if (container?.state !== 'locked') throw new Error(`container ${uuid} is no longer locked (${container?.state ?? 'gone'})`);
-      const result = await executor.run(
-        startCommand(this.options.runnerCommand, {
+      let command: string;
+      try {
+        command = startCommand(this.options.runnerCommand, {
           uuid,
           command: container.command,
           env: container.env,
           image: container.image,
           docker: this.options.docker,
-        }),
-      );
+        });
+      } catch (error) {
+        // No retry can fix a container the runner cannot be asked to start.
+        queue.fail(uuid, `cannot be started: ${errorMessage(error)}`);
+        throw error;
+      }
+      let result;
+      try {
+        result = await executor.run(command);
+      } catch (error) {
+        // The command may have run and only its answer been lost: starting it again elsewhere
+        // could run it twice. It stays locked to this instance until the runner's list decides.
+        this.uncertainStarts.set(uuid, { instanceId, instanceType, since: this.clock.now() });
+        this.logger.warn({ containerUuid: uuid, instanceId, error: errorMessage(error) }, 'no answer to a container start; the next runner list will tell');
+        return;
+      }
       // 3: the runner already has it, from a start whose answer was lost. It is running there.
       if (result.exitCode !== 0 && result.exitCode !== 3) {
         throw new Error(`runner start exited with ${result.exitCode}: ${result.stderr.trim()}`);
       }
-      queue.markRunning(uuid, input.instance.id, instanceType);
-      this.logger.info({ containerUuid: uuid, instanceId: input.instance.id, instanceType }, 'container started');
+      this.startFailures.delete(uuid);
+      if (queue.get(uuid)?.state !== 'locked') {
+        // Cancelled while starting: it runs on the instance now, so the worker stays busy and
+        // the next pass kills it.
+        return;
+      }
+      queue.markRunning(uuid, instanceId, instanceType);
+      this.logger.info({ containerUuid: uuid, instanceId, instanceType }, 'container started');
     } catch (error) {
-      const reason = `start on ${input.instance.id} failed: ${error instanceof Error ? error.message : String(error)}`;
-      this.logger.warn({ containerUuid: uuid, instanceId: input.instance.id }, reason);
-      if (queue.get(uuid)?.state === 'locked') queue.unlock(uuid, reason);
+      this.startFailed(uuid, instanceId, error);
       throw error;
     } finally {
       this.starting.delete(uuid);
+    }
+  }
+
+  private startFailed(uuid: string, instanceId: string, error: unknown): void {
+    const { queue } = this.options;
+    if (queue.get(uuid)?.state !== 'locked') return;
+    const failures = (this.startFailures.get(uuid) ?? 0) + 1;
+    this.startFailures.set(uuid, failures);
+    const reason = `start on ${instanceId} failed: ${errorMessage(error)}`;
+    this.logger.warn({ containerUuid: uuid, instanceId, failures }, reason);
+    if (failures >= maxStartFailures) {
+      this.startFailures.delete(uuid);
+      queue.fail(uuid, `${reason} (${failures} failed starts)`);
+    } else {
+      queue.unlock(uuid, reason);
     }
   }
 
@@ -179,7 +226,9 @@ export class Dispatcher {
     for (const container of queue.list({ states: ['locked', 'running'] })) {
       const uuid = container.uuid;
       if (container.state === 'locked') {
-        if (!this.starting.has(uuid)) this.resolveStaleLock(container, views);
+        const uncertain = this.uncertainStarts.get(uuid);
+        if (uncertain) this.resolveUncertainStart(container, uncertain);
+        else if (!this.starting.has(uuid)) this.resolveStaleLock(container, views);
         continue;
       }
       const instanceId = container.instanceId;
@@ -206,6 +255,13 @@ export class Dispatcher {
       if (!report) continue;
       for (const uuid of [...report.running, ...report.exited.keys()]) {
         const container = queue.get(uuid);
+        if (container?.state === 'queued' && report.running.has(uuid) && queue.lock(uuid)) {
+          // The queue gave it up (its instance looked lost) but it runs here: adopt it rather
+          // than start a second copy.
+          queue.markRunning(uuid, view.instanceId, view.instanceType);
+          this.logger.warn({ containerUuid: uuid, instanceId: view.instanceId }, 'adopted a requeued container found running');
+          continue;
+        }
         if (container && (container.state === 'running' || container.state === 'locked' || container.state === 'queued')) continue;
         if (report.running.has(uuid)) finishing.push(this.killCancelled(uuid, view.instanceId));
         else finishing.push(this.removeFromRunner(uuid, view.instanceId));
@@ -235,6 +291,19 @@ export class Dispatcher {
     if (everyoneReported) queue.unlock(container.uuid, 'its start was not confirmed before the dispatcher restarted');
   }
 
+  private resolveUncertainStart(container: Container, start: UncertainStart): void {
+    const { queue, pool } = this.options;
+    const report = pool.runnerReport(start.instanceId);
+    if (pool.hasInstance(start.instanceId) && (!report || report.listedAt <= start.since)) return;
+    this.uncertainStarts.delete(container.uuid);
+    if (report && (report.running.has(container.uuid) || report.exited.has(container.uuid))) {
+      queue.markRunning(container.uuid, start.instanceId, start.instanceType);
+      this.logger.info({ containerUuid: container.uuid, instanceId: start.instanceId }, 'container start confirmed by the runner');
+    } else {
+      this.startFailed(container.uuid, start.instanceId, new Error('the runner has no record of it'));
+    }
+  }
+
   private lost(container: Container, reason: string): void {
     const state = this.options.queue.requeueOrFail(container.uuid, reason);
     this.logger.warn({ containerUuid: container.uuid, instanceId: container.instanceId, reason, state }, 'container lost');
@@ -262,11 +331,13 @@ export class Dispatcher {
   private async killCancelled(uuid: string, instanceId: string): Promise<void> {
     const now = this.clock.now();
     const last = this.killed.get(uuid);
-    if (last !== undefined && now - last < killRetryMs) return;
-    this.killed.set(uuid, now);
-    this.logger.info({ containerUuid: uuid, instanceId }, 'killing cancelled container');
+    if (last !== undefined && now - last.at < killRetryMs) return;
+    // A container that ignores TERM for killRetryMs gets KILL.
+    const signal = last === undefined ? 'TERM' : 'KILL';
+    this.killed.set(uuid, { at: now, times: (last?.times ?? 0) + 1 });
+    this.logger.info({ containerUuid: uuid, instanceId, signal }, 'killing cancelled container');
     try {
-      await this.options.pool.runOn(instanceId, killCommand(this.options.runnerCommand, 'TERM', uuid));
+      await this.options.pool.runOn(instanceId, killCommand(this.options.runnerCommand, signal, uuid));
     } catch (error) {
       this.logger.warn({ containerUuid: uuid, instanceId, error: String(error) }, 'kill failed; will retry');
     }
@@ -280,6 +351,10 @@ export class Dispatcher {
       this.logger.debug({ containerUuid: uuid, instanceId, error: String(error) }, 'runner cleanup failed; will retry');
     }
   }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 // The queue refuses a change a concurrent one made moot (a cancel won the race); that is fine here.

@@ -33,7 +33,11 @@ export interface DispatchOptions {
   pool?: Partial<PoolSettings>;
   scheduler?: Partial<SchedulerSettings>;
   queuePath?: string;
+  docker?: boolean;
 }
+
+/** How runner `start` commands misbehave: refused by the runner, or run with the answer lost. */
+export type StartFault = 'refused' | 'answer lost' | null;
 
 export class DispatchHarness {
   readonly queue: SqliteQueue;
@@ -41,6 +45,9 @@ export class DispatchHarness {
   readonly dispatcher: Dispatcher;
   /** Successful runner `start` commands per container uuid, across every VM. */
   readonly starts = new Map<string, number>();
+  startFault: StartFault = null;
+  /** Called when a start's answer is dropped, before the dispatcher hears of it. */
+  onAnswerLost: (() => void) | null = null;
 
   constructor(
     readonly stub: StubCloud,
@@ -75,7 +82,7 @@ export class DispatchHarness {
       settings: schedulerSettings,
       maxInstances: settings.maxInstances,
       runnerCommand: settings.runnerCommand,
-      docker: false,
+      docker: options.docker ?? false,
       logger,
       clock: systemClock,
     });
@@ -114,9 +121,14 @@ export class DispatchHarness {
   private counting(executor: Executor): Executor {
     return {
       run: async (command, options) => {
-        const result = await executor.run(command, options);
         const match = / start '?([A-Za-z0-9._-]+)'?/.exec(command);
+        if (match && this.startFault === 'refused') return { stdout: '', stderr: 'runner: cannot start', exitCode: 1 };
+        const result = await executor.run(command, options);
         if (match?.[1] && result.exitCode === 0) this.starts.set(match[1], (this.starts.get(match[1]) ?? 0) + 1);
+        if (match && this.startFault === 'answer lost') {
+          this.onAnswerLost?.();
+          throw new Error('ssh: connection dropped');
+        }
         return result;
       },
       setTarget: (target) => executor.setTarget(target),
