@@ -226,4 +226,18 @@ describe('dispatch on the stub cloud', () => {
     expect(h.queue.get(second.uuid)?.instanceId).not.toBe(h.queue.get(first.uuid)?.instanceId);
     h.stop();
   });
+
+  it('listings that leave instances out: never above maxInstances, nothing started twice', async () => {
+    for (const listOmitRate of [0.2, 0.5]) {
+      const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 20 * 60_000, listOmitRate, seed: 3 });
+      const h = new DispatchHarness(stub, { pool: { maxInstances: 3, maxConcurrentInstanceCreateOps: 3 } });
+      h.start();
+      for (let i = 0; i < 6; i++) h.queue.submit(spec());
+      await h.runUntil(() => false, 15 * 60_000, 1_000);
+      expect(stub.peakLiveCount).toBeLessThanOrEqual(3);
+      expect(h.count('running')).toBe(3);
+      expect([...h.starts.values()]).toEqual([1, 1, 1]);
+      h.stop();
+    }
+  });
 });

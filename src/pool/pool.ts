@@ -31,9 +31,10 @@ import { idleBehaviorOf, lifecycleOf, Worker, type RunnerReport, type Transition
 import type { CommandResult, RunOptions } from '../ssh/executor.js';
 
 /**
- * Listings in a row that must miss an instance before the pool forgets it. One partial listing
- * must not make a live instance vanish from the counts, or the pool would create past
- * maxInstances (the overprovisioning story in the seeds).
+ * Listings in a row that must miss an instance before the pool forgets it, and then only if the
+ * instance has not answered a probe since. Partial listings must not make a live instance vanish
+ * from the counts, or the pool would create past maxInstances and rerun its containers (the
+ * overprovisioning story in the seeds).
  */
 export const forgetAfterMissedListings = 2;
 
@@ -104,6 +105,9 @@ export class Pool {
   private readonly poolActor: Actor<PoolMachine>;
   private readonly probes: ProbeScheduler<Worker>;
   private lastPoolStatus = '';
+  private stopped = false;
+  private successfulListings = 0;
+  private readonly timers = new Set<unknown>();
 
   constructor(private readonly options: PoolOptions) {
     this.clock = options.clock ?? systemClock;
@@ -157,6 +161,9 @@ export class Pool {
   }
 
   stop(): void {
+    this.stopped = true;
+    for (const timer of this.timers) this.clock.clearTimeout(timer);
+    this.timers.clear();
     this.probes.stop();
     this.poolActor.stop();
     for (const worker of [...this.workers.values()]) this.forget(worker);
@@ -310,7 +317,16 @@ export class Pool {
     return this.byInstanceId.get(instanceId)?.report ?? null;
   }
 
-  /** Whether the pool still has a worker for the instance (false once it is gone from the cloud). */
+  /**
+   * Whether the instance is known to be gone: the pool has listed the cloud often enough since it
+   * started to have forgotten it, and has no worker for it. A pool that has just started and not
+   * yet seen an instance cannot tell.
+   */
+  isGone(instanceId: string): boolean {
+    return this.successfulListings >= forgetAfterMissedListings && !this.byInstanceId.has(instanceId);
+  }
+
+  /** Whether the pool has a worker for the instance. */
   hasInstance(instanceId: string): boolean {
     return this.byInstanceId.has(instanceId);
   }
@@ -450,7 +466,11 @@ export class Pool {
       case 'capacity': {
         const key = response.instanceType ?? '*';
         this.capacityUntil.set(key, now + this.options.settings.quotaErrorTTL);
-        this.clock.setTimeout(() => this.notifier.notify(), this.options.settings.quotaErrorTTL);
+        const timer = this.clock.setTimeout(() => {
+          this.timers.delete(timer);
+          this.notifier.notify();
+        }, this.options.settings.quotaErrorTTL);
+        this.timers.add(timer);
         break;
       }
       case 'other':
@@ -474,6 +494,9 @@ export class Pool {
 
   /** Brings the registry in line with a listing that began at `threshold`. */
   private reconcile(threshold: number, instances: CloudInstance[]): void {
+    // A listing that returns after stop() must not bring workers back to life.
+    if (this.stopped) return;
+    this.successfulListings++;
     const now = this.clock.now();
     const seen = new Set<Worker>();
     const orphans: CloudInstance[] = [];
@@ -511,8 +534,9 @@ export class Pool {
 
     for (const worker of [...this.workers.values()]) {
       if (seen.has(worker) || worker.lifecycle === 'creating' || worker.updatedAt > threshold) continue;
-      worker.missedListings++;
-      if (worker.lifecycle === 'shutdown' || worker.missedListings >= forgetAfterMissedListings) {
+      if (worker.missedListings++ === 0) worker.missingSince = threshold;
+      const silent = worker.lastContactAt <= worker.missingSince;
+      if (worker.lifecycle === 'shutdown' || (worker.missedListings >= forgetAfterMissedListings && silent)) {
         this.logger.info(
           { workerId: worker.id, instanceId: worker.snapshot.context.instance?.id ?? null, instanceType: worker.instanceType.name, state: worker.lifecycle },
           'instance gone from the cloud',
@@ -571,8 +595,10 @@ export class Pool {
   private async probeInstance(input: ProbeInput): Promise<ProbeResult> {
     const executor = this.executorOf(input);
     const { bootProbeCommand, runnerCommand } = this.options.settings;
+    const worker = this.workers.get(input.workerId);
     if (!input.booted) {
       const boot = await executor.run(bootProbeCommand);
+      if (worker) worker.lastContactAt = this.clock.now();
       if (boot.exitCode !== 0) return { booted: false, startGeneration: input.startGeneration };
       await this.options.prepareInstance?.(executor, input.instance);
     }
@@ -580,8 +606,8 @@ export class Pool {
     const list = await executor.run(listCommand(runnerCommand));
     if (list.exitCode !== 0) throw new Error(`${runnerCommand} list exited with ${list.exitCode}: ${list.stderr.trim()}`);
     const { running, exited } = parseRunnerList(list.stdout);
-    const worker = this.workers.get(input.workerId);
     if (worker) {
+      worker.lastContactAt = this.clock.now();
       const previous = worker.report;
       worker.report = { listedAt, running: new Set(running), exited };
       // Finished containers are what the dispatcher waits for; say so even if no state changes.

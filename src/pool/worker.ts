@@ -31,10 +31,14 @@ export class Worker {
   readonly appearedAt: number;
   /** Successive listings, each begun after updatedAt, that did not show the instance. */
   missedListings = 0;
+  /** When the first of those listings began. */
+  missingSince = 0;
   lifecycle: Lifecycle | null = null;
   idleBehavior: IdleBehavior | null = null;
   readonly history: TransitionRecord[] = [];
   report: RunnerReport | null = null;
+  /** Clock ms of the last time the instance answered over its executor at all. */
+  lastContactAt = 0;
 
   constructor(
     readonly id: string,

@@ -233,7 +233,7 @@ export class Dispatcher {
       }
       const instanceId = container.instanceId;
       if (!instanceId || this.finalizing.has(uuid) || !loaded) continue;
-      if (!pool.hasInstance(instanceId)) {
+      if (pool.isGone(instanceId)) {
         this.lost(container, `instance ${instanceId} disappeared`);
         continue;
       }
