@@ -194,6 +194,23 @@ describe('listings', () => {
   });
 });
 
+describe('stop', () => {
+  it('a listing that returns after stop() spawns no workers and destroys nothing', async () => {
+    const stub = createStub();
+    stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    stub.holdCloudOps(['list']);
+    const h = new PoolHarness(stub);
+    await h.start();
+    h.pool.stop();
+    stub.releaseCloudOps(['list']);
+    await settle();
+    expect(h.pool.instances()).toHaveLength(0);
+    await advance(3_600_000);
+    expect(stub.callCounts.destroy).toBe(0);
+    expect(stub.liveCount()).toBe(1);
+  });
+});
+
 describe('restart', () => {
   it('a second pool over the same cloud sees every instance, keeps held ones held, reports orphans once', async () => {
     const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 } });
