@@ -30,7 +30,7 @@ function container(overrides: Partial<Container> = {}): Container {
 }
 
 function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
-  return { idle: {}, unallocated: {}, booting: {}, instances: 0, hourlySpend: 0, createRefusal: () => null, ...overrides };
+  return { idle: {}, unallocated: {}, booting: {}, instances: 0, hourlySpend: 0, atQuota: false, createRefusal: () => null, ...overrides };
 }
 
 const limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null };
@@ -73,8 +73,8 @@ describe('scheduling pass', () => {
     const result = plan([high, low], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1 }), { ...limits, maxInstances: 1 });
     expect(result.decisions).toEqual([]);
     expect(result.boundBy).toBe('maxInstances');
-    // The idle small worker is wanted by the low-priority container, so it stays.
-    expect(result.shutdowns).toEqual([]);
+    // The idle small worker would let the low-priority container overtake: it goes, to make room.
+    expect(result.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
 
     const alone = plan([high], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1 }), { ...limits, maxInstances: 1 });
     expect(alone.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
@@ -98,5 +98,24 @@ describe('scheduling pass', () => {
       { instanceType: 'small', state: 'booting' },
       { instanceType: 'large', state: 'booting' },
     ]);
+  });
+
+  it('a create in flight binds creates but frees nothing: idle workers of other types stay, and still take their work', () => {
+    const waitingForCreate = container({ constraints: big, priority: 9 });
+    const fitsIdle = container({ priority: 1 });
+    const result = plan([waitingForCreate, fitsIdle], instanceTypes, pool({
+      idle: { small: 2 },
+      unallocated: { small: 2 },
+      instances: 2,
+      createRefusal: () => '1 create calls in flight (maxConcurrentInstanceCreateOps)',
+    }), limits);
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: fitsIdle.uuid, instanceType: 'small' }]);
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('at quota, an idle worker nothing waits for is shut down to make room', () => {
+    const result = plan([container({ constraints: big })], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1, atQuota: true }), limits);
+    expect(result.boundBy).toBe('at quota');
+    expect(result.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
   });
 });

@@ -178,6 +178,7 @@ export class Dispatcher {
         booting,
         instances: Object.values(countByState).reduce((sum, n) => sum + n, 0),
         hourlySpend: pool.hourlySpend(),
+        atQuota: pool.status().atQuota,
         createRefusal: (name) => pool.createRefusal(name),
       },
       { maxInstances, maxConcurrentContainers: settings.maxConcurrentContainers, maxHourlySpend: settings.maxHourlySpend },

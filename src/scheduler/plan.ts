@@ -15,6 +15,8 @@ export interface PoolPicture {
   /** Every instance the pool knows, whatever its state. */
   instances: number;
   hourlySpend: number;
+  /** The pool's quota back-off is on: no create would be tried. */
+  atQuota: boolean;
   /** Why a create of the type would be refused now (quota, throttles, create-ops limit...), or null. */
   createRefusal: (instanceType: string) => string | null;
 }
@@ -35,8 +37,8 @@ export interface Plan {
   decisions: Decision[];
   /**
    * Surplus workers to shut down, one entry each. Booting ones no container needs always go;
-   * idle ones only when a limit binds (to make room for waiting work): otherwise timeoutIdle
-   * decides, so a burst of work a minute later still finds them.
+   * idle ones only when maxInstances, maxHourlySpend or the quota binds (to make room for
+   * waiting work): otherwise timeoutIdle decides, so a burst of work a minute later finds them.
    */
   shutdowns: Array<{ instanceType: string; state: 'booting' | 'idle' }>;
   /** The limit that stopped the pass early, if one did (for logs and metrics). */
@@ -51,6 +53,8 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
   let spend = pool.hourlySpend;
   let active = pending.filter((container) => container.state === 'running' || container.state === 'locked').length;
   let boundBy: string | null = null;
+  let concurrencyBound = false;
+  let capacityBound = false;
   // Types still wanted by containers the pass did not get to; their workers are not surplus.
   const wantedLater = new Set<string>();
 
@@ -62,16 +66,26 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       continue;
     }
     const type = choice.instanceType;
-    if (boundBy !== null) {
+    if (concurrencyBound) {
       wantedLater.add(type.name);
       continue;
     }
     if (limits.maxConcurrentContainers !== null && active >= limits.maxConcurrentContainers) {
-      boundBy = 'maxConcurrentContainers';
+      boundBy ??= 'maxConcurrentContainers';
+      concurrencyBound = true;
+      wantedLater.add(type.name);
+      continue;
+    }
+    if (capacityBound) {
+      // Higher-priority work waits for room (maxInstances, spend, quota): nothing lower may take
+      // an instance, and idle ones are shut down below to make that room.
       wantedLater.add(type.name);
       continue;
     }
     if ((idle[type.name] ?? 0) > 0) {
+      // Once creates are bound only by something that shutting down would not fix (a create in
+      // flight, a throttle), this takes nothing from higher-priority work: that work found no
+      // idle or coming worker of its own type, so it needs a create, not this worker.
       decisions.push({ kind: 'start', uuid: container.uuid, instanceType: type.name });
       idle[type.name]! -= 1;
       unallocated[type.name]! -= 1;
@@ -84,14 +98,23 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       active++;
       continue;
     }
+    if (boundBy !== null) {
+      // Creates stopped at a higher-priority container: lower-priority work must not get one first.
+      wantedLater.add(type.name);
+      continue;
+    }
     const refusal =
       instances >= limits.maxInstances
         ? 'maxInstances'
         : limits.maxHourlySpend !== null && spend + type.price > limits.maxHourlySpend
           ? 'maxHourlySpend'
-          : pool.createRefusal(type.name);
+          : pool.atQuota
+            ? 'at quota'
+            : pool.createRefusal(type.name);
     if (refusal !== null) {
       boundBy = refusal;
+      // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
+      capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend' || refusal === 'at quota';
       wantedLater.add(type.name);
       continue;
     }
@@ -103,10 +126,10 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
 
   const shutdowns: Plan['shutdowns'] = [];
   for (const [name, count] of Object.entries(unallocated)) {
-    if (count <= 0 || wantedLater.has(name)) continue;
-    const booting = Math.min(count, pool.booting[name] ?? 0);
+    if (count <= 0) continue;
+    const booting = wantedLater.has(name) ? 0 : Math.min(count, pool.booting[name] ?? 0);
     for (let i = 0; i < booting; i++) shutdowns.push({ instanceType: name, state: 'booting' });
-    const idleSurplus = boundBy === null ? 0 : Math.min(count - booting, idle[name] ?? 0);
+    const idleSurplus = capacityBound ? Math.min(count - booting, idle[name] ?? 0) : 0;
     for (let i = 0; i < idleSurplus; i++) shutdowns.push({ instanceType: name, state: 'idle' });
   }
   return { decisions, shutdowns, boundBy };
