@@ -34,6 +34,8 @@ export interface InstanceContext {
   startGeneration: number;
   /** Why the lifecycle last changed, for logs and the per-instance history. */
   reason: string;
+  /** A shutdown asked for while the create call was in flight, carried out once it returns. */
+  pendingShutdown: string | null;
   lastError: string | null;
 }
 
@@ -132,6 +134,7 @@ export const instanceMachine = setup({
     starting: null,
     startGeneration: 0,
     reason: input.createToken ? 'create requested' : 'found in cloud listing',
+    pendingShutdown: null,
     lastError: null,
   }),
   states: {
@@ -149,8 +152,8 @@ export const instanceMachine = setup({
           always: [{ guard: 'createdByPool', target: 'creating' }, { target: 'unknown' }],
         },
         creating: {
-          // Nothing to destroy until the create call returns an id.
-          on: { SHUTDOWN_REQUESTED: {} },
+          // Nothing to destroy until the create call returns an id: remember it until then.
+          on: { SHUTDOWN_REQUESTED: { actions: assign({ pendingShutdown: ({ event }) => event.reason }) } },
           invoke: {
             src: 'createInstance',
             input: ({ context }) => ({
@@ -158,10 +161,20 @@ export const instanceMachine = setup({
               instanceType: context.instanceType,
               createToken: context.createToken ?? '',
             }),
-            onDone: {
-              target: 'booting',
-              actions: [assign({ instance: ({ event }) => event.output }), { type: 'because', params: { reason: 'create returned' } }],
-            },
+            onDone: [
+              {
+                guard: ({ context }) => context.pendingShutdown !== null,
+                target: 'shutdown',
+                actions: [
+                  assign({ instance: ({ event }) => event.output }),
+                  { type: 'because', params: ({ context }) => ({ reason: `${context.pendingShutdown ?? ''} (asked while creating)` }) },
+                ],
+              },
+              {
+                target: 'booting',
+                actions: [assign({ instance: ({ event }) => event.output }), { type: 'because', params: { reason: 'create returned' } }],
+              },
+            ],
             onError: {
               target: 'failed',
               actions: assign({

@@ -60,6 +60,39 @@ describe('instance machine lifecycle', () => {
     expect(failing.actor.getSnapshot().context.lastError).toBe('boom');
   });
 
+  it('a shutdown asked for while creating is carried out when the create returns', async () => {
+    const h = new InstanceHarness(created, { holdCreate: true });
+    h.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'killed by operator' });
+    expect(h.lifecycle()).toBe('creating');
+    h.releaseCreate();
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toMatch(/killed by operator/);
+  });
+
+  it('drain while booting shuts the instance down without waiting for the boot', async () => {
+    const h = new InstanceHarness(created);
+    await h.settle();
+    expect(h.lifecycle()).toBe('booting');
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+  });
+
+  it('shuts a running instance down when probes fail for longer than timeoutProbe', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    await h.settle();
+    h.probeAnswers = [new Error('ssh: connection dropped')];
+    await h.probe();
+    await h.advance(timeouts.timeoutProbe - 1);
+    expect(h.lifecycle()).toBe('running');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+  });
+
   it('shuts a booting instance down at timeoutBooting when the boot probe never passes', async () => {
     const h = new InstanceHarness(created);
     await h.settle();

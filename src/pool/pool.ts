@@ -269,7 +269,7 @@ export class Pool {
       const worker = this.find(target.instanceId);
       if (!worker) throw new UnknownInstanceError(target.instanceId);
       worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'shutdown requested by operator' });
-      return lifecycleOf(worker.snapshot) === 'shutdown';
+      return lifecycleOf(worker.snapshot) === 'shutdown' || worker.snapshot.context.pendingShutdown !== null;
     }
     for (const state of target.states ?? (['booting', 'idle'] as const)) {
       for (const worker of this.workers.values()) {
@@ -556,7 +556,11 @@ export class Pool {
       [tagKeys.createToken]: input.createToken,
     };
     try {
-      return await this.options.driver.create({ instanceType, tags });
+      const instance = await this.options.driver.create({ instanceType, tags });
+      // Held or drained while the create was in flight: the tag must say so for a restart.
+      const behavior = this.workers.get(input.workerId)?.idleBehavior;
+      if (behavior && behavior !== 'run') this.saveIdleBehavior(instance.id, behavior);
+      return instance;
     } catch (error) {
       this.cloudCallFailed('create', error, { workerId: input.workerId, instanceType: instanceType.name });
       throw error;
