@@ -327,7 +327,9 @@ cmd_start() {
 
   wait_for_file "$cdir/pid" && return 0
   if mkdir "$cdir/claim" 2>/dev/null; then
-    write_file "$cdir/exit" 255
+    # The claim keeps the wrapper from ever running it; removing the directory lets a retry
+    # start it afresh instead of finding a fake "exited 255" under this uuid.
+    rm -rf "$cdir"
     die 1 "container $uuid did not start within 10s"
   fi
   # The wrapper claimed it, so its pid is a moment away.
@@ -337,7 +339,9 @@ cmd_start() {
 cmd_list() {
   [ $# -eq 0 ] || usage
   [ -d "$DIR" ] || return 0
-  ls -A "$DIR" | LC_ALL=C sort | while IFS= read -r uuid; do
+  # A failed ls must fail the list: read as "no containers", it would mark every one lost.
+  names=$(ls -A "$DIR") || die 1 "cannot read $DIR"
+  printf '%s\n' "$names" | LC_ALL=C sort | while IFS= read -r uuid; do
     case $uuid in '' | . | .. | *[!A-Za-z0-9._-]*) continue ;; esac
     [ -d "$DIR/$uuid" ] || continue
     container_state "$DIR/$uuid"
