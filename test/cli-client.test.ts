@@ -22,17 +22,17 @@ interface Run {
   stderr: string;
 }
 
-/** Runs drover; `onStdout` sees the output so far and may signal the child. */
-function runDrover(args: string[], env: NodeJS.ProcessEnv, onStdout?: (stdout: string, child: { kill(signal: NodeJS.Signals): void }) => void): Promise<Run> {
+/** Runs drover; `onStderr` sees the diagnostics so far (the uuid, with --wait) and may signal the child. */
+function runDrover(args: string[], env: NodeJS.ProcessEnv, onStderr?: (stderr: string, child: { kill(signal: NodeJS.Signals): void }) => void): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      onStdout?.(stdout, child);
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      onStderr?.(stderr, child);
     });
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
@@ -108,14 +108,14 @@ function completeNextSubmitted(exitCode: number, logTail: string): () => void {
 const uuidLine = /^([0-9a-f-]{36})\n/;
 
 describe('drover client commands', () => {
-  it("submit --wait prints the uuid and the output, and exits with the container's exit code", async () => {
+  it("submit --wait prints the output (the uuid on stderr), and exits with the container's exit code", async () => {
     const stop = completeNextSubmitted(3, 'hi\n');
     try {
       const result = await runDrover(['submit', '--wait', '--vcpus', '2', '--', 'sh', '-c', 'echo hi; exit 3'], env);
-      expect(result.stderr).toBe('');
-      const uuid = uuidLine.exec(result.stdout)?.[1];
+      const uuid = uuidLine.exec(result.stderr)?.[1];
       expect(uuid).toBeDefined();
-      expect(result.stdout).toBe(`${uuid}\nhi\n`);
+      expect(result.stderr).toBe(`${uuid}\n`);
+      expect(result.stdout).toBe('hi\n');
       expect(result.code).toBe(3);
       expect(queue.get(uuid ?? '')).toMatchObject({ command: ['sh', '-c', 'echo hi; exit 3'], constraints: { vcpus: 2 } });
     } finally {
@@ -155,8 +155,8 @@ describe('drover client commands', () => {
 
   it('Ctrl-C during --wait stops waiting without cancelling the container', async () => {
     let uuid: string | undefined;
-    const result = await runDrover(['submit', '--wait', '--', 'sleep', '100'], env, (stdout, child) => {
-      if (uuid === undefined && (uuid = uuidLine.exec(stdout)?.[1]) !== undefined) child.kill('SIGINT');
+    const result = await runDrover(['submit', '--wait', '--', 'sleep', '100'], env, (stderr, child) => {
+      if (uuid === undefined && (uuid = uuidLine.exec(stderr)?.[1]) !== undefined) child.kill('SIGINT');
     });
     expect(result.code).toBe(130);
     expect(result.stderr).toContain('not cancelled');
@@ -166,8 +166,8 @@ describe('drover client commands', () => {
 
   it('Ctrl-C during --wait --cancel-on-interrupt cancels the container', async () => {
     let uuid: string | undefined;
-    const result = await runDrover(['submit', '--wait', '--cancel-on-interrupt', '--', 'sleep', '100'], env, (stdout, child) => {
-      if (uuid === undefined && (uuid = uuidLine.exec(stdout)?.[1]) !== undefined) child.kill('SIGINT');
+    const result = await runDrover(['submit', '--wait', '--cancel-on-interrupt', '--', 'sleep', '100'], env, (stderr, child) => {
+      if (uuid === undefined && (uuid = uuidLine.exec(stderr)?.[1]) !== undefined) child.kill('SIGINT');
     });
     expect(result.code).toBe(130);
     expect(queue.get(uuid ?? '')?.state).toBe('cancelled');

@@ -36,7 +36,7 @@ export function registerClientCommands(program: Command): void {
   program.enablePositionalOptions();
 
   clientCommand(program, 'submit')
-    .description('queue a container; prints its uuid')
+    .description('queue a container; prints its uuid (on stderr with --wait, where stdout is the output)')
     .argument('<command...>', 'the program and its arguments (put them after --)')
     .option('--vcpus <n>', 'vCPUs it needs (default 1)', integer(1))
     .option('--ram <MiB>', 'RAM it needs in MiB (default 256)', integer(1))
@@ -60,7 +60,8 @@ export function registerClientCommands(program: Command): void {
         // Listening before the uuid is printed: whoever saw it and pressed Ctrl-C must find the handler in place.
         const interrupt = listenForInterrupt();
         try {
-          process.stdout.write(`${container.uuid}\n`);
+          // stdout carries the container's own output alone, so `> file` captures just that.
+          process.stderr.write(`${container.uuid}\n`);
           process.exitCode = await waitFor(client, container.uuid, options.cancelOnInterrupt ?? false, interrupt);
         } finally {
           interrupt.stop();
