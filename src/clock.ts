@@ -19,3 +19,22 @@ export function sleep(clock: Clock, ms: number): Promise<void> {
     clock.setTimeout(resolve, ms);
   });
 }
+
+export class TimeoutError extends Error {}
+
+/** Rejects with TimeoutError if `work` has not settled within `ms` on the clock; `work` itself is not cancelled. */
+export function withTimeout<T>(clock: Clock, ms: number, what: string, work: Promise<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = clock.setTimeout(() => reject(new TimeoutError(`${what} did not finish within ${ms} ms`)), ms);
+    work.then(
+      (value) => {
+        clock.clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clock.clearTimeout(timer);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}

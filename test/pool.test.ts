@@ -3,6 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tagKeys } from '../src/cloud/driver.js';
 import { staleAfterFailedListings } from '../machines/pool.js';
+import { commandTimeoutMs } from '../src/pool/pool.js';
 import { advance, createStub, instanceTypes, PoolHarness, poolTags, settle, useFakeClock } from './support/pool-harness.js';
 
 beforeEach(useFakeClock);
@@ -191,6 +192,27 @@ describe('listings', () => {
     await advance(60_000);
     expect(h.pool.instances()).toHaveLength(0);
     expect(h.logsWith('instance gone from the cloud')).toHaveLength(1);
+  });
+});
+
+describe('hung commands', () => {
+  it('a probe that never answers fails after commandTimeoutMs, and the instance goes at timeoutProbe', async () => {
+    const stub = createStub();
+    const instance = stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    let hang = false;
+    const h = new PoolHarness(stub, { probeInterval: 10_000, timeoutProbe: 300_000, timeoutIdle: 3_600_000 }, (target) => {
+      const executor = stub.executorFor(target);
+      return { ...executor, run: (command, options) => (hang ? new Promise(() => {}) : executor.run(command, options)) };
+    });
+    await h.start();
+    await advance(10_000);
+    expect(h.pool.instance(instance.id)?.state).toBe('idle');
+    hang = true;
+    await advance(10_000 + commandTimeoutMs);
+    expect(h.pool.instance(instance.id)?.lastError).toMatch(/did not finish within/);
+    await advance(300_000);
+    expect(h.pool.instance(instance.id)?.state).toBe('shutdown');
+    h.pool.stop();
   });
 });
 

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from '../clock.js';
+import { systemClock, withTimeout, type Clock } from '../clock.js';
 import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
 import { errorClass, RateLimitError } from '../cloud/errors.js';
 import type { PoolSettings } from '../config/schema.js';
@@ -37,6 +37,9 @@ import type { CommandResult, RunOptions } from '../ssh/executor.js';
  * overprovisioning story in the seeds).
  */
 export const forgetAfterMissedListings = 2;
+
+/** Longest a single command on an instance may take before it counts as failed (a hung SSH session). */
+export const commandTimeoutMs = 60_000;
 
 export interface PoolOptions {
   poolName: string;
@@ -336,7 +339,11 @@ export class Pool {
     const worker = this.byInstanceId.get(instanceId);
     const instance = worker?.snapshot.context.instance;
     if (!worker || !instance) throw new UnknownInstanceError(instanceId);
-    return this.executorOf({ workerId: worker.id, instance }).run(command, options);
+    return this.run(this.executorOf({ workerId: worker.id, instance }), instanceId, command, options);
+  }
+
+  private run(executor: Executor, instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
+    return withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
   }
 
   private takesWork(worker: Worker): boolean {
@@ -601,13 +608,13 @@ export class Pool {
     const { bootProbeCommand, runnerCommand } = this.options.settings;
     const worker = this.workers.get(input.workerId);
     if (!input.booted) {
-      const boot = await executor.run(bootProbeCommand);
+      const boot = await this.run(executor, input.instance.id, bootProbeCommand);
       if (worker) worker.lastContactAt = this.clock.now();
       if (boot.exitCode !== 0) return { booted: false, startGeneration: input.startGeneration };
       await this.options.prepareInstance?.(executor, input.instance);
     }
     const listedAt = this.clock.now();
-    const list = await executor.run(listCommand(runnerCommand));
+    const list = await this.run(executor, input.instance.id, listCommand(runnerCommand));
     if (list.exitCode !== 0) throw new Error(`${runnerCommand} list exited with ${list.exitCode}: ${list.stderr.trim()}`);
     const { running, exited } = parseRunnerList(list.stdout);
     if (worker) {

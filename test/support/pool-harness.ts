@@ -8,6 +8,7 @@ import type { StubFaults } from '../../src/cloud/stub/faults.js';
 import { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
 import type { PoolSettings } from '../../src/config/schema.js';
 import { Pool } from '../../src/pool/pool.js';
+import type { Executor, ExecutorTarget } from '../../src/ssh/executor.js';
 
 export const poolName = 'test-pool';
 
@@ -66,6 +67,7 @@ export class PoolHarness {
   constructor(
     readonly stub: StubCloud,
     settings: Partial<PoolSettings> = {},
+    executorFor: (target: ExecutorTarget) => Executor = (target) => stub.executorFor(target),
   ) {
     const sink = new Writable({
       write: (chunk: Buffer, _encoding, done) => {
@@ -76,7 +78,7 @@ export class PoolHarness {
     this.pool = new Pool({
       poolName,
       driver: stub,
-      executorFor: (target) => stub.executorFor(target),
+      executorFor,
       settings: poolSettings(settings),
       instanceTypes,
       logger: pino({ level: 'info' }, sink),
