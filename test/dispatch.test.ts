@@ -4,6 +4,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { advance, createStub, settle, useFakeClock } from './support/pool-harness.js';
 import { DispatchHarness, queuePath, spec } from './support/dispatch-harness.js';
 import type { Container } from '../src/queue/types.js';
+import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { instanceTypes, poolTags } from './support/pool-harness.js';
 
 beforeEach(useFakeClock);
 afterEach(() => {
@@ -239,5 +241,30 @@ describe('dispatch on the stub cloud', () => {
       expect([...h.starts.values()]).toEqual([1, 1, 1]);
       h.stop();
     }
+  });
+
+  it('locks left by a dispatcher that stopped mid-start: adopted where a runner has the container, else queued again', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 5_000 });
+    const path = queuePath();
+    const before = new SqliteQueue({ path, maxAttempts: 3 });
+    const started = before.submit(spec());
+    const neverStarted = before.submit(spec());
+    before.lock(started.uuid);
+    before.lock(neverStarted.uuid);
+    before.close();
+    const vm = stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    stub.setContainers(vm.id, { [started.uuid]: { state: 'running', endsAt: Date.now() + 5_000 } });
+
+    const h = new DispatchHarness(stub, { queuePath: path });
+    h.start();
+    expect(await h.runUntil(() => h.queue.get(started.uuid)?.state === 'running', 30_000, 100)).toBe(true);
+    expect(h.queue.get(started.uuid)?.instanceId).toBe(vm.id);
+    // Adopted from its lock, never put back in the queue on the way.
+    expect(h.queue.get(started.uuid)?.reason).toBeNull();
+    expect(await h.runUntil(() => h.count('complete') === 2, 120_000)).toBe(true);
+    expect(h.starts.get(started.uuid)).toBeUndefined();
+    expect(h.starts.get(neverStarted.uuid)).toBe(1);
+    expect(h.queue.get(neverStarted.uuid)?.reason).toMatch(/not confirmed before the dispatcher restarted/);
+    h.stop();
   });
 });
