@@ -49,6 +49,7 @@ const instance: InstanceView = {
   idleBehavior: 'run',
   running: [],
   appearedAt: 0,
+  createdByPool: false,
   lastError: null,
   history: [],
 };

@@ -31,6 +31,7 @@ class FakePool implements PoolControl {
       idleBehavior: 'run',
       running: [],
       appearedAt: 0,
+      createdByPool: false,
       lastError: null,
       history: [],
     };

@@ -67,6 +67,8 @@ export interface InstanceView {
   idleBehavior: IdleBehavior;
   running: string[];
   appearedAt: number;
+  /** This pool created it (rather than finding it in a listing). */
+  createdByPool: boolean;
   lastError: string | null;
   history: TransitionRecord[];
 }
@@ -367,6 +369,7 @@ export class Pool {
       idleBehavior: worker.idleBehavior ?? 'run',
       running: [...context.running],
       appearedAt: worker.appearedAt,
+      createdByPool: context.createToken !== null,
       lastError: context.lastError,
       history: [...worker.history],
     };

@@ -287,7 +287,9 @@ export class Dispatcher {
         this.logger.info({ containerUuid: container.uuid, instanceId: view.instanceId }, 'adopted a container started before a restart');
         return;
       }
-      if (view.state !== 'shutdown' && (!report || report.listedAt < this.startedAt)) everyoneReported = false;
+      // Instances this process created cannot hold a start from before it.
+      if (view.createdByPool || view.state === 'shutdown') continue;
+      if (!report || report.listedAt < this.startedAt) everyoneReported = false;
     }
     if (everyoneReported) queue.unlock(container.uuid, 'its start was not confirmed before the dispatcher restarted');
   }
