@@ -57,4 +57,23 @@ describe('drover run', () => {
     expect(lines.at(-1)?.msg).toBe('drover stopped');
     expect(result.code).toBe(0);
   });
+
+  it('refuses to start when the API port is taken, naming the key, and creates nothing', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
+    const path = join(dir, 'stub.yml');
+    writeFileSync(
+      path,
+      `${readFileSync('config/stub.yml', 'utf8')}\nqueue: { path: ${join(dir, 'queue.sqlite')} }\nhttp: { port: ${port}, tokenFile: ${join(dir, 'token')} }\n`,
+    );
+    const result = await runDrover(['run', '--config', path]);
+    blocker.close();
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('drover: http.port:');
+    expect(result.stderr).toContain('EADDRINUSE');
+    expect(result.stdout).not.toContain('instance state changed');
+  });
 });

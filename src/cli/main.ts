@@ -54,5 +54,9 @@ try {
     process.stderr.write(`drover: ${error.message}\n`);
     process.exit(2);
   }
+  if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+    process.stderr.write(`drover: http.port: ${(error as Error).message}; is another daemon running? Stop it or set another port\n`);
+    process.exit(2);
+  }
   throw error;
 }

@@ -74,24 +74,32 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     clock,
   });
   registerDroverMetrics(registry, pool, queue);
+
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(
+      {
+        queue,
+        pool,
+        token,
+        registry,
+        logger,
+        liveLogs: async (container) => {
+          if (!container.instanceId) return null;
+          const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid));
+          return result.exitCode === 0 ? result.stdout : null;
+        },
+      },
+      config.http,
+    );
+  } catch (error) {
+    // The API first: a daemon that cannot serve it (port taken) must not have created anything.
+    queue.close();
+    await cloud.close();
+    throw error;
+  }
   pool.start();
   dispatcher.start();
-
-  const server = await startServer(
-    {
-      queue,
-      pool,
-      token,
-      registry,
-      logger,
-      liveLogs: async (container) => {
-        if (!container.instanceId) return null;
-        const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid));
-        return result.exitCode === 0 ? result.stdout : null;
-      },
-    },
-    config.http,
-  );
   logger.info(
     { poolName: config.poolName, driver: config.cloud.driver, instanceTypes: Object.keys(config.instanceTypes), url: server.url, tokenFile: config.http.tokenFile },
     'drover started',
