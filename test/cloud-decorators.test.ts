@@ -4,22 +4,14 @@ import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedClock } from 'xstate';
 import { systemClock } from '../src/clock.js';
-import type { CloudDriver, CloudInstance, InstanceType } from '../src/cloud/driver.js';
+import type { CloudDriver, CloudInstance } from '../src/cloud/driver.js';
 import { CapacityError, CloudError } from '../src/cloud/errors.js';
 import { metered } from '../src/cloud/metered.js';
 import { rateLimited } from '../src/cloud/rate-limited.js';
 import { StubCloud } from '../src/cloud/stub/stub-cloud.js';
+import { instanceTypeFixture } from './support/fixtures.js';
 
-const small: InstanceType = {
-  name: 'small',
-  providerType: 'prov.small',
-  vcpus: 2,
-  ramMiB: 4096,
-  scratchGiB: 20,
-  gpus: 0,
-  price: 0.1,
-  preemptible: false,
-};
+const small = instanceTypeFixture('small');
 
 const instance: CloudInstance = { id: 'i-1', providerType: 'prov.small', address: '10.0.0.1', tags: {} };
 

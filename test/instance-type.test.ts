@@ -4,20 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { InstanceType } from '../src/cloud/driver.js';
 import type { Constraints } from '../src/queue/types.js';
 import { chooseInstanceType } from '../src/scheduler/instance-type.js';
-
-function type(name: string, fields: Partial<InstanceType> = {}): InstanceType {
-  return {
-    name,
-    providerType: `prov.${name}`,
-    vcpus: 2,
-    ramMiB: 4096,
-    scratchGiB: 20,
-    gpus: 0,
-    price: 0.1,
-    preemptible: false,
-    ...fields,
-  };
-}
+import { instanceTypeFixture as type } from './support/fixtures.js';
 
 function types(...list: InstanceType[]): Record<string, InstanceType> {
   return Object.fromEntries(list.map((t) => [t.name, t]));

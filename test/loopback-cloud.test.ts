@@ -4,6 +4,7 @@ import { mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { waitFor } from './support/fixtures.js';
 import type { CloudInstance, InstanceType } from '../src/cloud/driver.js';
 import { CloudError } from '../src/cloud/errors.js';
 import { LoopbackCloud } from '../src/cloud/loopback/loopback-cloud.js';
@@ -48,17 +49,6 @@ async function ok(executor: Executor, command: string, stdin?: string): Promise<
 
 async function containers(executor: Executor): Promise<RunnerListing> {
   return parseRunnerList(await ok(executor, listCommand(DEFAULT_RUNNER_PATH)));
-}
-
-/** Polls until `check` returns a value; for real processes to finish, bounded. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function exitCodeOf(executor: Executor, uuid: string): Promise<number> {

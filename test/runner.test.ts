@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { waitFor } from './support/fixtures.js';
 import { parseRunnerList } from '../src/pool/runner-list.js';
 
 const SCRIPT = fileURLToPath(new URL('../src/runner/drover-runner.sh', import.meta.url));
@@ -46,17 +47,6 @@ async function ok(...args: string[]): Promise<string> {
 
 async function list(): Promise<ReturnType<typeof parseRunnerList>> {
   return parseRunnerList(await ok('list'));
-}
-
-/** Polls until `check` returns a value; for real processes to finish, bounded. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function exitCodeOf(uuid: string): Promise<number> {

@@ -2,30 +2,18 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../src/clock.js';
-import type { CloudInstance, InstanceType } from '../src/cloud/driver.js';
+import type { CloudInstance } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { StubCloud } from '../src/cloud/stub/stub-cloud.js';
 import type { StubFaults } from '../src/cloud/stub/faults.js';
 import type { Executor } from '../src/ssh/executor.js';
+import { instanceTypeFixture } from './support/fixtures.js';
 
 const bootProbeCommand = 'test -e /run/drover-ready';
 const runnerCommand = 'drover-runner';
 
-function instanceType(name: string): InstanceType {
-  return {
-    name,
-    providerType: `prov.${name}`,
-    vcpus: 2,
-    ramMiB: 4096,
-    scratchGiB: 20,
-    gpus: 0,
-    price: 0.1,
-    preemptible: false,
-  };
-}
-
-const small = instanceType('small');
-const large = instanceType('large');
+const small = instanceTypeFixture('small');
+const large = instanceTypeFixture('large');
 const poolTags = { 'drover-pool': 'p1' };
 
 function makeCloud(faults: Partial<StubFaults> = {}): StubCloud {
