@@ -13,13 +13,6 @@ export const systemClock: Clock = {
   clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
 };
 
-// Resolves after `ms` on the given clock.
-export function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    clock.setTimeout(resolve, ms);
-  });
-}
-
 export class TimeoutError extends Error {}
 
 /** Rejects with TimeoutError if `work` has not settled within `ms` on the clock; `work` itself is not cancelled. */

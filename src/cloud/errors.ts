@@ -37,10 +37,6 @@ export class CapacityError extends CloudError {
   }
 }
 
-export function errorKind(error: unknown): CloudErrorKind {
-  return error instanceof CloudError ? error.kind : 'other';
-}
-
 /** The class name logged and counted for an error, e.g. QuotaError, or Error for anything else. */
 export function errorClass(error: unknown): string {
   return error instanceof Error ? error.name : typeof error;

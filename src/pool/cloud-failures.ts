@@ -2,7 +2,6 @@
 // quotaErrorTTL, a rate-limit error throttles that kind of call, a capacity error closes creates
 // of the type (or of every type, when zone-wide) for the same TTL.
 import { CapacityError, QuotaError, RateLimitError } from '../cloud/errors.js';
-import type { ThrottledOperation } from '../../machines/pool.js';
 
 export type FailureResponse =
   | { kind: 'quota' }
@@ -22,5 +21,3 @@ export function responseTo(error: unknown, now: number, backoffMs = defaultRateL
   if (error instanceof CapacityError) return { kind: 'capacity', instanceType: error.instanceType ?? null };
   return { kind: 'other' };
 }
-
-export type { ThrottledOperation };

@@ -21,7 +21,7 @@ import {
   type ProbeResult,
   type StartContainerInput,
 } from '../../machines/instance.js';
-import { poolMachine, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
+import { poolMachine, throttledOperations, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import { ProbeScheduler } from './probe-scheduler.js';
@@ -250,7 +250,7 @@ export class Pool {
       loaded: !pool.matches({ listing: 'unloaded' }),
       stale: pool.matches({ listing: 'stale' }),
       atQuota: pool.matches({ quota: 'exceeded' }),
-      throttled: (['create', 'list', 'destroy', 'setTags'] as const).filter((operation) =>
+      throttled: throttledOperations.filter((operation) =>
         pool.matches({ throttle: { [operation]: 'throttled' } }),
       ),
       capacityExhausted: this.capacityExhausted(),

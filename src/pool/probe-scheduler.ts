@@ -35,11 +35,6 @@ export class ProbeScheduler<T> {
     this.queued.clear();
   }
 
-  /** Number of probes waiting for their turn. */
-  get backlog(): number {
-    return this.queue.length;
-  }
-
   private scheduleRound(): void {
     this.roundTimer = this.options.clock.setTimeout(() => {
       this.roundTimer = null;
