@@ -546,6 +546,12 @@ export class Pool {
       if (seen.has(worker) || worker.lifecycle === 'creating' || worker.updatedAt > threshold) continue;
       if (worker.missedListings++ === 0) worker.missingSince = threshold;
       const silent = worker.lastContactAt <= worker.missingSince;
+      // It answered since it went missing: start counting again from this listing, so one late
+      // answer cannot keep a vanished instance forever.
+      if (!silent) {
+        worker.missedListings = 1;
+        worker.missingSince = threshold;
+      }
       if (worker.lifecycle === 'shutdown' || (worker.missedListings >= forgetAfterMissedListings && silent)) {
         this.logger.info(
           { workerId: worker.id, instanceId: worker.snapshot.context.instance?.id ?? null, instanceType: worker.instanceType.name, state: worker.lifecycle },
@@ -634,7 +640,14 @@ export class Pool {
 
   private async startContainerOn(input: StartContainerInput): Promise<void> {
     if (!this.options.startContainer) throw new Error('this pool was built without a container starter');
-    await this.options.startContainer(input, this.executorOf(input));
+    const executor = this.executorOf(input);
+    // A hung start must end (as an uncertain start) rather than hold the container locked.
+    const bounded: Executor = {
+      run: (command, options) => this.run(executor, input.instance.id, command, options),
+      setTarget: (target) => executor.setTarget(target),
+      close: () => executor.close(),
+    };
+    await this.options.startContainer(input, bounded);
   }
 }
 
