@@ -21,7 +21,7 @@ const pool = new Pool({
   // Long intervals: this measures the first sync alone, not probes or timeouts.
   settings: {
     syncInterval: hour, probeInterval: hour, maxProbesPerSecond: 10, timeoutIdle: hour, timeoutBooting: hour,
-    timeoutProbe: hour, timeoutShutdown: hour, maxInstances: count, maxConcurrentInstanceCreateOps: 1,
+    timeoutProbe: hour, timeoutShutdown: hour, maxInstances: count, maxConcurrentInstanceCreateOps: 1, maxRunningContainersPerInstance: 1, probeRateCeiling: 500,
     quotaErrorTTL: hour, bootProbeCommand: 'true', runnerCommand: 'drover-runner',
   },
   instanceTypes: { small: instanceType },

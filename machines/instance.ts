@@ -1,6 +1,8 @@
-// The life of one cloud instance as Drover sees it. Pure: creating, probing, starting and
-// destroying are actors, and saving the idle behaviour is an action, all supplied by the pool
-// with .provide(); timeouts are named delays the pool sets from its config.
+// The life of one cloud instance as Drover sees it. Pure: creating, probing and destroying are
+// actors, saving the idle behaviour is an action, and whether containers are on the instance is a
+// guard reading the pool's allocation ledger, all supplied by the pool with .provide(); timeouts
+// are named delays the pool sets from its config. Containers themselves are their own actors
+// (machines/container.ts): this machine only learns that the ledger changed.
 import { assign, fromPromise, raise, setup, stateIn, and, not } from 'xstate';
 import type { CloudInstance } from '../src/cloud/driver.js';
 
@@ -26,12 +28,8 @@ export interface InstanceContext {
   /** The idle behaviour the worker started with (from its tag); the region holds the live one. */
   initialIdleBehavior: IdleBehavior;
   booted: boolean;
-  /** Containers the last probe (or a completed start) says are running. */
-  running: string[];
-  /** The container being started, if any. */
-  starting: string | null;
-  /** Counts completed starts, so a probe that began before a start finished is not read as "nothing runs". */
-  startGeneration: number;
+  /** A probe has finished (either way) since the worker appeared: only then may timeoutBooting judge an instance found in a listing. */
+  probed: boolean;
   /** Why the lifecycle last changed, for logs and the per-instance history. */
   reason: string;
   /** A shutdown asked for while the create call was in flight, carried out once it returns. */
@@ -39,9 +37,10 @@ export interface InstanceContext {
   lastError: string | null;
 }
 
-export type ProbeResult =
-  | { booted: false; startGeneration: number }
-  | { booted: true; running: string[]; startGeneration: number };
+/** The runner's list that follows a passed boot probe goes to the ledger before the probe settles. */
+export interface ProbeResult {
+  booted: boolean;
+}
 
 export interface CreateInstanceInput {
   workerId: string;
@@ -54,10 +53,6 @@ export interface InstanceRef {
 }
 export interface ProbeInput extends InstanceRef {
   booted: boolean;
-  startGeneration: number;
-}
-export interface StartContainerInput extends InstanceRef {
-  containerUuid: string;
 }
 
 export type InstanceEvent =
@@ -68,7 +63,10 @@ export type InstanceEvent =
   | { type: 'PROBE_FAILED'; reason: string }
   | { type: 'IDLE_BEHAVIOR_SET'; idleBehavior: IdleBehavior }
   | { type: 'SHUTDOWN_REQUESTED'; reason: string }
-  | { type: 'CONTAINER_ASSIGNED'; containerUuid: string };
+  /** A container is being placed here; refused (see `can()`) unless the instance takes work. */
+  | { type: 'CONTAINER_ASSIGNED'; containerUuid: string }
+  /** The ledger's containers on this instance changed: re-read the hasContainers guard. */
+  | { type: 'ALLOCATIONS_CHANGED' };
 
 function notProvided(name: string): never {
   throw new Error(`instance machine: ${name} must be supplied with .provide()`);
@@ -89,7 +87,6 @@ export const instanceMachine = setup({
   actors: {
     createInstance: fromPromise<CloudInstance, CreateInstanceInput>(async () => notProvided('createInstance')),
     probeInstance: fromPromise<ProbeResult, ProbeInput>(async () => notProvided('probeInstance')),
-    startContainer: fromPromise<void, StartContainerInput>(async () => notProvided('startContainer')),
     destroyInstance: fromPromise<void, InstanceRef>(async () => notProvided('destroyInstance')),
   },
   actions: {
@@ -110,7 +107,10 @@ export const instanceMachine = setup({
     behaviorIsHold: stateIn('#instance.idleBehavior.hold'),
     behaviorIsDrain: stateIn('#instance.idleBehavior.drain'),
     probeOverdue: stateIn('#instance.health.unresponsive.overdue'),
-    containersRunning: ({ context }) => context.running.length > 0,
+    // Supplied by the pool: whether its ledger holds any container on this instance.
+    containersRunning: () => false,
+    probedOnce: ({ context }) => context.probed,
+    seenBooted: ({ context }) => context.booted,
     hasInstance: ({ context }) => context.instance !== null,
   },
   delays: {
@@ -130,9 +130,7 @@ export const instanceMachine = setup({
     instance: input.instance ?? null,
     initialIdleBehavior: input.idleBehavior,
     booted: false,
-    running: [],
-    starting: null,
-    startGeneration: 0,
+    probed: false,
     reason: input.createToken ? 'create requested' : 'found in cloud listing',
     pendingShutdown: null,
     lastError: null,
@@ -189,8 +187,12 @@ export const instanceMachine = setup({
           states: {
             waiting: { after: { timeoutBooting: 'overdue' } },
             overdue: {
+              // After a restart with many instances, probes take a while to reach them all: an
+              // instance nobody has asked yet is not judged.
               always: {
-                guard: and([not('behaviorIsHold'), not('containersRunning')]),
+                // A probe that just found it booted raises PROBE_SUCCEEDED, but eventless transitions
+                // run first: only a probe that did not find it booted may condemn it.
+                guard: and(['probedOnce', not('seenBooted'), not('behaviorIsHold'), not('containersRunning')]),
                 target: `${lifecycle}.shutdown`,
                 actions: { type: 'because', params: { reason: 'not seen booted within timeoutBooting' } },
               },
@@ -257,64 +259,40 @@ export const instanceMachine = setup({
               target: 'running',
               actions: { type: 'because', params: { reason: 'probe found containers running' } },
             },
+            ALLOCATIONS_CHANGED: {
+              guard: 'containersRunning',
+              target: 'running',
+              actions: { type: 'because', params: { reason: 'containers placed' } },
+            },
             CONTAINER_ASSIGNED: {
               guard: 'behaviorIsRun',
-              target: 'running.starting',
-              actions: [
-                assign({ starting: ({ event }) => event.containerUuid }),
-                { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} assigned` }) },
-              ],
+              target: 'running',
+              actions: { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} assigned` }) },
             },
           },
         },
         running: {
-          initial: 'busy',
           always: {
             guard: and(['probeOverdue', not('behaviorIsHold')]),
             target: 'shutdown',
             actions: { type: 'because', params: { reason: 'probes failing for longer than timeoutProbe' } },
           },
-          states: {
-            starting: {
-              invoke: {
-                src: 'startContainer',
-                input: ({ context }) => ({
-                  workerId: context.workerId,
-                  instance: context.instance as CloudInstance,
-                  containerUuid: context.starting ?? '',
-                }),
-                onDone: {
-                  target: 'busy',
-                  actions: assign(({ context }) => ({
-                    running: context.starting && !context.running.includes(context.starting) ? [...context.running, context.starting] : context.running,
-                    starting: null,
-                    startGeneration: context.startGeneration + 1,
-                  })),
-                },
-                onError: [
-                  {
-                    guard: 'containersRunning',
-                    target: 'busy',
-                    actions: assign({ starting: null, lastError: ({ event }) => errorMessage(event.error) }),
-                  },
-                  {
-                    target: `${lifecycle}.idle`,
-                    actions: [
-                      assign({ starting: null, lastError: ({ event }) => errorMessage(event.error) }),
-                      { type: 'because', params: ({ event }) => ({ reason: `container start failed: ${errorMessage(event.error)}` }) },
-                    ],
-                  },
-                ],
-              },
+          on: {
+            // Packing: more containers may join while the instance takes work.
+            // An action so that `can()` reports the transition (XState counts only those that do something).
+            CONTAINER_ASSIGNED: {
+              guard: 'behaviorIsRun',
+              actions: { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} joined` }) },
             },
-            busy: {
-              on: {
-                PROBE_SUCCEEDED: {
-                  guard: not('containersRunning'),
-                  target: `${lifecycle}.idle`,
-                  actions: { type: 'because', params: { reason: 'containers finished' } },
-                },
-              },
+            ALLOCATIONS_CHANGED: {
+              guard: not('containersRunning'),
+              target: 'idle',
+              actions: { type: 'because', params: { reason: 'containers finished' } },
+            },
+            PROBE_SUCCEEDED: {
+              guard: not('containersRunning'),
+              target: 'idle',
+              actions: { type: 'because', params: { reason: 'containers finished' } },
             },
           },
         },
@@ -394,28 +372,22 @@ export const instanceMachine = setup({
               workerId: context.workerId,
               instance: context.instance as CloudInstance,
               booted: context.booted,
-              startGeneration: context.startGeneration,
             }),
             onDone: [
-              { guard: ({ event }) => !event.output.booted, target: 'ready', actions: raise({ type: 'BOOT_PROBE_FAILED' }) },
+              {
+                guard: ({ event }) => !event.output.booted,
+                target: 'ready',
+                actions: [assign({ probed: true }), raise({ type: 'BOOT_PROBE_FAILED' })],
+              },
               {
                 target: 'ready',
-                actions: [
-                  assign(({ context, event }) => {
-                    const reported = event.output.booted ? event.output.running : [];
-                    // A start that completed after this probe began may not be in its list yet.
-                    const stale = event.output.startGeneration !== context.startGeneration;
-                    const running = stale ? [...new Set([...context.running, ...reported])] : reported;
-                    return { booted: true, running };
-                  }),
-                  raise({ type: 'PROBE_SUCCEEDED' }),
-                ],
+                actions: [assign({ booted: true, probed: true }), raise({ type: 'PROBE_SUCCEEDED' })],
               },
             ],
             onError: {
               target: 'ready',
               actions: [
-                assign({ lastError: ({ event }) => errorMessage(event.error) }),
+                assign({ probed: true, lastError: ({ event }) => errorMessage(event.error) }),
                 raise(({ event }) => ({ type: 'PROBE_FAILED' as const, reason: errorMessage(event.error) })),
               ],
             },

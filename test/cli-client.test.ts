@@ -99,7 +99,7 @@ function completeNextSubmitted(exitCode: number, logTail: string): () => void {
     const next = queue.pending().find((c) => c.state === 'queued');
     if (!next) return;
     clearInterval(timer);
-    queue.lock(next.uuid);
+    queue.lock(next.uuid, 'i-1', 'small');
     queue.markRunning(next.uuid, 'i-1', 'small');
     queue.complete(next.uuid, exitCode, logTail);
   }, 50);

@@ -102,12 +102,14 @@ describe('parseConfig', () => {
       syncInterval: 60_000,
       probeInterval: 10_000,
       maxProbesPerSecond: 10,
+      probeRateCeiling: 500,
       timeoutIdle: 60_000,
       timeoutBooting: 600_000,
       timeoutProbe: 600_000,
       timeoutShutdown: 10_000,
       maxInstances: 64,
       maxConcurrentInstanceCreateOps: 1,
+      maxRunningContainersPerInstance: 1,
       quotaErrorTTL: 60_000,
       bootProbeCommand: 'true',
       runnerCommand: 'drover-runner',
@@ -162,6 +164,37 @@ describe('parseConfig', () => {
       { instanceType: 'small', count: 1, idleBehavior: 'run' },
     ]);
     expect(config.cloud.stub).not.toHaveProperty('minCreateInterval');
+  });
+
+  it('reads pool.probeRateCeiling, which may equal maxProbesPerSecond', () => {
+    expect(parseConfig(`${minimal}pool:\n  probeRateCeiling: 2000\n`, 'test.yml').pool.probeRateCeiling).toBe(2_000);
+    const config = parseConfig(`${minimal}pool:\n  maxProbesPerSecond: 25\n  probeRateCeiling: 25\n`, 'test.yml');
+    expect(config.pool).toMatchObject({ maxProbesPerSecond: 25, probeRateCeiling: 25 });
+  });
+
+  it.each([
+    ['0', 'must be greater than 0'],
+    ['-5', 'must be greater than 0'],
+    ['fast', 'expected a number, got "fast"'],
+  ])('rejects pool.probeRateCeiling %s, naming the key', (value, message) => {
+    const error = configError(`${minimal}pool:\n  probeRateCeiling: ${value}\n`);
+    expect(error.issues).toEqual([{ path: 'pool.probeRateCeiling', message }]);
+  });
+
+  it('rejects a pool.probeRateCeiling below maxProbesPerSecond', () => {
+    const error = configError(`${minimal}pool:\n  maxProbesPerSecond: 20\n  probeRateCeiling: 5\n`);
+    expect(error.issues).toEqual([{ path: 'pool.probeRateCeiling', message: 'must be at least maxProbesPerSecond (20), got 5' }]);
+    expect(error.message).toBe('test.yml: pool.probeRateCeiling: must be at least maxProbesPerSecond (20), got 5');
+  });
+
+  it('rejects a pool.probeRateCeiling below the default maxProbesPerSecond', () => {
+    const error = configError(`${minimal}pool:\n  probeRateCeiling: 4\n`);
+    expect(error.issues).toEqual([{ path: 'pool.probeRateCeiling', message: 'must be at least maxProbesPerSecond (10), got 4' }]);
+  });
+
+  it('reports a ceiling below the base rate together with the section\'s other problems', () => {
+    const error = configError(`${minimal}pool:\n  maxProbesPerSecond: 20\n  probeRateCeiling: 5\n  maxInstances: -1\n`);
+    expect(error.issues.map((issue) => issue.path).sort()).toEqual(['pool.maxInstances', 'pool.probeRateCeiling']);
   });
 
   it('rejects a seed instance whose type is not in instanceTypes', () => {

@@ -79,7 +79,7 @@ describe('dispatch on the stub cloud', () => {
         await advance(1);
         expect(h.pool.instance(idle!.instanceId!)?.state).toBe('shutdown');
         second = h.queue.submit(spec());
-        expect(h.pool.startContainer('small', 'not-a-container')).toBe(false);
+        expect(h.pool.startContainer(second, idle!.workerId)).toBe(false);
       }
       expect(await h.runUntil(() => h.queue.get(second.uuid)?.state === 'complete', 120_000, 100)).toBe(true);
       expect(h.starts.get(second.uuid)).toBe(1);
@@ -180,15 +180,19 @@ describe('dispatch on the stub cloud', () => {
     h.stop();
   });
 
-  it('a start the runner keeps refusing: the container fails after a few tries, and the daemon keeps running', async () => {
+  it('a broken instance (its runner refuses every start) takes 3 starts, is taken out of service, and fails no container', async () => {
     const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 } });
-    const h = new DispatchHarness(stub);
-    h.startFault = 'refused';
+    const broken = stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    const h = new DispatchHarness(stub, { pool: { maxInstances: 2 } });
+    h.brokenInstances.add(broken.id);
     h.start();
-    const container = h.queue.submit(spec());
-    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'failed', 60_000, 100)).toBe(true);
-    expect(h.queue.get(container.uuid)?.reason).toMatch(/runner start exited with 1: runner: cannot start \(3 failed starts\)/);
-    expect(h.queue.get(container.uuid)?.attempts).toBe(0);
+    const uuids = Array.from({ length: 5 }, () => h.queue.submit(spec()).uuid);
+    expect(await h.runUntil(() => h.count('complete') === 5, 120_000, 100)).toBe(true);
+    expect(h.refusedStarts.get(broken.id)).toBe(3);
+    expect(stub.getVm(broken.id)).toBeUndefined();
+    expect(h.count('failed')).toBe(0);
+    // A refused start is the instance's failure: it counts no attempt against the container.
+    for (const uuid of uuids) expect(h.queue.get(uuid)?.attempts).toBe(1);
     h.stop();
   });
 
@@ -249,10 +253,10 @@ describe('dispatch on the stub cloud', () => {
     const before = new SqliteQueue({ path, maxAttempts: 3 });
     const started = before.submit(spec());
     const neverStarted = before.submit(spec());
-    before.lock(started.uuid);
-    before.lock(neverStarted.uuid);
-    before.close();
     const vm = stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    before.lock(started.uuid, vm.id, 'small');
+    before.lock(neverStarted.uuid, vm.id, 'small');
+    before.close();
     stub.setContainers(vm.id, { [started.uuid]: { state: 'running', endsAt: Date.now() + 5_000 } });
 
     const h = new DispatchHarness(stub, { queuePath: path });
@@ -264,7 +268,7 @@ describe('dispatch on the stub cloud', () => {
     expect(await h.runUntil(() => h.count('complete') === 2, 120_000)).toBe(true);
     expect(h.starts.get(started.uuid)).toBeUndefined();
     expect(h.starts.get(neverStarted.uuid)).toBe(1);
-    expect(h.queue.get(neverStarted.uuid)?.reason).toMatch(/not confirmed before the dispatcher restarted/);
+    expect(h.queue.get(neverStarted.uuid)?.reason).toMatch(/has no record of it/);
     h.stop();
   });
 });

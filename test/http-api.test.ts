@@ -259,7 +259,7 @@ describe('containers', () => {
   it("returns a completed container's log tail as text", async () => {
     const url = await start();
     const { uuid } = (await submitted(url)).json() as Container;
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     queue.complete(uuid, 0, 'hi\nthere\n');
     const logs = await call(url, 'GET', `/containers/${uuid}/logs`);
@@ -271,7 +271,7 @@ describe('containers', () => {
   it("returns a running container's live output from liveLogs", async () => {
     const url = await start({ liveLogs: async (container) => `live output of ${container.uuid}\n` });
     const { uuid } = (await submitted(url)).json() as Container;
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     const logs = await call(url, 'GET', `/containers/${uuid}/logs`);
     expect(logs.text).toBe(`live output of ${uuid}\n`);

@@ -25,11 +25,11 @@ describe('instance machine lifecycle', () => {
     await h.probe();
     expect(h.lifecycle()).toBe('idle');
 
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     expect(h.lifecycle()).toBe('running');
     expect(h.started).toEqual(['c-1']);
-    expect(h.actor.getSnapshot().context.running).toEqual(['c-1']);
+    expect([...h.containers]).toEqual(['c-1']);
 
     await h.advance(timeouts.timeoutIdle * 2);
     expect(h.lifecycle()).toBe('running');
@@ -83,7 +83,7 @@ describe('instance machine lifecycle', () => {
 
   it('shuts a running instance down when probes fail for longer than timeoutProbe', async () => {
     const h = await bootedIdle();
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     h.probeAnswers = [new Error('ssh: connection dropped')];
     await h.probe();
@@ -175,7 +175,7 @@ describe('idle behaviour', () => {
     await h.advance(timeouts.timeoutIdle * 10);
     expect(h.lifecycle()).toBe('idle');
 
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     expect(h.lifecycle()).toBe('idle');
     expect(h.started).toEqual([]);
@@ -195,7 +195,7 @@ describe('idle behaviour', () => {
 
   it('hold is independent of the lifecycle: a held instance keeps running its containers', async () => {
     const h = await bootedIdle();
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
     expect(h.lifecycle()).toBe('running');
@@ -209,7 +209,7 @@ describe('idle behaviour', () => {
 
   it('drain: finishes what runs, then shuts down; takes no new work', async () => {
     const h = await bootedIdle();
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
     h.probeAnswers = [{ booted: true, running: ['c-1'] }];
@@ -242,25 +242,38 @@ describe('races', () => {
   it('an idle timeout that fires first turns a start away: the container is not started', async () => {
     const h = await bootedIdle();
     await h.advance(timeouts.timeoutIdle);
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
+    h.assign('c-1');
     await h.settle();
     expect(h.lifecycle()).toBe('shutdown');
     expect(h.started).toEqual([]);
-    expect(h.actor.getSnapshot().context.starting).toBeNull();
+    expect(h.containers.size).toBe(0);
   });
 
-  it('a probe that began before a start finished does not read the worker as idle', async () => {
+  it('packs: a running instance takes more work, and goes idle only when the last container ends', async () => {
     const h = await bootedIdle();
-    let openGate!: () => void;
-    h.probeGate = new Promise<void>((resolve) => (openGate = resolve));
-    h.probeAnswers = [{ booted: true, running: [] }];
-    h.actor.send({ type: 'PROBE_DUE' });
-    h.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid: 'c-1' });
-    await h.settle();
-    expect(h.started).toEqual(['c-1']);
-    openGate();
-    await h.settle();
+    expect(h.assign('c-1')).toBe(true);
+    expect(h.assign('c-2')).toBe(true);
     expect(h.lifecycle()).toBe('running');
-    expect(h.actor.getSnapshot().context.running).toEqual(['c-1']);
+    h.setContainers(['c-2']);
+    expect(h.lifecycle()).toBe('running');
+    await h.advance(timeouts.timeoutIdle * 2);
+    expect(h.lifecycle()).toBe('running');
+    h.setContainers([]);
+    expect(h.lifecycle()).toBe('idle');
+    // timeoutIdle counts from the last container's end, not from when the instance first went idle.
+    await h.advance(timeouts.timeoutIdle - 1);
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+  });
+
+  it('a held or draining running instance takes no more work', async () => {
+    const h = await bootedIdle();
+    h.assign('c-1');
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    expect(h.assign('c-2')).toBe(false);
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
+    expect(h.assign('c-2')).toBe(false);
+    expect([...h.containers]).toEqual(['c-1']);
   });
 });

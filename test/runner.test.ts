@@ -1,13 +1,14 @@
 // drover-runner.sh run directly with a POSIX sh (dash where installed) on real processes.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { waitFor } from './support/fixtures.js';
 import { parseRunnerList } from '../src/pool/runner-list.js';
+import { runnerExit } from '../src/runner/deploy.js';
 
 const SCRIPT = fileURLToPath(new URL('../src/runner/drover-runner.sh', import.meta.url));
 // dash is the strictest common sh; running under it keeps bash-isms out of the script.
@@ -23,9 +24,13 @@ interface Result {
 let dir: string;
 
 function runner(...args: string[]): Promise<Result> {
+  return runnerWith({}, ...args);
+}
+
+function runnerWith(env: Record<string, string>, ...args: string[]): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(SHELL, [SCRIPT, ...args], {
-      env: { ...process.env, DROVER_RUNNER_DIR: dir },
+      env: { ...process.env, DROVER_RUNNER_DIR: dir, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const stdout: Buffer[] = [];
@@ -61,6 +66,13 @@ function release(uuid: string): Promise<void> {
 /** A command that waits in its work directory for release(), then runs `then`. */
 function gated(then: string): string[] {
   return ['sh', '-c', `while [ ! -f go ]; do sleep 0.02; done; ${then}`];
+}
+
+/** Runs the runner with `args` and how many ms it took. */
+async function timed(...args: string[]): Promise<{ stdout: string; ms: number }> {
+  const started = Date.now();
+  const stdout = await ok(...args);
+  return { stdout, ms: Date.now() - started };
 }
 
 function processGone(pid: number): boolean {
@@ -238,6 +250,135 @@ describe('drover-runner', () => {
     await rm(join(dir, 'starting'), { recursive: true });
   });
 });
+
+describe('drover-runner wait', () => {
+  it('returns at once when a container has exited that the caller does not know of', async () => {
+    await ok('start', 'done', '--', 'sh', '-c', 'exit 4');
+    await ok('start', 'busy', '--', ...gated('exit 0'));
+    expect(await exitCodeOf('done')).toBe(4);
+
+    const { stdout, ms } = await timed('wait', '30');
+    expect(stdout).toBe('busy running\ndone exited 4\n');
+    expect(ms).toBeLessThan(5_000);
+    // Output and parser are list's.
+    expect(stdout).toBe(await ok('list'));
+  });
+
+  it('returns when a running container ends, well before SECONDS, listing its code', async () => {
+    await ok('start', 'slow', '--', 'sh', '-c', 'sleep 1; exit 7');
+    expect(await ok('list')).toBe('slow running\n');
+
+    const { stdout, ms } = await timed('wait', '30');
+    expect(parseRunnerList(stdout).exited).toEqual(new Map([['slow', 7]]));
+    expect(ms).toBeLessThan(10_000);
+  });
+
+  it('returns after SECONDS with the list when nothing new ends', async () => {
+    await ok('start', 'busy', '--', ...gated('exit 0'));
+    const { stdout, ms } = await timed('wait', '1');
+    expect(stdout).toBe('busy running\n');
+    expect(ms).toBeGreaterThanOrEqual(950);
+    expect(ms).toBeLessThan(5_000);
+
+    // 0 looks once: a list that also says whether anything new ended.
+    expect((await timed('wait', '0')).stdout).toBe('busy running\n');
+  });
+
+  it('ignores exited containers passed as known, and wakes for one that is not', async () => {
+    await ok('start', 'old', '--', 'true');
+    await ok('start', '.old2', '--', 'sh', '-c', 'exit 2');
+    expect(await exitCodeOf('old')).toBe(0);
+    expect(await exitCodeOf('.old2')).toBe(2);
+
+    const idle = await timed('wait', '1', 'old', '.old2');
+    expect(idle.stdout).toBe('.old2 exited 2\nold exited 0\n');
+    expect(idle.ms).toBeGreaterThanOrEqual(950);
+
+    // Known but unrelated uuids (long gone, or never here) change nothing.
+    await ok('start', 'new', '--', 'sh', '-c', 'sleep 0.5; exit 1');
+    const woken = await timed('wait', '30', 'old', '.old2', 'gone');
+    expect(parseRunnerList(woken.stdout).exited.get('new')).toBe(1);
+    expect(woken.ms).toBeLessThan(10_000);
+  });
+
+  it('refuses a bad SECONDS or uuid with exit 2', async () => {
+    for (const args of [[], ['-1'], ['1.5'], ['x'], [''], ['1234567890'], ['1', '../x'], ['1', '.']]) {
+      const result = await runner('wait', ...args);
+      expect(result.code, `wait ${JSON.stringify(args)}`).toBe(runnerExit.usage);
+    }
+    // Leading zeros are decimal, not octal.
+    await ok('start', 'done', '--', 'true');
+    expect(await exitCodeOf('done')).toBe(0);
+    expect((await timed('wait', '08')).stdout).toBe('done exited 0\n');
+    expect((await timed('wait', '000')).stdout).toBe('done exited 0\n');
+  });
+});
+
+describe('drover-runner tombstones and exit codes', () => {
+  it('never lists a tombstone, and starts and removes its uuid afresh', async () => {
+    // What a remove killed between its rename and the end of its rm -rf leaves behind.
+    for (const tomb of ['c1.123', '.dot.456']) {
+      await mkdir(join(dir, '+tombs', tomb, 'work'), { recursive: true });
+      await writeFile(join(dir, '+tombs', tomb, 'exit'), '9\n');
+      await writeFile(join(dir, '+tombs', tomb, 'pid'), '1\n');
+    }
+    expect(await ok('list')).toBe('');
+    expect((await timed('wait', '0')).stdout).toBe('');
+    expect((await runner('logs', 'c1')).code).toBe(runnerExit.unknown);
+    expect((await runner('remove', 'c1')).code).toBe(runnerExit.unknown);
+    expect((await runner('logs', '+tombs')).code).toBe(runnerExit.usage);
+
+    await ok('start', 'c1', '--', 'sh', '-c', 'echo fresh');
+    expect(await exitCodeOf('c1')).toBe(0);
+    expect(await ok('list')).toBe('c1 exited 0\n');
+    expect(await ok('logs', 'c1')).toBe('fresh\n');
+    await ok('remove', 'c1');
+    expect(await ok('list')).toBe('');
+    // The remove renamed c1 away and deleted it, and swept up what older removes left.
+    expect(await readdir(dir)).toEqual(['+tombs']);
+    expect(await readdir(join(dir, '+tombs'))).toEqual([]);
+    // A removed uuid can be started again.
+    await ok('start', 'c1', '--', 'true');
+    expect(await exitCodeOf('c1')).toBe(0);
+  });
+
+  it('answers 5, not 1, for a start whose command may run but whose pid never came', async () => {
+    // Shims: a no-op sleep makes the runner's two 10 s waits for the pid instant, and an mv that
+    // refuses to rename anything onto `pid` keeps the wrapper (which claims and runs) silent.
+    // Outside the state directory, where it would be listed as a container.
+    const bin = await mkdtemp(join(tmpdir(), 'drover-runner-bin-'));
+    onTestFinished(() => rm(bin, { recursive: true, force: true }));
+    const mv = await realPath('mv');
+    await writeFile(join(bin, 'sleep'), '#!/bin/sh\nexit 0\n');
+    await writeFile(join(bin, 'mv'), `#!/bin/sh\nfor to; do :; done\ncase $to in */pid) exit 1 ;; esac\nexec '${mv}' "$@"\n`);
+    await chmod(join(bin, 'sleep'), 0o755);
+    await chmod(join(bin, 'mv'), 0o755);
+
+    const result = await runnerWith({ PATH: `${bin}:${process.env.PATH ?? ''}` }, 'start', 'mute', '--', 'sh', '-c', 'echo ran');
+    expect(result.stderr).toContain('did not report its pid');
+    expect(result.code).toBe(runnerExit.unsure);
+    // list knows: it ran.
+    expect(await exitCodeOf('mute')).toBe(0);
+    expect(await ok('logs', 'mute')).toBe('ran\n');
+  });
+
+  it('documents every exit code of runnerExit in its header', async () => {
+    const header = (await readFile(SCRIPT, 'utf8')).split('\nset -u\n')[0] ?? '';
+    for (const code of Object.values(runnerExit)) expect(header).toMatch(new RegExp(`^#   ${code} `, 'm'));
+  });
+});
+
+async function realPath(command: string): Promise<string> {
+  const result = await new Promise<string>((resolve, reject) => {
+    const child = spawn('sh', ['-c', `command -v ${command}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.on('error', reject);
+    child.on('close', () => resolve(Buffer.concat(out).toString('utf8').trim()));
+  });
+  if (!result.startsWith('/')) throw new Error(`no ${command} on PATH`);
+  return result;
+}
 
 async function statFields(pid: number): Promise<{ pgrp: number; session: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');

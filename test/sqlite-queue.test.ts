@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { InvalidContainerSpecError, SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { InvalidContainerSpecError, QueueClosedError, SqliteQueue } from '../src/queue/sqlite-queue.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
@@ -56,6 +56,28 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+// Puts a fresh container into `state` by allowed transitions only.
+function inState(queue: SqliteQueue, state: ContainerState): string {
+  const { uuid } = queue.submit(spec());
+  if (state === 'queued') return uuid;
+  if (state === 'cancelled') {
+    queue.cancel(uuid);
+    return uuid;
+  }
+  if (state === 'failed') {
+    queue.fail(uuid, 'broken');
+    return uuid;
+  }
+  queue.lock(uuid, 'i-1', 'small');
+  if (state === 'locked') return uuid;
+  queue.markRunning(uuid, 'i-1', 'small');
+  if (state === 'running') return uuid;
+  queue.complete(uuid, 0, '');
+  return uuid;
+}
+
+const allStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
+
 describe('submit and get', () => {
   it('round-trips every field', () => {
     const queue = open();
@@ -94,7 +116,7 @@ describe('submit and get', () => {
     const queue = open();
     const { uuid } = queue.submit(spec({ image: null }));
     t = 2_000;
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     t = 3_000;
     queue.markRunning(uuid, 'i-123', 'small');
     expect(queue.get(uuid)).toMatchObject({
@@ -146,9 +168,9 @@ describe('pending and list', () => {
     t = 1_015;
     const stepped = submit('stepped', 5);
 
-    queue.lock(runningLow.uuid);
+    queue.lock(runningLow.uuid, 'i-1', 'small');
     queue.markRunning(runningLow.uuid, 'i-1', 'small');
-    queue.lock(lockedHigh.uuid);
+    queue.lock(lockedHigh.uuid, 'i-1', 'small');
     queue.cancel(finished.uuid);
 
     const names = new Map([oldLow, firstHigh, runningLow, laterHigh, lockedHigh, newLow, stepped].map((c) => [c.uuid, c.name]));
@@ -178,7 +200,7 @@ describe('pending and list', () => {
     }
     const [a, b, c, d, e] = uuids as [string, string, string, string, string];
     queue.cancel(b);
-    queue.lock(d);
+    queue.lock(d, 'i-1', 'small');
     expect(queue.list().map((x) => x.uuid)).toEqual([e, d, c, b, a]);
     expect(queue.list({ limit: 2 }).map((x) => x.uuid)).toEqual([e, d]);
     expect(queue.list({ states: ['queued'] }).map((x) => x.uuid)).toEqual([e, c, a]);
@@ -197,28 +219,6 @@ describe('pending and list', () => {
 });
 
 describe('transitions', () => {
-  // Puts a fresh container into `state` by allowed transitions only.
-  function inState(queue: SqliteQueue, state: ContainerState): string {
-    const { uuid } = queue.submit(spec());
-    if (state === 'queued') return uuid;
-    if (state === 'cancelled') {
-      queue.cancel(uuid);
-      return uuid;
-    }
-    if (state === 'failed') {
-      queue.fail(uuid, 'broken');
-      return uuid;
-    }
-    queue.lock(uuid);
-    if (state === 'locked') return uuid;
-    queue.markRunning(uuid, 'i-1', 'small');
-    if (state === 'running') return uuid;
-    queue.complete(uuid, 0, '');
-    return uuid;
-  }
-
-  const allStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
-
   type Action = (queue: SqliteQueue, uuid: string) => unknown;
   const actions: Record<string, { action: Action; from: ContainerState[]; to: ContainerState }> = {
     unlock: { action: (q, u) => q.unlock(u, 'no capacity'), from: ['locked'], to: 'queued' },
@@ -264,7 +264,7 @@ describe('transitions', () => {
       const uuid = inState(queue, state);
       const before = queue.get(uuid);
       t += 1;
-      expect(queue.lock(uuid), state).toBe(state === 'queued');
+      expect(queue.lock(uuid, 'i-1', 'small'), state).toBe(state === 'queued');
       if (state === 'queued') expect(queue.get(uuid)).toMatchObject({ state: 'locked', updatedAt: t });
       else expect(queue.get(uuid)).toEqual(before);
     }
@@ -274,7 +274,7 @@ describe('transitions', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
     queue.cancel(uuid);
-    expect(queue.lock(uuid)).toBe(false);
+    expect(queue.lock(uuid, 'i-1', 'small')).toBe(false);
     expect(queue.get(uuid)?.state).toBe('cancelled');
   });
 
@@ -282,13 +282,15 @@ describe('transitions', () => {
     const queue = open();
     const unknown = 'no-such-uuid';
     const calls: Array<() => unknown> = [
-      () => queue.lock(unknown),
+      () => queue.lock(unknown, 'i-1', 'small'),
       () => queue.unlock(unknown, 'r'),
       () => queue.markRunning(unknown, 'i', 't'),
       () => queue.complete(unknown, 0, ''),
       () => queue.requeueOrFail(unknown, 'r'),
       () => queue.fail(unknown, 'r'),
       () => queue.cancel(unknown),
+      () => queue.lockMany([{ uuid: unknown, instanceId: 'i', instanceType: 't' }]),
+      () => queue.setLogTail(unknown, 'tail'),
     ];
     for (const call of calls) expect(call).toThrow(ContainerNotFoundError);
   });
@@ -296,7 +298,7 @@ describe('transitions', () => {
   it('unlock stores the reason and leaves attempts alone', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.unlock(uuid, 'quota exceeded');
     expect(queue.get(uuid)).toMatchObject({ state: 'queued', reason: 'quota exceeded', attempts: 0 });
   });
@@ -326,7 +328,7 @@ describe('requeueOrFail', () => {
     const queue = open(3);
     const { uuid } = queue.submit(spec());
     for (let attempt = 1; attempt <= 2; attempt++) {
-      queue.lock(uuid);
+      queue.lock(uuid, 'i-1', 'small');
       queue.markRunning(uuid, `i-${attempt}`, 'small');
       expect(queue.requeueOrFail(uuid, `instance i-${attempt} vanished`)).toBe('queued');
       expect(queue.get(uuid)).toMatchObject({
@@ -338,7 +340,7 @@ describe('requeueOrFail', () => {
         reason: `instance i-${attempt} vanished`,
       });
     }
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-3', 'small');
     t = 7_000;
     expect(queue.requeueOrFail(uuid, 'instance i-3 vanished')).toBe('failed');
@@ -351,7 +353,7 @@ describe('requeueOrFail', () => {
   it('requeues a locked container that has not used up its attempts', () => {
     const queue = open(1);
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     expect(queue.requeueOrFail(uuid, 'create failed')).toBe('queued');
     expect(queue.get(uuid)).toMatchObject({ state: 'queued', attempts: 0, reason: 'create failed' });
   });
@@ -359,7 +361,7 @@ describe('requeueOrFail', () => {
   it('fails at once with maxAttempts 1', () => {
     const queue = open(1);
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     expect(queue.requeueOrFail(uuid, 'spot reclaimed')).toBe('failed');
     expect(queue.get(uuid)?.reason).toMatch(/lost 1 time\b.*spot reclaimed/);
@@ -384,7 +386,7 @@ describe('cancel', () => {
   it('cancels a running container and keeps where it ran, for the dispatcher to kill', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-7', 'small');
     const cancelled = queue.cancel(uuid);
     expect(cancelled).toMatchObject({ state: 'cancelled', reason: 'cancelled by user', instanceId: 'i-7', attempts: 1 });
@@ -393,7 +395,7 @@ describe('cancel', () => {
   it('returns a complete container unchanged', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-7', 'small');
     queue.complete(uuid, 0, 'ok');
     const before = queue.get(uuid);
@@ -407,7 +409,7 @@ describe('log tail', () => {
   it('keeps only the last 64 KiB, the end of the log', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     const log = 'HEAD'.padEnd(100_000, 'a') + 'THE END';
     queue.complete(uuid, 0, log);
@@ -420,7 +422,7 @@ describe('log tail', () => {
   it('cuts on a UTF-8 character boundary', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     // 3-byte characters, so 64 KiB (not a multiple of 3) falls inside one.
     const log = '€'.repeat(30_000);
@@ -433,7 +435,7 @@ describe('log tail', () => {
   it('leaves a log under the limit as it is', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.complete(uuid, 2, 'short €\n');
     expect(queue.get(uuid)?.logTail).toBe('short €\n');
   });
@@ -444,12 +446,12 @@ describe('persistence', () => {
     const first = open();
     const queued = first.submit(spec({ priority: 3, env: { A: '1' } })).uuid;
     const locked = first.submit(spec()).uuid;
-    first.lock(locked);
+    first.lock(locked, 'i-1', 'small');
     const running = first.submit(spec()).uuid;
-    first.lock(running);
+    first.lock(running, 'i-1', 'small');
     first.markRunning(running, 'i-1', 'small');
     const done = first.submit(spec()).uuid;
-    first.lock(done);
+    first.lock(done, 'i-1', 'small');
     first.complete(done, 0, 'bye');
     const before = first.list();
     const pendingBefore = first.pending();
@@ -486,7 +488,7 @@ describe('subscribe', () => {
     let calls = 0;
     queue.subscribe(() => calls++);
     const { uuid } = queue.submit(spec());
-    queue.lock(uuid);
+    queue.lock(uuid, 'i-1', 'small');
     queue.markRunning(uuid, 'i-1', 'small');
     expect(calls).toBe(0);
     await tick();
@@ -504,7 +506,7 @@ describe('subscribe', () => {
     queue.cancel(uuid);
     await tick();
     expect(calls).toBe(1);
-    expect(queue.lock(uuid)).toBe(false);
+    expect(queue.lock(uuid, 'i-1', 'small')).toBe(false);
     queue.cancel(uuid);
     await tick();
     expect(calls).toBe(1);
@@ -568,5 +570,311 @@ describe('validation', () => {
     } as ContainerSpec);
     expect(c).not.toHaveProperty('extra');
     expect(c.env).toEqual({ _: 'x', a9: 'y' });
+  });
+});
+
+// A small seeded generator, so a failing random sequence can be replayed.
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// The scheduling order as the file alone gives it, read past the queue's memory.
+function pendingOnDisk(): string[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return db
+      .prepare<[], { uuid: string }>(
+        `SELECT uuid FROM containers WHERE state IN ('queued', 'locked', 'running')
+         ORDER BY (state = 'queued'), priority DESC, submitted_at, uuid`,
+      )
+      .all()
+      .map((row) => row.uuid);
+  } finally {
+    db.close();
+  }
+}
+
+function ignoreStateError(action: () => unknown): void {
+  try {
+    action();
+  } catch (err) {
+    if (!(err instanceof ContainerStateError)) throw err;
+  }
+}
+
+describe('live set in memory', () => {
+  it('gives the pending order and contents a fresh open of the file gives, after many interleaved changes', () => {
+    const queue = open(2);
+    const next = random(7);
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+    const uuids: string[] = [];
+    const instances = ['i-1', 'i-2', 'i-3'];
+    for (let step = 0; step < 1_500; step++) {
+      // Often the same millisecond, so ties on priority and submit time fall to the uuid.
+      if (next() < 0.3) t += 1;
+      const roll = next();
+      if (uuids.length < 10 || roll < 0.25) {
+        uuids.push(queue.submit(spec({ priority: Math.floor(next() * 4) - 1 })).uuid);
+        continue;
+      }
+      const uuid = pick(uuids);
+      const instanceId = pick(instances);
+      if (roll < 0.35) queue.lock(uuid, instanceId, 'small');
+      else if (roll < 0.4) queue.lockMany([0, 1, 2].map(() => ({ uuid: pick(uuids), instanceId, instanceType: 'small' })));
+      else if (roll < 0.45) queue.submitMany([spec({ priority: 2 }), spec({ priority: -1 })]).forEach((c) => uuids.push(c.uuid));
+      else if (roll < 0.55) ignoreStateError(() => queue.markRunning(uuid, instanceId, 'large'));
+      else if (roll < 0.62) ignoreStateError(() => queue.unlock(uuid, 'no idle worker'));
+      else if (roll < 0.7) ignoreStateError(() => queue.requeueOrFail(uuid, 'instance lost'));
+      else if (roll < 0.76) ignoreStateError(() => queue.complete(uuid, 0, ''));
+      else if (roll < 0.8) ignoreStateError(() => queue.setLogTail(uuid, `log ${step}`));
+      else if (roll < 0.84) ignoreStateError(() => queue.fail(uuid, 'no type fits'));
+      else if (roll < 0.88) queue.cancel(uuid);
+      // Reads in between, so changes reach the order in many small merges, not one.
+      else queue.pending();
+      if (step % 300 === 299) expect(queue.pending().map((c) => c.uuid)).toEqual(pendingOnDisk());
+    }
+
+    const pending = queue.pending();
+    expect(new Set(pending.map((c) => c.state))).toEqual(new Set(['queued', 'locked', 'running']));
+    expect(pending.map((c) => c.uuid)).toEqual(pendingOnDisk());
+    const fresh = open(2);
+    expect(pending).toEqual(fresh.pending());
+    for (const uuid of uuids) expect(queue.get(uuid)).toEqual(fresh.get(uuid));
+    for (const instanceId of instances) expect(queue.liveOn(instanceId)).toEqual(fresh.liveOn(instanceId));
+  });
+
+  it('returns the same array until something changes, and leaves an earlier one as it was', () => {
+    const queue = open();
+    const a = queue.submit(spec()).uuid;
+    const before = queue.pending();
+    expect(queue.pending()).toBe(before);
+    queue.lock(a, 'i-1', 'small');
+    const after = queue.pending();
+    expect(after).not.toBe(before);
+    expect(before.map((c) => c.state)).toEqual(['queued']);
+    expect(after.map((c) => c.state)).toEqual(['locked']);
+  });
+
+  it('hands out frozen containers, so no caller can change what the next one reads', () => {
+    const queue = open();
+    const submitted = queue.submit(spec({ env: { A: '1' } }));
+    const [first] = queue.pending();
+    expect(first).toBe(submitted);
+    expect(queue.get(submitted.uuid)).toBe(submitted);
+    // Deliberately casting the readonly away: plain JavaScript callers can try this too.
+    const mutable = first as Container;
+    expect(() => {
+      mutable.state = 'complete';
+    }).toThrow(TypeError);
+    expect(() => mutable.command.push('rm')).toThrow(TypeError);
+    expect(() => {
+      mutable.env.B = '2';
+    }).toThrow(TypeError);
+    expect(() => {
+      mutable.constraints.vcpus = 64;
+    }).toThrow(TypeError);
+    expect(() => (queue.pending() as Container[]).pop()).toThrow(TypeError);
+    queue.lock(submitted.uuid, 'i-1', 'small');
+    expect(() => (queue.liveOn('i-1') as Container[]).pop()).toThrow(TypeError);
+
+    expect(queue.pending()).toEqual([{ ...submitted, state: 'locked', instanceId: 'i-1', instanceType: 'small' }]);
+    expect(queue.pending()).toEqual(open().pending());
+  });
+
+  it('leaves memory unchanged when a transition is refused', () => {
+    const queue = open();
+    const queued = inState(queue, 'queued');
+    const running = inState(queue, 'running');
+    const pending = queue.pending();
+    const before = queue.get(queued);
+    expect(() => queue.markRunning(queued, 'i-1', 'small')).toThrow(ContainerStateError);
+    expect(() => queue.unlock(running, 'no')).toThrow(ContainerStateError);
+    expect(() => queue.setLogTail(queued, 'tail')).toThrow(ContainerStateError);
+    expect(() => queue.complete(running, 1.5, '')).toThrow(RangeError);
+    expect(queue.pending()).toBe(pending);
+    expect(queue.get(queued)).toBe(before);
+  });
+
+  it('leaves memory unchanged when the database refuses the write', () => {
+    const queue = open();
+    const a = queue.submit(spec()).uuid;
+    const b = queue.submit(spec()).uuid;
+    const pending = queue.pending();
+    const other = new Database(path);
+    try {
+      other.exec(`CREATE TRIGGER refuse BEFORE UPDATE ON containers BEGIN SELECT RAISE(ABORT, 'disk says no'); END`);
+      expect(() => queue.lock(a, 'i-1', 'small')).toThrow(/disk says no/);
+      expect(() => queue.lockMany([{ uuid: b, instanceId: 'i-1', instanceType: 'small' }])).toThrow(/disk says no/);
+      expect(() => queue.cancel(a)).toThrow(/disk says no/);
+      expect(() => queue.fail(b, 'r')).toThrow(/disk says no/);
+      expect(queue.pending()).toBe(pending);
+      expect(queue.get(a)?.state).toBe('queued');
+      other.exec('DROP TRIGGER refuse');
+    } finally {
+      other.close();
+    }
+    expect(queue.lock(a, 'i-1', 'small')).toBe(true);
+    expect(queue.pending().map((c) => [c.uuid, c.state])).toEqual([
+      [a, 'locked'],
+      [b, 'queued'],
+    ]);
+  });
+
+  it('refuses reads once closed', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.close();
+    expect(() => queue.get(uuid)).toThrow(QueueClosedError);
+    expect(() => queue.liveOn('i-1')).toThrow(QueueClosedError);
+  });
+});
+
+describe('lock and lockMany', () => {
+  it('lock records the instance the start is for, across a restart; unlock clears it', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    t = 2_000;
+    expect(queue.lock(uuid, 'i-5', 'large')).toBe(true);
+    const locked = { state: 'locked', instanceId: 'i-5', instanceType: 'large', updatedAt: 2_000, attempts: 0, startedAt: null };
+    expect(queue.get(uuid)).toMatchObject(locked);
+    queue.close();
+
+    const reopened = open();
+    expect(reopened.get(uuid)).toMatchObject(locked);
+    reopened.unlock(uuid, 'no idle worker took it');
+    expect(reopened.get(uuid)).toMatchObject({ state: 'queued', instanceId: null, instanceType: null });
+    expect(open().get(uuid)).toMatchObject({ state: 'queued', instanceId: null, instanceType: null });
+  });
+
+  it('markRunning records where it actually started, even on another instance than the lock named', () => {
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid, 'i-1', 'small');
+    queue.markRunning(uuid, 'i-2', 'large');
+    expect(queue.get(uuid)).toMatchObject({ state: 'running', instanceId: 'i-2', instanceType: 'large' });
+    expect(queue.liveOn('i-1')).toEqual([]);
+    expect(queue.liveOn('i-2').map((c) => c.uuid)).toEqual([uuid]);
+  });
+
+  it('lockMany locks those still queued, in one notification, and returns their uuids', async () => {
+    const queue = open();
+    const byState = new Map(allStates.map((state) => [state, inState(queue, state)]));
+    const queued = byState.get('queued') as string;
+    const another = queue.submit(spec()).uuid;
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    t = 3_000;
+    const requests = [...byState.values(), another, queued].map((uuid, i) => ({ uuid, instanceId: `i-${i}`, instanceType: 'small' }));
+    expect(queue.lockMany(requests)).toEqual([queued, another]);
+    await tick();
+    expect(calls).toBe(1);
+    expect(queue.get(queued)).toMatchObject({ state: 'locked', instanceId: 'i-0', updatedAt: 3_000 });
+    expect(queue.get(another)).toMatchObject({ state: 'locked', instanceId: 'i-6', updatedAt: 3_000 });
+    for (const state of allStates) {
+      if (state !== 'queued') expect(queue.get(byState.get(state) as string)?.state).toBe(state);
+    }
+    expect(queue.pending()).toEqual(open().pending());
+
+    expect(queue.lockMany([])).toEqual([]);
+    expect(queue.lockMany([{ uuid: queued, instanceId: 'i-9', instanceType: 'small' }])).toEqual([]);
+    await tick();
+    expect(calls).toBe(1);
+  });
+
+  it('lockMany locks none when one uuid is unknown', () => {
+    const queue = open();
+    const a = queue.submit(spec()).uuid;
+    const b = queue.submit(spec()).uuid;
+    const pending = queue.pending();
+    const requests = [a, 'no-such-uuid', b].map((uuid) => ({ uuid, instanceId: 'i-1', instanceType: 'small' }));
+    expect(() => queue.lockMany(requests)).toThrow(ContainerNotFoundError);
+    expect(queue.pending()).toBe(pending);
+    expect(open().pending().map((c) => c.state)).toEqual(['queued', 'queued']);
+  });
+});
+
+describe('setLogTail', () => {
+  it('attaches logs to a final container after its exit code, leaving its state and finish time', async () => {
+    const queue = open();
+    const uuid = inState(queue, 'running');
+    t = 4_000;
+    queue.complete(uuid, 3, '');
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    t = 5_000;
+    queue.setLogTail(uuid, 'HEAD'.padEnd(100_000, 'a') + 'THE END');
+    const container = queue.get(uuid);
+    expect(container).toMatchObject({ state: 'complete', exitCode: 3, finishedAt: 4_000, updatedAt: 5_000 });
+    expect(Buffer.byteLength(container?.logTail ?? '')).toBe(logTailBytes);
+    expect(container?.logTail.endsWith('THE END')).toBe(true);
+    await tick();
+    expect(calls).toBe(1);
+  });
+
+  for (const state of allStates) {
+    const final = state === 'complete' || state === 'failed' || state === 'cancelled';
+    it(`${final ? 'sets' : 'refuses'} the log tail of a ${state} container`, () => {
+      const queue = open();
+      const uuid = inState(queue, state);
+      const pending = queue.pending();
+      if (final) {
+        queue.setLogTail(uuid, 'late logs\n');
+        expect(queue.get(uuid)).toMatchObject({ state, logTail: 'late logs\n' });
+      } else {
+        expect(() => queue.setLogTail(uuid, 'late logs\n')).toThrow(ContainerStateError);
+        expect(() => queue.setLogTail(uuid, '')).toThrow(expect.objectContaining({ uuid, from: state }));
+        expect(queue.get(uuid)).toMatchObject({ state, logTail: '' });
+      }
+      expect(queue.pending()).toBe(pending);
+    });
+  }
+});
+
+describe('liveOn', () => {
+  it('lists the locked and running containers recorded on an instance, in scheduling order', () => {
+    const queue = open(2);
+    const submit = (priority: number) => queue.submit(spec({ priority })).uuid;
+    const lockedLow = submit(0);
+    const runningHigh = submit(5);
+    const elsewhere = submit(9);
+    const queued = submit(9);
+    const finished = submit(9);
+    queue.lock(lockedLow, 'i-1', 'small');
+    queue.lock(runningHigh, 'i-1', 'small');
+    queue.markRunning(runningHigh, 'i-1', 'small');
+    queue.lock(elsewhere, 'i-2', 'small');
+    queue.lock(finished, 'i-1', 'small');
+    queue.complete(finished, 0, '');
+    void queued;
+
+    expect(queue.liveOn('i-1').map((c) => c.uuid)).toEqual([runningHigh, lockedLow]);
+    expect(queue.liveOn('i-2').map((c) => c.uuid)).toEqual([elsewhere]);
+    expect(queue.liveOn('i-unknown')).toEqual([]);
+    expect(open(2).liveOn('i-1')).toEqual(queue.liveOn('i-1'));
+
+    queue.requeueOrFail(runningHigh, 'instance lost');
+    queue.unlock(lockedLow, 'no idle worker');
+    queue.cancel(elsewhere);
+    expect(queue.liveOn('i-1')).toEqual([]);
+    expect(queue.liveOn('i-2')).toEqual([]);
+  });
+});
+
+describe('submitMany', () => {
+  it('submits all in one transaction, or none if one spec is invalid', async () => {
+    const queue = open();
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    const submitted = queue.submitMany([spec({ priority: 1 }), spec({ priority: 2 })]);
+    await tick();
+    expect(calls).toBe(1);
+    expect(queue.pending().map((c) => c.uuid)).toEqual([submitted[1]?.uuid, submitted[0]?.uuid]);
+    expect(() => queue.submitMany([spec(), spec({ command: [] })])).toThrow(InvalidContainerSpecError);
+    expect(open().pending()).toEqual(queue.pending());
   });
 });

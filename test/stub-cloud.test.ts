@@ -6,7 +6,7 @@ import type { CloudInstance } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { StubCloud } from '../src/cloud/stub/stub-cloud.js';
 import type { StubFaults } from '../src/cloud/stub/faults.js';
-import type { Executor } from '../src/ssh/executor.js';
+import type { CommandResult, Executor } from '../src/ssh/executor.js';
 import { instanceTypeFixture } from './support/fixtures.js';
 
 const bootProbeCommand = 'test -e /run/drover-ready';
@@ -22,6 +22,21 @@ function makeCloud(faults: Partial<StubFaults> = {}): StubCloud {
 
 function ssh(cloud: StubCloud, instance: CloudInstance): Executor {
   return cloud.executorFor({ id: instance.id, address: instance.address ?? '', port: instance.port ?? 22 });
+}
+
+interface Tracked {
+  result?: CommandResult;
+  error?: unknown;
+}
+
+/** Records how `pending` settles, so a test can look without awaiting it. */
+function track(pending: Promise<CommandResult>): Tracked {
+  const state: Tracked = {};
+  void pending.then(
+    (result) => (state.result = result),
+    (error: unknown) => (state.error = error),
+  );
+  return state;
 }
 
 // Lets queued promise callbacks run without moving virtual time.
@@ -446,5 +461,166 @@ describe('simulated SSH', () => {
     expect(answered).toBe(false);
     await pending;
     expect(answered).toBe(true);
+  });
+});
+
+describe('simulated runner wait and start', () => {
+  const wait = (seconds: number, ...known: string[]): string => [runnerCommand, 'wait', seconds, ...known].join(' ');
+
+  it('answers a wait at the endsAt of a container, not before, with what list answers', async () => {
+    const cloud = makeCloud({ containerRunMs: 5_000 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags, containers: { old: { state: 'exited', exitCode: 1 } } });
+    const session = ssh(cloud, vm);
+    expect((await session.run(`${runnerCommand} start 'c1' -- 'true'`)).exitCode).toBe(0);
+
+    const waiting = track(session.run(wait(60, 'old')));
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(waiting).toEqual({});
+    expect(cloud.pendingWaits(vm.id)).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(waiting.result).toEqual({ stdout: 'c1 exited 0\nold exited 1\n', stderr: '', exitCode: 0 });
+    expect(waiting.result).toEqual(await session.run(`${runnerCommand} list`));
+    // Settled waits leave no timer and no record behind.
+    expect(cloud.pendingWaits()).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('answers at once when a container the caller does not know of has already exited', async () => {
+    const cloud = makeCloud();
+    const vm = cloud.addInstance({
+      instanceType: small,
+      tags: poolTags,
+      containers: { a: { state: 'exited', exitCode: 3 }, b: { state: 'running' } },
+    });
+    const session = ssh(cloud, vm);
+    const waiting = track(session.run(wait(60)));
+    await flush();
+    expect(waiting.result?.stdout).toBe('a exited 3\nb running\n');
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('times out after SECONDS when only known containers have exited, and answers 0 at once', async () => {
+    const cloud = makeCloud();
+    const vm = cloud.addInstance({
+      instanceType: small,
+      tags: poolTags,
+      containers: { a: { state: 'exited', exitCode: 3 }, b: { state: 'running' } },
+    });
+    const session = ssh(cloud, vm);
+    const waiting = track(session.run(wait(2, 'a', 'never-here')));
+    await vi.advanceTimersByTimeAsync(1_999);
+    expect(waiting).toEqual({});
+    await vi.advanceTimersByTimeAsync(1);
+    expect(waiting.result).toEqual({ stdout: 'a exited 3\nb running\n', stderr: '', exitCode: 0 });
+    expect(vi.getTimerCount()).toBe(0);
+
+    expect((await session.run(wait(0, 'a'))).stdout).toBe('a exited 3\nb running\n');
+    expect((await session.run(`${runnerCommand} wait`)).exitCode).toBe(2);
+    expect((await session.run(`${runnerCommand} wait -1`)).exitCode).toBe(2);
+  });
+
+  it('wakes a wait when another session kills a container or one starts and ends at once', async () => {
+    const cloud = makeCloud({ containerRunMs: 60_000 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags, containers: { c1: { state: 'running' } } });
+    const waiting = track(ssh(cloud, vm).run(wait(30)));
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(waiting).toEqual({});
+    expect((await ssh(cloud, vm).run(`${runnerCommand} kill TERM 'c1'`)).exitCode).toBe(0);
+    await flush();
+    expect(waiting.result?.stdout).toBe('c1 exited 143\n');
+
+    // A wait for anything but c1; a container started with containerRunMs 0 ends before any list.
+    const next = track(ssh(cloud, vm).run(wait(30, 'c1')));
+    await flush();
+    expect(next).toEqual({});
+    cloud.faults.containerRunMs = 0;
+    expect((await ssh(cloud, vm).run(`${runnerCommand} start 'c2' -- 'true'`)).exitCode).toBe(0);
+    await flush();
+    expect(next.result?.stdout).toBe('c1 exited 143\nc2 exited 0\n');
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('wakes for a container started during the wait whose end comes before SECONDS', async () => {
+    const cloud = makeCloud({ containerRunMs: 3_000 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags });
+    const waiting = track(ssh(cloud, vm).run(wait(60)));
+    await vi.advanceTimersByTimeAsync(1_000);
+    await ssh(cloud, vm).run(`${runnerCommand} start 'late' -- 'true'`);
+    await vi.advanceTimersByTimeAsync(2_999);
+    expect(waiting).toEqual({});
+    await vi.advanceTimersByTimeAsync(1);
+    expect(waiting.result?.stdout).toBe('late exited 0\n');
+  });
+
+  it('drops a wait at vanishAt, not later, even with a container ending at that moment', async () => {
+    const cloud = makeCloud({ vanishFraction: 1, vanishAfterMs: 10_000, containerRunMs: 10_000 });
+    const vm = await cloud.create({ instanceType: small, tags: poolTags });
+    const session = ssh(cloud, vm);
+    await session.run(`${runnerCommand} start 'c1' -- 'true'`);
+    const waiting = track(session.run(wait(60)));
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(waiting).toEqual({});
+    await vi.advanceTimersByTimeAsync(1);
+    expect(waiting.error).toEqual(new Error('ssh: connection dropped'));
+    expect(cloud.pendingWaits()).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('drops a wait at once when its VM vanishes or is destroyed, or its executor is closed', async () => {
+    const cloud = makeCloud();
+    const running = { c1: { state: 'running' } } as const;
+    const a = cloud.addInstance({ instanceType: small, tags: poolTags, containers: running });
+    const b = cloud.addInstance({ instanceType: small, tags: poolTags, containers: running });
+    const c = cloud.addInstance({ instanceType: small, tags: poolTags, containers: running });
+    const closing = ssh(cloud, c);
+    const waits = [track(ssh(cloud, a).run(wait(60))), track(ssh(cloud, b).run(wait(60))), track(closing.run(wait(60)))];
+    await flush();
+    expect(cloud.pendingWaits()).toBe(3);
+
+    cloud.vanish(a.id);
+    await cloud.destroy(b.id);
+    closing.close();
+    await flush();
+    expect(waits.map((w) => w.error)).toEqual([
+      new Error('ssh: connection dropped'),
+      new Error('ssh: connection dropped'),
+      new Error('ssh: executor closed'),
+    ]);
+    expect(cloud.pendingWaits()).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('wakes a wait when a test replaces the containers', async () => {
+    const cloud = makeCloud();
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags, containers: { c1: { state: 'running' } } });
+    const waiting = track(ssh(cloud, vm).run(wait(60)));
+    await flush();
+    cloud.setContainers(vm.id, { c1: { state: 'exited', exitCode: 9 } });
+    await flush();
+    expect(waiting.result?.stdout).toBe('c1 exited 9\n');
+  });
+
+  it('answers every start with startExitCode when set, starting nothing', async () => {
+    const cloud = makeCloud({ startExitCode: 1 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags });
+    const session = ssh(cloud, vm);
+    const refused = await session.run(`${runnerCommand} start 'c1' -- 'true'`);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain('startExitCode');
+    cloud.faults.startExitCode = 5;
+    expect((await session.run(`${runnerCommand} start 'c1' -- 'true'`)).exitCode).toBe(5);
+    expect((await session.run(`${runnerCommand} list`)).stdout).toBe('');
+
+    cloud.faults.startExitCode = null;
+    expect((await session.run(`${runnerCommand} start 'c1' -- 'true'`)).exitCode).toBe(0);
+    expect((await session.run(`${runnerCommand} start 'c1' -- 'true'`)).exitCode).toBe(3);
+  });
+
+  it('ends containers at once at containerRunMs 0', async () => {
+    const cloud = makeCloud({ containerRunMs: 0 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags });
+    const session = ssh(cloud, vm);
+    await session.run(`${runnerCommand} start 'c1' -- 'true'`);
+    expect((await session.run(`${runnerCommand} list`)).stdout).toBe('c1 exited 0\n');
   });
 });

@@ -36,13 +36,25 @@ export interface CloudSettings {
 export interface PoolSettings {
   syncInterval: number;
   probeInterval: number;
+  /**
+   * The base probe rate, probes per second: a probe round is handed out at least this fast. A
+   * round with more instances than this reaches in one probeInterval goes faster, up to
+   * probeRateCeiling, so every instance is probed once per probeInterval.
+   */
   maxProbesPerSecond: number;
+  /**
+   * The highest probe rate, probes per second, however large the pool; at least maxProbesPerSecond.
+   * A pool larger than probeRateCeiling × probeInterval takes more than one interval to go round.
+   */
+  probeRateCeiling: number;
   timeoutIdle: number;
   timeoutBooting: number;
   timeoutProbe: number;
   timeoutShutdown: number;
   maxInstances: number;
   maxConcurrentInstanceCreateOps: number;
+  /** Containers one instance may run at once, as its vCPUs, RAM, scratch and GPUs allow (1: no packing). */
+  maxRunningContainersPerInstance: number;
   quotaErrorTTL: number;
   /** Shell command that succeeds once the VM has booted. */
   bootProbeCommand: string;
@@ -165,6 +177,7 @@ const stubSchema = z
     vanishAfter: duration.default(d.vanishAfterMs),
     listFailureRate: fraction.default(d.listFailureRate),
     failListings: z.boolean().default(d.failListings),
+    startExitCode: z.number().int().nullable().default(d.startExitCode),
     listOmitRate: fraction.default(d.listOmitRate),
     sshDropRate: fraction.default(d.sshDropRate),
     containerRun: duration.default(d.containerRunMs),
@@ -185,6 +198,7 @@ const stubSchema = z
       vanishAfterMs: s.vanishAfter,
       listFailureRate: s.listFailureRate,
       failListings: s.failListings,
+      startExitCode: s.startExitCode,
       listOmitRate: s.listOmitRate,
       sshDropRate: s.sshDropRate,
       containerRunMs: s.containerRun,
@@ -218,20 +232,41 @@ const httpSchema = z.strictObject({
 
 const runnerSchema = z.strictObject({ docker: z.boolean().default(false) });
 
-const poolSchema = z.strictObject({
-  syncInterval: interval.default(60_000),
-  probeInterval: interval.default(10_000),
-  maxProbesPerSecond: z.number().positive().default(10),
-  timeoutIdle: duration.default(60_000),
-  timeoutBooting: duration.default(600_000),
-  timeoutProbe: duration.default(600_000),
-  timeoutShutdown: duration.default(10_000),
-  maxInstances: count(0).default(64),
-  maxConcurrentInstanceCreateOps: count(1).default(1),
-  quotaErrorTTL: duration.default(60_000),
-  bootProbeCommand: nonEmpty.default('true'),
-  runnerCommand: nonEmpty.default('drover-runner'),
-});
+const poolSchema = z
+  .strictObject({
+    syncInterval: interval.default(60_000),
+    probeInterval: interval.default(10_000),
+    maxProbesPerSecond: z.number().positive().default(10),
+    probeRateCeiling: z.number().positive().default(500),
+    timeoutIdle: duration.default(60_000),
+    timeoutBooting: duration.default(600_000),
+    timeoutProbe: duration.default(600_000),
+    timeoutShutdown: duration.default(10_000),
+    maxInstances: count(0).default(64),
+    maxConcurrentInstanceCreateOps: count(1).default(1),
+    maxRunningContainersPerInstance: count(1).default(1),
+    quotaErrorTTL: duration.default(60_000),
+    bootProbeCommand: nonEmpty.default('true'),
+    runnerCommand: nonEmpty.default('drover-runner'),
+  })
+  .superRefine(
+    (pool, ctx) => {
+      // Runs even when other keys failed (see `when`), so read the two rates as unknown; a rate
+      // that is itself invalid already has its own message.
+      const { maxProbesPerSecond: base, probeRateCeiling: ceiling }: Record<string, unknown> = pool;
+      if (typeof base !== 'number' || typeof ceiling !== 'number' || !(base > 0) || !(ceiling > 0)) return;
+      if (ceiling < base) {
+        ctx.issues.push({
+          code: 'custom',
+          path: ['probeRateCeiling'],
+          message: `must be at least maxProbesPerSecond (${base}), got ${ceiling}`,
+          input: ceiling,
+        });
+      }
+    },
+    // Reported together with any other problem of the section, like every other check.
+    { when: () => true },
+  );
 
 const sshSchema = z.strictObject({
   username: nonEmpty.default('root'),

@@ -39,9 +39,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock });
   const { runnerCommand } = config.pool;
 
-  // The pool calls the dispatcher to start containers and the dispatcher drives the pool, so
-  // the pool gets a function that reaches the dispatcher once it exists.
-  let dispatcher: Dispatcher | null = null;
+  // Layered, nothing bound late: the pool writes attempt outcomes to the queue; the dispatcher
+  // reads the queue and drives the pool through its WorkerPool face.
   const pool = new Pool({
     poolName: config.poolName,
     driver: cloud.driver,
@@ -50,10 +49,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     instanceTypes: config.instanceTypes,
     logger,
     clock,
-    startContainer: (input, executor) => {
-      if (!dispatcher) throw new Error('dispatcher not started');
-      return dispatcher.startOn(input, executor);
-    },
+    records: queue,
+    docker: config.runner.docker,
     prepareInstance: cloud.deploysRunner
       ? async (executor, instance) => {
           if ((await ensureRunner(executor, runnerCommand)) === 'installed') {
@@ -62,14 +59,12 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         }
       : undefined,
   });
-  dispatcher = new Dispatcher({
+  const dispatcher = new Dispatcher({
     queue,
     pool,
     instanceTypes: config.instanceTypes,
     settings: config.scheduler,
     maxInstances: config.pool.maxInstances,
-    runnerCommand,
-    docker: config.runner.docker,
     logger,
     clock,
   });

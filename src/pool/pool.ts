@@ -19,15 +19,19 @@ import {
   type Lifecycle,
   type ProbeInput,
   type ProbeResult,
-  type StartContainerInput,
 } from '../../machines/instance.js';
+import type { StartOutcome } from '../../machines/container.js';
+import type { ComingWorker, OpenWorker, PoolPicture, WorkerPool } from '../scheduler/worker-pool.js';
+import type { Container } from '../queue/types.js';
+import { Attempts, type AttemptRecords, type Placement } from './attempts.js';
+import { capacityOf, demandOf, fitsIn, minus } from './resources.js';
 import { poolMachine, throttledOperations, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import { ProbeScheduler } from './probe-scheduler.js';
 import { parseRunnerList } from './runner-list.js';
 import { listCommand } from '../runner/deploy.js';
-import { idleBehaviorOf, lifecycleOf, Worker, type RunnerReport, type TransitionRecord, type WorkerSnapshot } from './worker.js';
+import { idleBehaviorOf, lifecycleOf, Worker, type TransitionRecord, type WorkerSnapshot } from './worker.js';
 import type { CommandResult, RunOptions } from '../ssh/executor.js';
 
 /**
@@ -41,6 +45,30 @@ export const forgetAfterMissedListings = 2;
 /** Longest a single command on an instance may take before it counts as failed (a hung SSH session). */
 export const commandTimeoutMs = 60_000;
 
+/** Starts the runner refused on one instance, in a row, before the instance is taken out of service. */
+export const defaultMaxStartFailuresPerInstance = 3;
+
+/** How long a start whose answer was lost waits for a runner list to confirm it before it is requeued. */
+export const uncertainStartDeadlineMs = 10 * 60_000;
+/** How long a signalled container is given before it is signalled again (KILL from then on). */
+export const killRetryMs = 30_000;
+/** One runner `wait` session blocks at most this long, well inside commandTimeoutMs. */
+const watchSeconds = 25;
+
+// A pool without a queue (tests of the pool alone): it knows no container, so it keeps none.
+const noRecords: AttemptRecords = {
+  get: () => undefined,
+  liveOn: () => [],
+  lock: () => false,
+  unlock: () => {},
+  markRunning: () => {},
+  recordExit: () => {},
+  complete: () => {},
+  setLogTail: () => {},
+  requeueOrFail: () => 'failed',
+  fail: () => {},
+};
+
 export interface PoolOptions {
   poolName: string;
   driver: CloudDriver;
@@ -49,8 +77,11 @@ export interface PoolOptions {
   instanceTypes: Readonly<Record<string, InstanceType>>;
   logger: Logger;
   clock?: Clock;
-  /** Starts a container on a worker; supplied by the dispatcher. */
-  startContainer?: (input: StartContainerInput, executor: Executor) => Promise<void>;
+  /** The durable container records (the queue) that starts, exits and requeues are written to. */
+  records?: AttemptRecords;
+  /** Run images with docker on the instances. */
+  docker?: boolean;
+  maxStartFailuresPerInstance?: number;
   /** Readies a booted instance before its first runner `list` (e.g. installs the runner). */
   prepareInstance?: (executor: Executor, instance: CloudInstance) => Promise<void>;
   rateLimitBackoffMs?: number;
@@ -95,7 +126,7 @@ export class UnknownInstanceError extends Error {
 const unallocatedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'booting', 'idle', 'unknown']);
 const unprobedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'shutdown', 'failed']);
 
-export class Pool {
+export class Pool implements WorkerPool {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly workers = new Map<string, Worker>();
@@ -113,11 +144,28 @@ export class Pool {
   private stopped = false;
   private successfulListings = 0;
   private readonly timers = new Set<unknown>();
+  private readonly attempts: Attempts;
+  readonly maxContainersPerInstance: number;
 
   constructor(private readonly options: PoolOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger;
     const { settings } = options;
+    this.maxContainersPerInstance = settings.maxRunningContainersPerInstance;
+    this.attempts = new Attempts({
+      records: options.records ?? noRecords,
+      clock: this.clock,
+      logger: this.logger,
+      runnerCommand: settings.runnerCommand,
+      docker: options.docker ?? false,
+      run: (workerId, command) => this.runOnWorker(workerId, command),
+      changed: (workerId) => this.allocationsChanged(workerId),
+      startSettled: (workerId, outcome) => this.startSettled(workerId, outcome),
+      uncertainDeadlineMs: uncertainStartDeadlineMs,
+      killRetryMs,
+      watchSeconds,
+      watchRetryMs: Math.min(settings.probeInterval, 5_000),
+    });
 
     this.workerMachine = instanceMachine.provide({
       delays: {
@@ -129,8 +177,10 @@ export class Pool {
       actors: {
         createInstance: fromPromise<CloudInstance, CreateInstanceInput>(({ input }) => this.createInstance(input)),
         probeInstance: fromPromise<ProbeResult, ProbeInput>(({ input }) => this.probeInstance(input)),
-        startContainer: fromPromise<void, StartContainerInput>(({ input }) => this.startContainerOn(input)),
         destroyInstance: fromPromise<void, InstanceRef>(({ input }) => this.destroyInstance(input)),
+      },
+      guards: {
+        containersRunning: ({ context }) => this.attempts.ledger.holdingOn(context.workerId) > 0,
       },
       actions: {
         saveIdleBehavior: ({ context }, params: { idleBehavior: IdleBehavior }) => {
@@ -152,6 +202,7 @@ export class Pool {
       clock: this.clock,
       probeIntervalMs: settings.probeInterval,
       maxProbesPerSecond: settings.maxProbesPerSecond,
+      probeRateCeiling: settings.probeRateCeiling,
       targets: () => [...this.workers.values()].filter((worker) => !unprobedStates.has(worker.lifecycle ?? 'failed')),
       probe: (worker) => {
         if (this.workers.get(worker.id) === worker) worker.actor.send({ type: 'PROBE_DUE' });
@@ -171,6 +222,8 @@ export class Pool {
     this.timers.clear();
     this.probes.stop();
     this.poolActor.stop();
+    // What runs goes on running: a restarted dispatcher adopts it from the queue and the runners.
+    this.attempts.stop();
     for (const worker of [...this.workers.values()]) this.forget(worker);
   }
 
@@ -217,8 +270,7 @@ export class Pool {
     const counts: Record<string, number> = {};
     for (const worker of this.workers.values()) {
       if (!unallocatedStates.has(worker.lifecycle ?? 'failed') || worker.idleBehavior !== 'run') continue;
-      const { running, starting } = worker.snapshot.context;
-      if (running.length > 0 || starting !== null) continue;
+      if (this.attempts.ledger.on(worker.id).length > 0) continue;
       counts[worker.instanceType.name] = (counts[worker.instanceType.name] ?? 0) + 1;
     }
     return counts;
@@ -265,35 +317,78 @@ export class Pool {
     worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior });
   }
 
-  /**
-   * By type: shuts down one booting, else one idle worker of that type that is not held; false if
-   * there is none. By id: shuts that instance down whatever it is doing (the operator's kill).
-   */
-  shutdown(target: ShutdownTarget): boolean {
-    if ('instanceId' in target) {
-      const worker = this.find(target.instanceId);
-      if (!worker) throw new UnknownInstanceError(target.instanceId);
-      worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'shutdown requested by operator' });
-      return lifecycleOf(worker.snapshot) === 'shutdown' || worker.snapshot.context.pendingShutdown !== null;
-    }
-    for (const state of target.states ?? (['booting', 'idle'] as const)) {
-      for (const worker of this.workers.values()) {
-        if (worker.instanceType.name !== target.instanceType || worker.lifecycle !== state || worker.idleBehavior === 'hold') continue;
-        worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: `surplus ${state} ${target.instanceType}` });
-        if (lifecycleOf(worker.snapshot) === 'shutdown') return true;
-      }
-    }
-    return false;
+  /** Shuts that instance down whatever it is doing (the operator's kill). */
+  shutdown(target: { instanceId: string }): boolean {
+    const worker = this.find(target.instanceId);
+    if (!worker) throw new UnknownInstanceError(target.instanceId);
+    worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: 'shutdown requested by operator' });
+    return lifecycleOf(worker.snapshot) === 'shutdown' || worker.snapshot.context.pendingShutdown !== null;
   }
 
-  /** Idle workers of each type that would take a container now (idle behaviour run, nothing starting). */
-  idleCounts(): Record<string, number> {
-    const counts: Record<string, number> = {};
+  shutdownSurplus(workerId: string, state: 'idle' | 'booting'): boolean {
+    const worker = this.workers.get(workerId);
+    if (!worker || worker.lifecycle !== state || worker.idleBehavior === 'hold' || this.attempts.ledger.on(workerId).length > 0) return false;
+    worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: `surplus ${state} ${worker.instanceType.name}` });
+    return lifecycleOf(worker.snapshot) === 'shutdown';
+  }
+
+  picture(): PoolPicture {
+    const open: OpenWorker[] = [];
+    const coming: ComingWorker[] = [];
+    let spend = 0;
+    const { ledger } = this.attempts;
     for (const worker of this.workers.values()) {
-      if (!this.takesWork(worker)) continue;
-      counts[worker.instanceType.name] = (counts[worker.instanceType.name] ?? 0) + 1;
+      if (worker.lifecycle !== 'failed') spend += worker.instanceType.price;
+      if (worker.idleBehavior !== 'run') continue;
+      const lifecycle = worker.lifecycle;
+      if (lifecycle === 'idle' || lifecycle === 'running') {
+        const containers = ledger.holdingOn(worker.id);
+        const instanceId = worker.snapshot.context.instance?.id;
+        if (containers >= this.maxContainersPerInstance || !instanceId) continue;
+        open.push({ workerId: worker.id, instanceId, instanceType: worker.instanceType.name, free: minus(capacityOf(worker.instanceType), ledger.usedOn(worker.id)), containers });
+      } else if ((lifecycle === 'creating' || lifecycle === 'booting' || lifecycle === 'unknown') && ledger.on(worker.id).length === 0) {
+        coming.push({ workerId: worker.id, instanceType: worker.instanceType.name, state: lifecycle });
+      }
     }
-    return counts;
+    return {
+      open,
+      coming,
+      instances: this.workers.size,
+      hourlySpend: spend,
+      atQuota: this.poolActor.getSnapshot().matches({ quota: 'exceeded' }),
+      createRefusal: (name) => this.createRefusal(name),
+    };
+  }
+
+  /**
+   * Starts the container on the worker if it takes it: behaviour run, idle or running with room
+   * for the container's resources. A worker whose idle timeout fired first turns it away, so a
+   * false here always means nothing was started.
+   */
+  startContainer(container: Readonly<Container>, workerId: string): boolean {
+    const worker = this.workers.get(workerId);
+    const instance = worker?.snapshot.context.instance;
+    if (!worker || !instance || this.attempts.has(container.uuid)) return false;
+    const { ledger } = this.attempts;
+    if (ledger.holdingOn(workerId) >= this.maxContainersPerInstance) return false;
+    if (!fitsIn(demandOf(container.constraints), minus(capacityOf(worker.instanceType), ledger.usedOn(workerId)))) return false;
+    const assigned = { type: 'CONTAINER_ASSIGNED', containerUuid: container.uuid } as const;
+    if (!worker.actor.getSnapshot().can(assigned)) return false;
+    this.attempts.start(container, this.placement(worker, instance.id));
+    worker.actor.send(assigned);
+    return true;
+  }
+
+  kill(uuid: string): void {
+    this.attempts.cancel(uuid);
+  }
+
+  hasContainer(uuid: string): boolean {
+    return this.attempts.has(uuid);
+  }
+
+  containers(): Iterable<string> {
+    return this.attempts.uuids();
   }
 
   /** Hourly price of every instance the pool knows, creating ones included. */
@@ -301,25 +396,6 @@ export class Pool {
     let spend = 0;
     for (const worker of this.workers.values()) if (worker.lifecycle !== 'failed') spend += worker.instanceType.price;
     return spend;
-  }
-
-  /**
-   * Starts the container on an idle worker of the type (the one idle longest is as good as any);
-   * false if none took it. A worker whose idle timeout fired first turns it away, so a false
-   * here always means nothing was started.
-   */
-  startContainer(instanceTypeName: string, containerUuid: string): boolean {
-    for (const worker of this.workers.values()) {
-      if (worker.instanceType.name !== instanceTypeName || !this.takesWork(worker)) continue;
-      worker.actor.send({ type: 'CONTAINER_ASSIGNED', containerUuid });
-      if (worker.snapshot.context.starting === containerUuid) return true;
-    }
-    return false;
-  }
-
-  /** What the runner on the instance last reported; null before its first successful list. */
-  runnerReport(instanceId: string): RunnerReport | null {
-    return this.byInstanceId.get(instanceId)?.report ?? null;
   }
 
   /**
@@ -348,8 +424,44 @@ export class Pool {
     return withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
   }
 
-  private takesWork(worker: Worker): boolean {
-    return worker.lifecycle === 'idle' && worker.idleBehavior === 'run' && worker.snapshot.context.starting === null;
+  private placement(worker: Worker, instanceId: string): Placement {
+    return { workerId: worker.id, instanceId, instanceType: worker.instanceType.name };
+  }
+
+  private runOnWorker(workerId: string, command: string): Promise<CommandResult> {
+    const worker = this.workers.get(workerId);
+    const instance = worker?.snapshot.context.instance;
+    if (!worker || !instance) return Promise.reject(new UnknownInstanceError(workerId));
+    try {
+      return this.run(this.executorOf({ workerId, instance }), instance.id, command);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  private allocationsChanged(workerId: string): void {
+    this.workers.get(workerId)?.actor.send({ type: 'ALLOCATIONS_CHANGED' });
+    this.notifier.notify();
+  }
+
+  /** An instance whose runner keeps refusing starts is taken out of service, so it cannot fail a queue. */
+  private startSettled(workerId: string, outcome: StartOutcome): void {
+    const worker = this.workers.get(workerId);
+    if (!worker) return;
+    if (outcome.kind === 'started') {
+      worker.failedStarts = 0;
+      return;
+    }
+    if (outcome.kind !== 'refused' || outcome.fault !== 'instance') return;
+    worker.failedStarts++;
+    const limit = this.options.maxStartFailuresPerInstance ?? defaultMaxStartFailuresPerInstance;
+    if (worker.failedStarts < limit || worker.idleBehavior === 'drain') return;
+    const instanceId = worker.snapshot.context.instance?.id ?? null;
+    this.logger.error(
+      { workerId, instanceId, instanceType: worker.instanceType.name, failedStarts: worker.failedStarts, lastReason: outcome.reason },
+      `instance taken out of service: ${worker.failedStarts} container starts in a row refused; draining it`,
+    );
+    worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
   }
 
   private find(id: string): Worker | undefined {
@@ -367,7 +479,7 @@ export class Pool {
       address: context.instance?.address ?? null,
       state: worker.lifecycle ?? 'failed',
       idleBehavior: worker.idleBehavior ?? 'run',
-      running: [...context.running],
+      running: this.attempts.ledger.on(worker.id).map((allocation) => allocation.uuid),
       appearedAt: worker.appearedAt,
       createdByPool: context.createToken !== null,
       lastError: context.lastError,
@@ -397,6 +509,7 @@ export class Pool {
   private forget(worker: Worker): void {
     if (this.workers.get(worker.id) !== worker) return;
     this.workers.delete(worker.id);
+    if (!this.stopped) this.attempts.instanceGone(worker.id, `instance ${worker.snapshot.context.instance?.id ?? worker.id} disappeared`);
     const { instance, createToken } = worker.snapshot.context;
     if (instance && this.byInstanceId.get(instance.id) === worker) this.byInstanceId.delete(instance.id);
     if (createToken) this.byCreateToken.delete(createToken);
@@ -619,35 +732,20 @@ export class Pool {
     if (!input.booted) {
       const boot = await this.run(executor, input.instance.id, bootProbeCommand);
       if (worker) worker.lastContactAt = this.clock.now();
-      if (boot.exitCode !== 0) return { booted: false, startGeneration: input.startGeneration };
+      if (boot.exitCode !== 0) return { booted: false };
       await this.options.prepareInstance?.(executor, input.instance);
     }
     const listedAt = this.clock.now();
     const list = await this.run(executor, input.instance.id, listCommand(runnerCommand));
     if (list.exitCode !== 0) throw new Error(`${runnerCommand} list exited with ${list.exitCode}: ${list.stderr.trim()}`);
-    const { running, exited } = parseRunnerList(list.stdout);
-    if (worker) {
+    const listing = parseRunnerList(list.stdout);
+    // The worker may have been forgotten (or the pool stopped) while the list ran.
+    if (worker && this.workers.get(worker.id) === worker && !this.stopped) {
       worker.lastContactAt = this.clock.now();
-      const previous = worker.report;
-      worker.report = { listedAt, running: new Set(running), exited };
-      // Finished containers are what the dispatcher waits for; say so even if no state changes.
-      if (!previous || exited.size !== previous.exited.size || [...exited.keys()].some((uuid) => !previous.exited.has(uuid))) {
-        this.notifier.notify();
-      }
+      // Into the ledger before the probe settles, so the machine reads the containers it found.
+      this.attempts.listed(this.placement(worker, input.instance.id), listing, listedAt);
     }
-    return { booted: true, running, startGeneration: input.startGeneration };
-  }
-
-  private async startContainerOn(input: StartContainerInput): Promise<void> {
-    if (!this.options.startContainer) throw new Error('this pool was built without a container starter');
-    const executor = this.executorOf(input);
-    // A hung start must end (as an uncertain start) rather than hold the container locked.
-    const bounded: Executor = {
-      run: (command, options) => this.run(executor, input.instance.id, command, options),
-      setTarget: (target) => executor.setTarget(target),
-      close: () => executor.close(),
-    };
-    await this.options.startContainer(input, bounded);
+    return { booted: true };
   }
 }
 

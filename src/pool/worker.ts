@@ -17,13 +17,6 @@ export interface TransitionRecord {
 /** Transitions kept per instance: enough to explain its last few minutes to an operator. */
 export const historyLength = 20;
 
-/** What the runner on the instance last said, and when the `list` command was sent. */
-export interface RunnerReport {
-  listedAt: number;
-  running: ReadonlySet<string>;
-  exited: ReadonlyMap<string, number>;
-}
-
 export class Worker {
   executor: Executor | null = null;
   /** Clock ms of the last fact the pool learned about the instance (created, listed). */
@@ -36,7 +29,8 @@ export class Worker {
   lifecycle: Lifecycle | null = null;
   idleBehavior: IdleBehavior | null = null;
   readonly history: TransitionRecord[] = [];
-  report: RunnerReport | null = null;
+  /** Container starts the runner refused here in a row (the instance's fault, not the container's). */
+  failedStarts = 0;
   /** Clock ms of the last time the instance answered over its executor at all. */
   lastContactAt = 0;
 

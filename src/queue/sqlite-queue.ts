@@ -9,12 +9,14 @@ import { Notifier } from '../pool/notifier.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
+  finalStates,
   logTailBytes,
   type Constraints,
   type Container,
   type ContainerQueue,
   type ContainerSpec,
   type ContainerState,
+  type LockRequest,
 } from './types.js';
 
 /** A submitted spec the queue refuses; the message names the offending field. */
@@ -60,15 +62,15 @@ CREATE TABLE IF NOT EXISTS containers (
   finished_at INTEGER,
   updated_at INTEGER NOT NULL
 );
--- Partial and on the very expression pending() sorts by, so the scheduler's frequent pending()
--- reads only live rows, already in order, however many finished containers the table keeps.
+-- Partial and on the very expression of scheduling order, so loading the live set at open reads
+-- only live rows, already in order, however many finished containers the table keeps.
 CREATE INDEX IF NOT EXISTS containers_pending
   ON containers ((state = 'queued'), priority DESC, submitted_at, uuid)
   WHERE state IN ('queued', 'locked', 'running');
 CREATE INDEX IF NOT EXISTS containers_newest ON containers (submitted_at DESC, uuid DESC);
 `;
 
-const pendingSql = `
+const liveSql = `
 SELECT * FROM containers
 WHERE state IN ('queued', 'locked', 'running')
 ORDER BY (state = 'queued'), priority DESC, submitted_at, uuid`;
@@ -93,9 +95,25 @@ interface Row {
   updated_at: number;
 }
 
+// Every column but the JSON ones, which never change after submit: what a transition returns, so
+// memory takes the values the database actually wrote without parsing anything.
+type Scalars = Omit<Row, 'command' | 'env' | 'constraints'>;
+const scalarColumns =
+  'uuid, state, image, priority, attempts, exit_code, instance_id, instance_type, log_tail, reason, submitted_at, started_at, finished_at, updated_at';
+
 type Params = Record<string, string | number | null>;
+type Update = Database.Statement<[Params], Scalars>;
 
 const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** A read of a queue after close(); its memory no longer follows the file. */
+export class QueueClosedError extends Error {
+  override readonly name = 'QueueClosedError';
+
+  constructor() {
+    super('the container queue is closed');
+  }
+}
 
 export class SqliteQueue implements ContainerQueue {
   private readonly db: Database.Database;
@@ -103,6 +121,11 @@ export class SqliteQueue implements ContainerQueue {
   private readonly maxAttempts: number;
   private readonly notifier = new Notifier();
   private readonly statements;
+  // The live set, a mirror of the file's queued, locked and running rows. This queue is the
+  // file's only writer, so the mirror stays exact if it changes only after each commit.
+  private readonly live = new Map<string, Readonly<Container>>();
+  private readonly order: ScheduleOrder;
+  private readonly byInstance = new Map<string, Map<string, Readonly<Container>>>();
 
   constructor(options: SqliteQueueOptions) {
     if (!Number.isSafeInteger(options.maxAttempts) || options.maxAttempts < 1) {
@@ -125,63 +148,96 @@ export class SqliteQueue implements ContainerQueue {
     const db = this.db;
     this.statements = {
       insert: db.prepare<Params>(`
-        INSERT INTO containers (uuid, state, image, command, env, constraints, priority, submitted_at, updated_at)
-        VALUES (@uuid, 'queued', @image, @command, @env, @constraints, @priority, @now, @now)`),
+        INSERT INTO containers (uuid, state, image, command, env, constraints, priority, attempts, exit_code,
+          instance_id, instance_type, log_tail, reason, submitted_at, started_at, finished_at, updated_at)
+        VALUES (@uuid, @state, @image, @command, @env, @constraints, @priority, @attempts, @exit_code,
+          @instance_id, @instance_type, @log_tail, @reason, @submitted_at, @started_at, @finished_at, @updated_at)`),
       get: db.prepare<[string], Row>('SELECT * FROM containers WHERE uuid = ?'),
-      pending: db.prepare<[], Row>(pendingSql),
+      status: db.prepare<[string], Pick<Row, 'state' | 'attempts' | 'exit_code'>>('SELECT state, attempts, exit_code FROM containers WHERE uuid = ?'),
+      live: db.prepare<[], Row>(liveSql),
       list: db.prepare<Params, Row>(`
         SELECT * FROM containers
         WHERE @states IS NULL OR state IN (SELECT value FROM json_each(@states))
         ORDER BY submitted_at DESC, uuid DESC
         LIMIT @limit`),
-      lock: db.prepare<Params>(`
-        UPDATE containers SET state = 'locked', updated_at = @now
-        WHERE uuid = @uuid AND state = 'queued'`),
-      unlock: db.prepare<Params>(`
-        UPDATE containers SET state = 'queued', reason = @reason, updated_at = @now
-        WHERE uuid = @uuid AND state = 'locked'`),
-      markRunning: db.prepare<Params>(`
+      lock: db.prepare<Params, Scalars>(`
+        UPDATE containers SET state = 'locked', instance_id = @instanceId, instance_type = @instanceType, updated_at = @now
+        WHERE uuid = @uuid AND state = 'queued'
+        RETURNING ${scalarColumns}`),
+      unlock: db.prepare<Params, Scalars>(`
+        UPDATE containers SET state = 'queued', instance_id = NULL, instance_type = NULL, reason = @reason, updated_at = @now
+        WHERE uuid = @uuid AND state = 'locked'
+        RETURNING ${scalarColumns}`),
+      markRunning: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'running', attempts = attempts + 1, instance_id = @instanceId,
           instance_type = @instanceType, started_at = @now, updated_at = @now
-        WHERE uuid = @uuid AND state = 'locked'`),
-      complete: db.prepare<Params>(`
+        WHERE uuid = @uuid AND state = 'locked'
+        RETURNING ${scalarColumns}`),
+      complete: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'complete', exit_code = @exitCode, log_tail = @logTail,
           finished_at = @now, updated_at = @now
-        WHERE uuid = @uuid AND state IN ('running', 'locked')`),
-      requeue: db.prepare<Params>(`
+        WHERE uuid = @uuid AND state IN ('running', 'locked')
+        RETURNING ${scalarColumns}`),
+      recordExit: db.prepare<Params, Scalars>(`
+        UPDATE containers SET exit_code = @exitCode, updated_at = @now
+        WHERE uuid = @uuid AND state = 'running'
+        RETURNING ${scalarColumns}`),
+      completeLost: db.prepare<Params, Scalars>(`
+        UPDATE containers SET state = 'complete', reason = @reason, finished_at = @now, updated_at = @now
+        WHERE uuid = @uuid AND state = 'running' AND exit_code IS NOT NULL
+        RETURNING ${scalarColumns}`),
+      setLogTail: db.prepare<Params, Scalars>(`
+        UPDATE containers SET log_tail = @logTail, updated_at = @now
+        WHERE uuid = @uuid AND state IN ('complete', 'failed', 'cancelled')
+        RETURNING ${scalarColumns}`),
+      requeue: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'queued', instance_id = NULL, instance_type = NULL, started_at = NULL,
           reason = @reason, updated_at = @now
-        WHERE uuid = @uuid AND state IN ('running', 'locked')`),
-      failLost: db.prepare<Params>(`
+        WHERE uuid = @uuid AND state IN ('running', 'locked')
+        RETURNING ${scalarColumns}`),
+      failLost: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'failed', reason = @reason, finished_at = @now, updated_at = @now
-        WHERE uuid = @uuid AND state IN ('running', 'locked')`),
-      fail: db.prepare<Params>(`
+        WHERE uuid = @uuid AND state IN ('running', 'locked')
+        RETURNING ${scalarColumns}`),
+      fail: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'failed', reason = @reason, log_tail = coalesce(@logTail, log_tail),
           finished_at = @now, updated_at = @now
-        WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')`),
-      cancel: db.prepare<Params>(`
+        WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')
+        RETURNING ${scalarColumns}`),
+      cancel: db.prepare<Params, Row>(`
         UPDATE containers SET state = 'cancelled', reason = 'cancelled by user', finished_at = @now, updated_at = @now
-        WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')`),
+        WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')
+        RETURNING *`),
     };
+    const loaded = this.statements.live.all().map((row) => freeze(fromRow(row)));
+    for (const container of loaded) {
+      this.live.set(container.uuid, container);
+      this.index(container);
+    }
+    this.order = new ScheduleOrder(loaded);
   }
 
-  submit(spec: ContainerSpec): Container {
+  submit(spec: ContainerSpec): Readonly<Container> {
     const valid = validateSpec(spec);
-    const uuid = randomUUID();
-    this.statements.insert.run({
-      uuid,
-      image: valid.image,
-      command: JSON.stringify(valid.command),
-      env: JSON.stringify(valid.env),
-      constraints: JSON.stringify(valid.constraints),
-      priority: valid.priority,
-      now: this.clock.now(),
-    });
+    const container = this.insert(valid);
+    this.remember(container);
     this.notifier.notify();
-    return this.mustGet(uuid);
+    return container;
   }
 
-  get(uuid: string): Container | undefined {
+  /** submit() of every spec in one transaction, for bulk loads: all are valid and queued, or none. */
+  submitMany(specs: readonly ContainerSpec[]): Readonly<Container>[] {
+    const valid = specs.map(validateSpec);
+    const containers = this.db.transaction(() => valid.map((spec) => this.insert(spec))).immediate();
+    for (const container of containers) this.remember(container);
+    if (containers.length > 0) this.notifier.notify();
+    return containers;
+  }
+
+  get(uuid: string): Readonly<Container> | undefined {
+    this.assertOpen();
+    const live = this.live.get(uuid);
+    if (live !== undefined) return live;
     const row = this.statements.get.get(uuid);
     return row === undefined ? undefined : fromRow(row);
   }
@@ -196,20 +252,38 @@ export class SqliteQueue implements ContainerQueue {
       .map(fromRow);
   }
 
-  pending(): Container[] {
-    return this.statements.pending.all().map(fromRow);
+  pending(): readonly Readonly<Container>[] {
+    this.assertOpen();
+    return this.order.containers();
   }
 
-  lock(uuid: string): boolean {
+  liveOn(instanceId: string): readonly Readonly<Container>[] {
+    this.assertOpen();
+    const containers = this.byInstance.get(instanceId);
+    return Object.freeze(containers === undefined ? [] : [...containers.values()].sort(compare));
+  }
+
+  lock(uuid: string, instanceId: string, instanceType: string): boolean {
+    return this.lockMany([{ uuid, instanceId, instanceType }]).length > 0;
+  }
+
+  lockMany(requests: ReadonlyArray<LockRequest>): string[] {
+    const now = this.clock.now();
     const locked = this.db
       .transaction(() => {
-        if (this.statements.lock.run({ uuid, now: this.clock.now() }).changes > 0) return true;
-        this.mustGet(uuid);
-        return false;
+        const rows: Scalars[] = [];
+        for (const { uuid, instanceId, instanceType } of requests) {
+          const row = this.statements.lock.get({ uuid, instanceId, instanceType, now });
+          // Not queued is an answer; an unknown uuid is a caller's bug, and rolls back the rest.
+          if (row === undefined) this.status(uuid);
+          else rows.push(row);
+        }
+        return rows;
       })
       .immediate();
-    if (locked) this.notifier.notify();
-    return locked;
+    for (const row of locked) this.applied(row);
+    if (locked.length > 0) this.notifier.notify();
+    return locked.map((row) => row.uuid);
   }
 
   unlock(uuid: string, reason: string): void {
@@ -225,29 +299,35 @@ export class SqliteQueue implements ContainerQueue {
     this.mutate(uuid, 'complete', this.statements.complete, { exitCode, logTail: truncateLogTail(logTail) });
   }
 
+  recordExit(uuid: string, exitCode: number): void {
+    if (!Number.isSafeInteger(exitCode)) throw new RangeError(`exit code must be an integer, got ${exitCode}`);
+    this.mutate(uuid, 'record exit', this.statements.recordExit, { exitCode });
+  }
+
+  setLogTail(uuid: string, logTail: string): void {
+    this.mutate(uuid, 'set log tail', this.statements.setLogTail, { logTail: truncateLogTail(logTail) });
+  }
+
   requeueOrFail(uuid: string, reason: string): ContainerState {
-    const state = this.db
-      .transaction((): ContainerState => {
-        const container = this.mustGet(uuid);
-        if (container.state !== 'running' && container.state !== 'locked') {
-          throw new ContainerStateError(uuid, container.state, 'requeue');
+    const row = this.db
+      .transaction(() => {
+        const { state, attempts, exit_code: exitCode } = this.status(uuid);
+        if (state !== 'running' && state !== 'locked') throw new ContainerStateError(uuid, state, 'requeue');
+        if (state === 'running' && exitCode !== null) {
+          return this.update(uuid, 'complete', this.statements.completeLost, {
+            reason: `exited with ${exitCode}; its output was not collected: ${reason}`,
+          });
         }
-        const now = this.clock.now();
-        if (container.attempts < this.maxAttempts) {
-          this.statements.requeue.run({ uuid, reason, now });
-          return 'queued';
-        }
-        const times = container.attempts === 1 ? 'time' : 'times';
-        this.statements.failLost.run({
-          uuid,
-          reason: `lost ${container.attempts} ${times} (maxAttempts ${this.maxAttempts}); last: ${reason}`,
-          now,
+        if (attempts < this.maxAttempts) return this.update(uuid, 'requeue', this.statements.requeue, { reason });
+        const times = attempts === 1 ? 'time' : 'times';
+        return this.update(uuid, 'fail', this.statements.failLost, {
+          reason: `lost ${attempts} ${times} (maxAttempts ${this.maxAttempts}); last: ${reason}`,
         });
-        return 'failed';
       })
       .immediate();
+    this.applied(row);
     this.notifier.notify();
-    return state;
+    return row.state;
   }
 
   fail(uuid: string, reason: string, logTail?: string): void {
@@ -258,14 +338,20 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   cancel(uuid: string): Container {
-    const { container, changed } = this.db
+    const { row, changed } = this.db
       .transaction(() => {
-        const changed = this.statements.cancel.run({ uuid, now: this.clock.now() }).changes > 0;
-        return { container: this.mustGet(uuid), changed };
+        const cancelled = this.statements.cancel.get({ uuid, now: this.clock.now() });
+        if (cancelled !== undefined) return { row: cancelled, changed: true };
+        const row = this.statements.get.get(uuid);
+        if (row === undefined) throw new ContainerNotFoundError(uuid);
+        return { row, changed: false };
       })
       .immediate();
-    if (changed) this.notifier.notify();
-    return container;
+    if (changed) {
+      this.applied(row);
+      this.notifier.notify();
+    }
+    return fromRow(row);
   }
 
   subscribe(listener: () => void): () => void {
@@ -279,21 +365,105 @@ export class SqliteQueue implements ContainerQueue {
     if (this.db.open) this.db.close();
   }
 
-  // Runs a guarded UPDATE; when it touched nothing, tells "unknown uuid" from "wrong state".
-  private mutate(uuid: string, action: string, statement: Database.Statement<[Params]>, params: Params): void {
-    this.db
-      .transaction(() => {
-        if (statement.run({ ...params, uuid, now: this.clock.now() }).changes > 0) return;
-        throw new ContainerStateError(uuid, this.mustGet(uuid).state, action);
-      })
-      .immediate();
+  // Writes a new container; memory is the caller's to update once the write has committed.
+  private insert(spec: ContainerSpec): Readonly<Container> {
+    const now = this.clock.now();
+    const row: Scalars = {
+      uuid: randomUUID(),
+      state: 'queued',
+      image: spec.image,
+      priority: spec.priority,
+      attempts: 0,
+      exit_code: null,
+      instance_id: null,
+      instance_type: null,
+      log_tail: '',
+      reason: null,
+      submitted_at: now,
+      started_at: null,
+      finished_at: null,
+      updated_at: now,
+    };
+    this.statements.insert.run({
+      ...row,
+      command: JSON.stringify(spec.command),
+      env: JSON.stringify(spec.env),
+      constraints: JSON.stringify(spec.constraints),
+    });
+    return freeze(fromScalars(row, spec));
+  }
+
+  private mutate(uuid: string, action: string, statement: Update, params: Params): void {
+    const row = this.db.transaction(() => this.update(uuid, action, statement, params)).immediate();
+    this.applied(row);
     this.notifier.notify();
   }
 
-  private mustGet(uuid: string): Container {
-    const container = this.get(uuid);
-    if (container === undefined) throw new ContainerNotFoundError(uuid);
-    return container;
+  // Runs a guarded UPDATE in the caller's transaction; when it touched nothing, tells "unknown
+  // uuid" from "wrong state".
+  private update(uuid: string, action: string, statement: Update, params: Params): Scalars {
+    const row = statement.get({ ...params, uuid, now: this.clock.now() });
+    if (row === undefined) throw new ContainerStateError(uuid, this.status(uuid).state, action);
+    return row;
+  }
+
+  private status(uuid: string): Pick<Row, 'state' | 'attempts' | 'exit_code'> {
+    const status = this.statements.status.get(uuid);
+    if (status === undefined) throw new ContainerNotFoundError(uuid);
+    return status;
+  }
+
+  // Takes a committed change into memory. The spec fields never change, so a live container
+  // keeps its frozen command, env and constraints.
+  private applied(row: Scalars): void {
+    if (finalStates.has(row.state)) {
+      this.forget(row.uuid);
+      return;
+    }
+    const spec = this.live.get(row.uuid) ?? this.reread(row.uuid);
+    this.remember(freeze(fromScalars(row, spec)));
+  }
+
+  // Only reached if memory had lost a live container; the file is the truth.
+  private reread(uuid: string): ContainerSpec {
+    const row = this.statements.get.get(uuid);
+    if (row === undefined) throw new ContainerNotFoundError(uuid);
+    return fromRow(row);
+  }
+
+  private remember(next: Readonly<Container>): void {
+    const previous = this.live.get(next.uuid);
+    if (previous !== undefined) this.unindex(previous);
+    this.live.set(next.uuid, next);
+    this.index(next);
+    this.order.change(next.uuid, previous, next);
+  }
+
+  private forget(uuid: string): void {
+    const previous = this.live.get(uuid);
+    if (previous === undefined) return;
+    this.unindex(previous);
+    this.live.delete(uuid);
+    this.order.change(uuid, previous, undefined);
+  }
+
+  private index(container: Readonly<Container>): void {
+    // A queued container has no instance; one that had (requeued) is no instance's business.
+    if (container.state === 'queued' || container.instanceId === null) return;
+    let containers = this.byInstance.get(container.instanceId);
+    if (containers === undefined) this.byInstance.set(container.instanceId, (containers = new Map()));
+    containers.set(container.uuid, container);
+  }
+
+  private unindex(container: Readonly<Container>): void {
+    if (container.instanceId === null) return;
+    const containers = this.byInstance.get(container.instanceId);
+    containers?.delete(container.uuid);
+    if (containers?.size === 0) this.byInstance.delete(container.instanceId);
+  }
+
+  private assertOpen(): void {
+    if (!this.db.open) throw new QueueClosedError();
   }
 
   private migrate(): void {
@@ -323,13 +493,21 @@ export function truncateLogTail(text: string): string {
 }
 
 function fromRow(row: Row): Container {
+  return fromScalars(row, {
+    command: JSON.parse(row.command) as string[],
+    env: JSON.parse(row.env) as Record<string, string>,
+    constraints: JSON.parse(row.constraints) as Constraints,
+  });
+}
+
+function fromScalars(row: Scalars, spec: Pick<ContainerSpec, 'command' | 'env' | 'constraints'>): Container {
   return {
     uuid: row.uuid,
     state: row.state,
     image: row.image,
-    command: JSON.parse(row.command) as string[],
-    env: JSON.parse(row.env) as Record<string, string>,
-    constraints: JSON.parse(row.constraints) as Constraints,
+    command: spec.command,
+    env: spec.env,
+    constraints: spec.constraints,
     priority: row.priority,
     attempts: row.attempts,
     exitCode: row.exit_code,
@@ -342,6 +520,98 @@ function fromRow(row: Row): Container {
     finishedAt: row.finished_at,
     updatedAt: row.updated_at,
   };
+}
+
+// Deep, as far as a container goes: its arrays and records are shared with whoever reads it next.
+function freeze(container: Container): Readonly<Container> {
+  Object.freeze(container.command);
+  Object.freeze(container.env);
+  Object.freeze(container.constraints);
+  return Object.freeze(container);
+}
+
+/** Scheduling order: running and locked first, then priority descending, then submit time, then
+ * uuid (as SQLite's BINARY collation orders these ASCII strings). */
+function compare(a: Readonly<Container>, b: Readonly<Container>): number {
+  return (
+    rank(a) - rank(b) ||
+    b.priority - a.priority ||
+    a.submittedAt - b.submittedAt ||
+    (a.uuid < b.uuid ? -1 : a.uuid > b.uuid ? 1 : 0)
+  );
+}
+
+function rank(container: Readonly<Container>): number {
+  return container.state === 'queued' ? 1 : 0;
+}
+
+/** First index in [from, items.length) whose item does not sort before `container`. */
+function lowerBound(items: readonly Readonly<Container>[], container: Readonly<Container>, from: number): number {
+  let low = from;
+  let high = items.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (compare(items[mid] as Readonly<Container>, container) < 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+/**
+ * The live containers in scheduling order, as one frozen array that callers share. Changes are
+ * noted, not applied; the first read after them merges them in with one copy and a binary search
+ * per change, so a pass that changed k of n containers costs O(n + k log n), not a sort.
+ */
+class ScheduleOrder {
+  private items: readonly Readonly<Container>[];
+  // Per container changed since `items` was built: the version `items` holds and the one it should.
+  private readonly changes = new Map<string, { was: Readonly<Container> | undefined; now: Readonly<Container> | undefined }>();
+
+  constructor(containers: Readonly<Container>[]) {
+    // The database reads them in this order already; the check costs a pass, a sort would cost more.
+    if (containers.some((container, i) => i > 0 && compare(containers[i - 1] as Readonly<Container>, container) > 0)) {
+      containers.sort(compare);
+    }
+    this.items = Object.freeze(containers);
+  }
+
+  /** `was` is the live version before this change, undefined if it was not live. */
+  change(uuid: string, was: Readonly<Container> | undefined, now: Readonly<Container> | undefined): void {
+    const change = this.changes.get(uuid);
+    // The first change since the last read keeps `was`: that is the version `items` holds.
+    if (change === undefined) this.changes.set(uuid, { was, now });
+    // One that came and went between reads leaves nothing to merge, however long reads wait.
+    else if (change.was === undefined && now === undefined) this.changes.delete(uuid);
+    else change.now = now;
+  }
+
+  containers(): readonly Readonly<Container>[] {
+    if (this.changes.size === 0) return this.items;
+    const edits: Array<{ container: Readonly<Container>; remove: boolean }> = [];
+    for (const { was, now } of this.changes.values()) {
+      if (was !== undefined) edits.push({ container: was, remove: true });
+      if (now !== undefined) edits.push({ container: now, remove: false });
+    }
+    this.changes.clear();
+    edits.sort((a, b) => compare(a.container, b.container));
+
+    const items = this.items;
+    const removed = edits.reduce((n, edit) => n + (edit.remove ? 1 : 0), 0);
+    // Preallocated: filling by index copies about twice as fast as push.
+    const merged = new Array<Readonly<Container>>(items.length + edits.length - 2 * removed);
+    let from = 0;
+    let to = 0;
+    for (const { container, remove } of edits) {
+      const at = lowerBound(items, container, from);
+      while (from < at) merged[to++] = items[from++] as Readonly<Container>;
+      // A removed version is in `items`, at exactly the place its key sorts to.
+      if (remove) from++;
+      else merged[to++] = container;
+    }
+    while (from < items.length) merged[to++] = items[from++] as Readonly<Container>;
+    this.items = Object.freeze(merged);
+    return this.items;
+  }
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

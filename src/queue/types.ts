@@ -62,24 +62,50 @@ export class ContainerStateError extends Error {
   }
 }
 
+/** Where a start is about to be attempted: the instance whose runner list later says whether it happened. */
+export interface LockRequest {
+  uuid: string;
+  instanceId: string;
+  instanceType: string;
+}
+
+// Containers the queue hands out from memory are frozen and shared between calls, so a caller
+// cannot change what the next caller sees. Readonly here is shallow; the freeze is deep.
 export interface ContainerQueue {
-  submit(spec: ContainerSpec): Container;
-  get(uuid: string): Container | undefined;
+  submit(spec: ContainerSpec): Readonly<Container>;
+  get(uuid: string): Readonly<Container> | undefined;
   /** All containers, newest first; optionally only those in the given states. */
   list(filter?: { states?: ContainerState[]; limit?: number }): Container[];
   /** Containers the scheduler must consider: queued, locked and running, in scheduling order
-   * (running and locked first, then priority descending, then submit time). */
-  pending(): Container[];
+   * (running and locked first, then priority descending, then submit time, then uuid). Served
+   * from memory; the same array until the queue changes. */
+  pending(): readonly Readonly<Container>[];
+  /** Locked and running containers recorded on the instance, in scheduling order. */
+  liveOn(instanceId: string): readonly Readonly<Container>[];
 
-  /** queued → locked, for a start about to be attempted on an instance type. False if it was not queued. */
-  lock(uuid: string): boolean;
-  /** locked → queued: the start did not happen. */
+  /** queued → locked, for a start about to be attempted on the instance, which is recorded so
+   * that after a restart its runner list decides the lock. False if it was not queued. */
+  lock(uuid: string, instanceId: string, instanceType: string): boolean;
+  /** lock() of each that is still queued, all in one transaction; returns the uuids it locked.
+   * An unknown uuid throws ContainerNotFoundError and locks none. */
+  lockMany(requests: ReadonlyArray<LockRequest>): string[];
+  /** locked → queued: the start did not happen; the instance recorded by lock() is cleared. */
   unlock(uuid: string, reason: string): void;
   /** locked → running on an instance; attempts + 1. */
   markRunning(uuid: string, instanceId: string, instanceType: string): void;
-  /** running (or locked) → complete with its exit code and log tail. */
+  /**
+   * Stores the exit code of a running container the moment it is known, durably; it stays running
+   * until complete() brings its log tail. Should its instance go first, requeueOrFail completes it
+   * with that code rather than run it again.
+   */
+  recordExit(uuid: string, exitCode: number): void;
+  /** running (or locked) → complete with its exit code and log tail (may be '' and set later by setLogTail). */
   complete(uuid: string, exitCode: number, logTail: string): void;
-  /** running/locked → queued when its instance was lost and attempts < maxAttempts, else → failed with the reason. Returns the new state. */
+  /** Replaces the log tail (truncated to logTailBytes) of a final container, whose state stays;
+   * ContainerStateError on a live one. Lets an exit code be recorded before its logs are read. */
+  setLogTail(uuid: string, logTail: string): void;
+  /** running/locked → queued when its instance was lost and attempts < maxAttempts, else → failed with the reason;
+   * → complete when its exit was recorded (it ran to its end). Returns the new state. */
   requeueOrFail(uuid: string, reason: string): ContainerState;
   /** any non-final → failed with a reason (e.g. no instance type fits). */
   fail(uuid: string, reason: string, logTail?: string): void;

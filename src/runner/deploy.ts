@@ -8,6 +8,17 @@ import type { Executor } from '../ssh/executor.js';
 /** Where the runner is installed when nothing else is configured, relative to the login directory. */
 export const DEFAULT_RUNNER_PATH = '.drover/bin/drover-runner';
 
+/**
+ * The runner's exit codes (the script's header says the same). For `start`: `ok` and `exists` mean
+ * the container runs (or ran) there; `failed` that nothing runs, for a reason on the instance;
+ * `usage` that no instance can start it as asked; `unsure` that it may or may not run, which only
+ * a later list can tell. For `remove`, `exists` means it is still running.
+ */
+export const runnerExit = { ok: 0, failed: 1, usage: 2, exists: 3, unknown: 4, unsure: 5 } as const;
+
+/** The longest wait the runner accepts (it takes at most nine digits). */
+export const MAX_WAIT_SECONDS = 999_999_999;
+
 export interface StartSpec {
   uuid: string;
   command: string[];
@@ -88,7 +99,7 @@ function checkUuid(uuid: string): void {
   if (!UUID.test(uuid) || uuid === '.' || uuid === '..') throw new Error(`invalid container uuid: ${JSON.stringify(uuid)}`);
 }
 
-/** `runner start`: starts the container detached and returns at once. */
+/** `runner start`: starts the container detached and returns at once; see runnerExit for its exit codes. */
 export function startCommand(runnerPath: string, spec: StartSpec): string {
   checkUuid(spec.uuid);
   const words = [shellQuote(runnerPath), 'start', shellQuote(spec.uuid)];
@@ -109,6 +120,23 @@ export function startCommand(runnerPath: string, spec: StartSpec): string {
 /** `runner list`: one `<uuid> running` or `<uuid> exited <code>` line per container; see parseRunnerList. */
 export function listCommand(runnerPath: string): string {
   return `${shellQuote(runnerPath)} list`;
+}
+
+/**
+ * `runner wait`: a long poll. Answers what `list` answers (see parseRunnerList) as soon as a
+ * container has exited whose uuid is not in `knownExited`, at once if one already has, or after
+ * `seconds` when none does.
+ */
+export function waitCommand(runnerPath: string, seconds: number, knownExited: readonly string[]): string {
+  if (!Number.isSafeInteger(seconds) || seconds < 0 || seconds > MAX_WAIT_SECONDS) {
+    throw new Error(`invalid wait seconds: ${seconds}`);
+  }
+  const words = [shellQuote(runnerPath), 'wait', String(seconds)];
+  for (const uuid of knownExited) {
+    checkUuid(uuid);
+    words.push(shellQuote(uuid));
+  }
+  return words.join(' ');
 }
 
 /** `runner kill`: signals the container's whole process group; `signal` is a name (TERM, SIGKILL) or a number. */

@@ -13,8 +13,28 @@
 #   work/                   the container's working directory
 #   output                  its stdout and stderr
 # Every file another process may read while it is written is written to a temp file, then renamed.
+# A directory is deleted by first renaming it into $DROVER_RUNNER_DIR/+tombs/ (`+` cannot be in a
+# uuid, so no command reads it as a container), then deleting it there: a half-deleted directory
+# would otherwise be listed, as running or as exited 255.
 #
-# Exit codes: 0 done, 1 failed, 2 bad usage, 3 refused (exists / still running), 4 unknown uuid.
+# Commands:
+#   start   starts the container detached and returns once it runs.
+#   list    prints one line per container, sorted by uuid: `UUID running` or `UUID exited CODE`.
+#   wait    blocks until a container has exited whose uuid is not among the UUIDs given (those the
+#           caller already knows ended), or SECONDS have passed; returns at once when one already
+#           has. Then prints what list prints. A long poll: completions are pushed, not probed for.
+#   kill    signals the container's whole process group (nothing to do once it has exited).
+#   logs    prints the last BYTES (default 65536) of the container's stdout and stderr.
+#   remove  deletes a finished container's directory.
+#
+# Exit codes (deploy.ts has them as runnerExit):
+#   0 done.
+#   1 failed, for a reason on the instance: nothing was started or changed.
+#   2 bad usage: bad arguments, which no retry anywhere can fix.
+#   3 start: the container already exists (an earlier start of it got through: it counts as
+#     started); remove: the container is still running.
+#   4 no container with that uuid.
+#   5 start: the outcome is unknown (the command may or may not run); ask list.
 
 set -u
 
@@ -26,6 +46,7 @@ usage() {
   cat >&2 <<'EOF'
 usage: drover-runner start UUID [--image IMAGE] [--docker] [--env NAME=VALUE]... -- ARGV...
        drover-runner list
+       drover-runner wait SECONDS [UUID...]
        drover-runner kill SIGNAL UUID
        drover-runner logs UUID [BYTES]
        drover-runner remove UUID
@@ -48,11 +69,16 @@ elif [ -n "${HOME-}" ]; then
 else
   die 1 'neither DROVER_RUNNER_DIR nor HOME is set'
 fi
+TOMBS=$DIR/+tombs
 
 check_uuid() {
+  is_uuid "$1" || die 2 "invalid container uuid: '$1' (allowed: A-Z a-z 0-9 . _ -)"
+}
+
+is_uuid() {
   # `.` and `..` match the character class but would name the state directory or its parent.
   case $1 in
-    '' | . | .. | *[!A-Za-z0-9._-]*) die 2 "invalid container uuid: '$1' (allowed: A-Z a-z 0-9 . _ -)" ;;
+    '' | . | .. | *[!A-Za-z0-9._-]*) return 1 ;;
   esac
 }
 
@@ -172,6 +198,42 @@ wait_for_file() {
     _left=$((_left - 1))
     [ "$_left" -gt 0 ] || return 1
     sleep "$_tick"
+  done
+}
+
+# Sets NOW_CS to the time since boot in centiseconds, without forking; fails without /proc/uptime.
+uptime_cs() {
+  read_line /proc/uptime || return 1
+  _up=${REPLY%% *}
+  case $_up in *[!0-9.]* | *.*.*) return 1 ;; [0-9]*.[0-9][0-9]) ;; *) return 1 ;; esac
+  _frac=${_up#*.}
+  # A leading 0 would make it octal.
+  NOW_CS=$((${_up%.*} * 100 + ${_frac#0}))
+}
+
+# Renames directory $1 to a tombstone, then deletes it. Fails only when the rename fails: once
+# renamed it is no container any more, and a tombstone left behind goes with the next remove.
+bury() {
+  mkdir -p "$TOMBS" 2>/dev/null
+  _tomb=$TOMBS/${1##*/}.$$
+  _n=0
+  # mv into an existing directory would move $1 inside it; a stale tombstone may hold our pid.
+  while [ -e "$_tomb" ] || [ -L "$_tomb" ]; do
+    _n=$((_n + 1))
+    _tomb=$TOMBS/${1##*/}.$$.$_n
+  done
+  mv "$1" "$_tomb" 2>/dev/null || return 1
+  rm -rf "$_tomb" 2>/dev/null || printf 'drover-runner: warning: cannot delete %s\n' "$_tomb" >&2
+  return 0
+}
+
+# Deletes tombstones left behind by a bury that was interrupted or could not delete everything.
+sweep_tombs() {
+  # Three patterns, as tombstones of uuids that start with a dot are hidden from `*`.
+  for _t in "$TOMBS"/* "$TOMBS"/.[!.]* "$TOMBS"/..?*; do
+    [ -e "$_t" ] || [ -L "$_t" ] || continue
+    # Another remove may be deleting it right now; whatever it leaves, a later sweep takes.
+    rm -rf "$_t" 2>/dev/null
   done
 }
 
@@ -313,7 +375,8 @@ cmd_start() {
       write_wrapper "$cdir/wrapper" &&
       { [ -z "$docker" ] || : >"$cdir/docker"; }
   }; then
-    rm -rf "$cdir"
+    # Nothing can run from it: the wrapper is not launched yet.
+    bury "$cdir" || rm -rf "$cdir"
     die 1 "cannot prepare $cdir"
   fi
 
@@ -329,11 +392,12 @@ cmd_start() {
   if mkdir "$cdir/claim" 2>/dev/null; then
     # The claim keeps the wrapper from ever running it; removing the directory lets a retry
     # start it afresh instead of finding a fake "exited 255" under this uuid.
-    rm -rf "$cdir"
+    bury "$cdir" || rm -rf "$cdir"
     die 1 "container $uuid did not start within 10s"
   fi
-  # The wrapper claimed it, so its pid is a moment away.
-  wait_for_file "$cdir/pid" || die 1 "container $uuid started but did not report its pid"
+  # The wrapper claimed it, so its pid is a moment away. Without it we cannot tell whether the
+  # command runs: list can, once the wrapper has written its pid or its exit code.
+  wait_for_file "$cdir/pid" || die 5 "container $uuid started but did not report its pid; outcome unknown, ask list"
 }
 
 cmd_list() {
@@ -342,11 +406,68 @@ cmd_list() {
   # A failed ls must fail the list: read as "no containers", it would mark every one lost.
   names=$(ls -A "$DIR") || die 1 "cannot read $DIR"
   printf '%s\n' "$names" | LC_ALL=C sort | while IFS= read -r uuid; do
-    case $uuid in '' | . | .. | *[!A-Za-z0-9._-]*) continue ;; esac
+    # Also skips +tombs, whose name cannot be a uuid.
+    is_uuid "$uuid" || continue
     [ -d "$DIR/$uuid" ] || continue
     container_state "$DIR/$uuid"
     printf '%s %s\n' "$uuid" "$STATE"
   done
+}
+
+# True when a container has exited whose uuid is not in $known (" UUID UUID ... ").
+new_exit() {
+  # Globs rather than ls: no fork on each poll. Three, as uuids may start with a dot.
+  for _path in "$DIR"/* "$DIR"/.[!.]* "$DIR"/..?*; do
+    _name=${_path##*/}
+    # An unmatched pattern stays as it is, and is no uuid; nor is +tombs.
+    is_uuid "$_name" || continue
+    case $known in *" $_name "*) continue ;; esac
+    [ -d "$_path" ] || continue
+    container_state "$_path"
+    [ "$STATE" = running ] || return 0
+  done
+  return 1
+}
+
+cmd_wait() {
+  [ $# -ge 1 ] || usage
+  case $1 in '' | *[!0-9]*) die 2 "wait: SECONDS must be a non-negative integer, got: '$1'" ;; esac
+  # Leading zeros would make it octal, and nine digits (31 years) are plenty and cannot overflow.
+  seconds=${1#"${1%%[!0]*}"}
+  [ ${#seconds} -le 9 ] || die 2 "wait: SECONDS too large: $1"
+  seconds=${seconds:-0}
+  shift
+  known=' '
+  for uuid in "$@"; do
+    check_uuid "$uuid"
+    known="$known$uuid "
+  done
+  # The time since boot where /proc has it, so scanning many containers does not stretch the wait;
+  # else the ticks slept are counted.
+  if uptime_cs; then
+    deadline=$((NOW_CS + seconds * 100))
+  else
+    deadline=
+    elapsed=0
+  fi
+  tick=0.2
+  tick_cs=20
+  while ! new_exit; do
+    if [ -n "$deadline" ]; then
+      uptime_cs || NOW_CS=$deadline
+      [ "$NOW_CS" -lt "$deadline" ] || break
+    else
+      [ "$elapsed" -lt $((seconds * 100)) ] || break
+    fi
+    # Fractional sleep is not POSIX; where it is missing, poll each second instead.
+    sleep "$tick" 2>/dev/null || {
+      tick=1
+      tick_cs=100
+      sleep 1
+    }
+    [ -n "$deadline" ] || elapsed=$((elapsed + tick_cs))
+  done
+  cmd_list
 }
 
 cmd_kill() {
@@ -393,7 +514,12 @@ cmd_remove() {
   existing_dir "$1"
   container_state "$CDIR"
   [ "$STATE" != running ] || die 3 "container $1 is still running"
-  rm -rf "$CDIR" || die 1 "cannot remove $CDIR"
+  if ! bury "$CDIR"; then
+    # A concurrent remove got there first.
+    [ -e "$CDIR" ] || die 4 "no container $1"
+    die 1 "cannot remove $CDIR"
+  fi
+  sweep_tombs
 }
 
 [ $# -ge 1 ] || usage
@@ -402,6 +528,7 @@ shift
 case $command in
   start) cmd_start "$@" ;;
   list) cmd_list "$@" ;;
+  wait) cmd_wait "$@" ;;
   kill) cmd_kill "$@" ;;
   logs) cmd_logs "$@" ;;
   remove) cmd_remove "$@" ;;

@@ -1,76 +1,108 @@
 // One scheduling pass as a pure function: given the pending containers in scheduling order and a
-// picture of the pool, decide what to start, create, shut down and fail. No I/O; the dispatcher
-// carries the decisions out, in order, and stops creating at the first create the pool refuses.
+// picture of the pool, decide what to start where, what to create, shut down and fail. No I/O;
+// the dispatcher carries the decisions out, in order, and stops creating at the first create the
+// pool refuses. With more than one container per instance allowed, containers are packed onto
+// workers that have room (partly used first), and a create picks the type that holds the waiting
+// group at the least cost per container.
 import type { InstanceType } from '../cloud/driver.js';
-import type { Container } from '../queue/types.js';
-import { chooseInstanceType } from './instance-type.js';
-
-export interface PoolPicture {
-  /** Idle workers that would take a container now, per type. */
-  idle: Readonly<Record<string, number>>;
-  /** Workers soon free for work without a create (creating, booting, idle, unknown), per type. */
-  unallocated: Readonly<Record<string, number>>;
-  /** Booting workers per type (unallocated, and cheap to give up before they cost an hour). */
-  booting: Readonly<Record<string, number>>;
-  /** Every instance the pool knows, whatever its state. */
-  instances: number;
-  hourlySpend: number;
-  /** The pool's quota back-off is on: no create would be tried. */
-  atQuota: boolean;
-  /** Why a create of the type would be refused now (quota, throttles, create-ops limit...), or null. */
-  createRefusal: (instanceType: string) => string | null;
-}
+import { capacityOf, demandOf, fitsIn, minus, type Resources } from '../pool/resources.js';
+import type { Constraints, Container } from '../queue/types.js';
+import { chooseInstanceType, type InstanceTypeChoice } from './instance-type.js';
+import type { PoolPicture } from './worker-pool.js';
 
 export interface Limits {
   maxInstances: number;
   maxConcurrentContainers: number | null;
   maxHourlySpend: number | null;
+  /** Containers one instance may run at once (1: whole instances, no packing). */
+  maxContainersPerInstance: number;
 }
 
 export type Decision =
-  | { kind: 'start'; uuid: string; instanceType: string }
+  | { kind: 'start'; uuid: string; workerId: string; instanceType: string }
   | { kind: 'create'; instanceType: string; forUuid: string }
   | { kind: 'fail'; uuid: string; reason: string };
+
+export interface Shutdown {
+  workerId: string;
+  instanceType: string;
+  state: 'booting' | 'idle';
+}
 
 export interface Plan {
   /** In priority order: a dispatcher that stops at a refused create never lets lower-priority work overtake. */
   decisions: Decision[];
   /**
-   * Surplus workers to shut down, one entry each. Booting ones no container needs always go;
-   * idle ones only when maxInstances, maxHourlySpend or the quota binds (to make room for
-   * waiting work): otherwise timeoutIdle decides, so a burst of work a minute later finds them.
+   * Surplus workers to shut down. Booting ones no container needs always go; idle ones only when
+   * maxInstances, maxHourlySpend or the quota binds, and only as many as the creates that limit
+   * blocked: otherwise timeoutIdle decides, so a burst of work a minute later finds them.
    */
-  shutdowns: Array<{ instanceType: string; state: 'booting' | 'idle' }>;
+  shutdowns: Shutdown[];
   /** The limit that stopped the pass early, if one did (for logs and metrics). */
   boundBy: string | null;
 }
 
+/** Room on a worker as the pass fills it: a worker that takes work now, one on its way, or one this pass creates. */
+interface Slot {
+  workerId: string | null;
+  type: InstanceType;
+  /** Takes a start now (idle or running with room); otherwise a container placed here waits for it. */
+  open: boolean;
+  state: 'idle' | 'running' | 'coming' | 'booting' | 'new';
+  free: Resources;
+  containers: number;
+  placedThisPass: number;
+}
+
+/** How far past a container needing a create the pass looks when sizing the instance for a group. */
+const groupLookahead = 64;
+
 export function plan(pending: readonly Container[], instanceTypes: Readonly<Record<string, InstanceType>>, pool: PoolPicture, limits: Limits): Plan {
+  const perInstance = Math.max(1, limits.maxContainersPerInstance);
+  const packing = perInstance > 1;
+  const choices = new ChoiceCache(instanceTypes);
+  const slots = new SlotIndex(Object.values(instanceTypes), perInstance);
+  for (const worker of pool.open) {
+    const type = instanceTypes[worker.instanceType];
+    if (!type) continue;
+    slots.add({ workerId: worker.workerId, type, open: true, state: worker.containers > 0 ? 'running' : 'idle', free: worker.free, containers: worker.containers, placedThisPass: 0 });
+  }
+  for (const worker of pool.coming) {
+    const type = instanceTypes[worker.instanceType];
+    if (!type) continue;
+    slots.add({ workerId: worker.workerId, type, open: false, state: worker.state === 'booting' ? 'booting' : 'coming', free: capacityOf(type), containers: 0, placedThisPass: 0 });
+  }
+
   const decisions: Decision[] = [];
-  const idle = { ...pool.idle };
-  const unallocated = { ...pool.unallocated };
   let instances = pool.instances;
   let spend = pool.hourlySpend;
-  let active = pending.filter((container) => container.state === 'running' || container.state === 'locked').length;
+  let active = 0;
+  for (const container of pending) if (container.state === 'running' || container.state === 'locked') active++;
   let boundBy: string | null = null;
   let concurrencyBound = false;
   let capacityBound = false;
-  // Types still wanted by containers the pass did not get to; their workers are not surplus.
+  let blockedCreates = 0;
+  // Types still wanted by containers the pass did not get to; their booting workers are not surplus.
   const wantedLater = new Set<string>();
 
-  for (const container of pending) {
+  for (let index = 0; index < pending.length; index++) {
+    const container = pending[index]!;
     if (container.state !== 'queued') continue;
-    const choice = chooseInstanceType(container.constraints, instanceTypes);
+    const choice = choices.choose(container.constraints);
     if (!choice.ok) {
       decisions.push({ kind: 'fail', uuid: container.uuid, reason: choice.reason });
       continue;
     }
     const type = choice.instanceType;
-    if (concurrencyBound) {
-      wantedLater.add(type.name);
+    if (limits.maxHourlySpend !== null && type.price > limits.maxHourlySpend) {
+      decisions.push({
+        kind: 'fail',
+        uuid: container.uuid,
+        reason: `the cheapest instance type that fits, ${type.name}, costs ${type.price}/h alone, over maxHourlySpend ${limits.maxHourlySpend}`,
+      });
       continue;
     }
-    if (limits.maxConcurrentContainers !== null && active >= limits.maxConcurrentContainers) {
+    if (concurrencyBound || (limits.maxConcurrentContainers !== null && active >= limits.maxConcurrentContainers)) {
       boundBy ??= 'maxConcurrentContainers';
       concurrencyBound = true;
       wantedLater.add(type.name);
@@ -82,19 +114,13 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       wantedLater.add(type.name);
       continue;
     }
-    if ((idle[type.name] ?? 0) > 0) {
-      // Once creates are bound only by something that shutting down would not fix (a create in
-      // flight, a throttle), this takes nothing from higher-priority work: that work found no
-      // idle or coming worker of its own type, so it needs a create, not this worker.
-      decisions.push({ kind: 'start', uuid: container.uuid, instanceType: type.name });
-      idle[type.name]! -= 1;
-      unallocated[type.name]! -= 1;
-      active++;
-      continue;
-    }
-    if ((unallocated[type.name] ?? 0) > 0) {
-      // A worker of its type is on its way (creating or booting): wait for it, create nothing.
-      unallocated[type.name]! -= 1;
+    const demand = demandOf(container.constraints);
+    const slot = slots.find(demand, container.constraints.preemptible, packing ? null : type);
+    if (slot) {
+      // A worker with room that takes work now starts it; one on its way (creating, booting, or
+      // created earlier in this pass) is waited for, and nothing is created.
+      slots.place(slot, demand);
+      if (slot.open && slot.workerId !== null) decisions.push({ kind: 'start', uuid: container.uuid, workerId: slot.workerId, instanceType: slot.type.name });
       active++;
       continue;
     }
@@ -103,34 +129,166 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       wantedLater.add(type.name);
       continue;
     }
+    const createType = packing ? cheapestPerContainer(pending, index, choices, instanceTypes, perInstance) : type;
     const refusal =
       instances >= limits.maxInstances
         ? 'maxInstances'
-        : limits.maxHourlySpend !== null && spend + type.price > limits.maxHourlySpend
+        : limits.maxHourlySpend !== null && spend + createType.price > limits.maxHourlySpend
           ? 'maxHourlySpend'
           : pool.atQuota
             ? 'at quota'
-            : pool.createRefusal(type.name);
+            : pool.createRefusal(createType.name);
     if (refusal !== null) {
       boundBy = refusal;
       // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
       capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend' || refusal === 'at quota';
+      if (capacityBound) blockedCreates++;
       wantedLater.add(type.name);
       continue;
     }
-    decisions.push({ kind: 'create', instanceType: type.name, forUuid: container.uuid });
+    decisions.push({ kind: 'create', instanceType: createType.name, forUuid: container.uuid });
+    const created: Slot = { workerId: null, type: createType, open: false, state: 'new', free: capacityOf(createType), containers: 0, placedThisPass: 0 };
+    slots.add(created);
+    slots.place(created, demand);
     instances++;
-    spend += type.price;
+    spend += createType.price;
     active++;
   }
 
-  const shutdowns: Plan['shutdowns'] = [];
-  for (const [name, count] of Object.entries(unallocated)) {
-    if (count <= 0) continue;
-    const booting = wantedLater.has(name) ? 0 : Math.min(count, pool.booting[name] ?? 0);
-    for (let i = 0; i < booting; i++) shutdowns.push({ instanceType: name, state: 'booting' });
-    const idleSurplus = capacityBound ? Math.min(count - booting, idle[name] ?? 0) : 0;
-    for (let i = 0; i < idleSurplus; i++) shutdowns.push({ instanceType: name, state: 'idle' });
+  const shutdowns: Shutdown[] = [];
+  let idleToFree = capacityBound ? blockedCreates : 0;
+  for (const slot of slots.all()) {
+    if (slot.workerId === null || slot.placedThisPass > 0) continue;
+    if (slot.state === 'booting' && !wantedLater.has(slot.type.name)) {
+      shutdowns.push({ workerId: slot.workerId, instanceType: slot.type.name, state: 'booting' });
+    } else if (slot.state === 'idle' && idleToFree > 0) {
+      shutdowns.push({ workerId: slot.workerId, instanceType: slot.type.name, state: 'idle' });
+      idleToFree--;
+    }
   }
   return { decisions, shutdowns, boundBy };
+}
+
+/**
+ * The type to create for the container at `index`: of the types it fits, the one whose instance
+ * holds it and the queued containers right after it (first fit, in order) at the least price per
+ * container; the cheaper type on a tie.
+ */
+function cheapestPerContainer(
+  pending: readonly Container[],
+  index: number,
+  choices: ChoiceCache,
+  instanceTypes: Readonly<Record<string, InstanceType>>,
+  perInstance: number,
+): InstanceType {
+  const first = pending[index]!;
+  let best: { type: InstanceType; perContainer: number } | null = null;
+  for (const type of Object.values(instanceTypes)) {
+    if (type.preemptible && !first.constraints.preemptible) continue;
+    let free = capacityOf(type);
+    const firstDemand = demandOf(first.constraints);
+    if (!fitsIn(firstDemand, free)) continue;
+    free = minus(free, firstDemand);
+    let held = 1;
+    for (let next = index + 1; next < pending.length && next <= index + groupLookahead && held < perInstance; next++) {
+      const other = pending[next]!;
+      if (other.state !== 'queued' || (type.preemptible && !other.constraints.preemptible) || !choices.choose(other.constraints).ok) continue;
+      const demand = demandOf(other.constraints);
+      if (!fitsIn(demand, free)) continue;
+      free = minus(free, demand);
+      held++;
+    }
+    const perContainer = type.price / held;
+    if (best === null || perContainer < best.perContainer || (perContainer === best.perContainer && type.price < best.type.price)) {
+      best = { type, perContainer };
+    }
+  }
+  // The container's own cheapest type fits it, so some type always qualifies.
+  return best!.type;
+}
+
+/** Type choice per distinct set of constraints: a queue of 100,000 usually holds a handful. */
+class ChoiceCache {
+  private readonly cache = new Map<string, InstanceTypeChoice>();
+
+  constructor(private readonly instanceTypes: Readonly<Record<string, InstanceType>>) {}
+
+  choose(constraints: Constraints): InstanceTypeChoice {
+    const key = `${constraints.vcpus}/${constraints.ramMiB}/${constraints.scratchGiB}/${constraints.gpus}/${constraints.preemptible}`;
+    let choice = this.cache.get(key);
+    if (!choice) {
+      choice = chooseInstanceType(constraints, this.instanceTypes);
+      this.cache.set(key, choice);
+    }
+    return choice;
+  }
+}
+
+/**
+ * Slots with room, by type: per type, those that take work now before those on their way, and
+ * within each, partly used before empty (so instances fill before new ones are touched). A slot
+ * that is full leaves the index, so a pass over many workers does not rescan them.
+ */
+class SlotIndex {
+  private readonly everySlot: Slot[] = [];
+  // Cheapest type first, so a container that fits several takes room on the cheapest.
+  private readonly types: InstanceType[];
+  private readonly byType = new Map<string, { partly: Set<Slot>; empty: Slot[] }[]>();
+
+  constructor(
+    types: InstanceType[],
+    private readonly perInstance: number,
+  ) {
+    this.types = [...types].sort((a, b) => a.price - b.price || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const type of this.types) this.byType.set(type.name, [{ partly: new Set(), empty: [] }, { partly: new Set(), empty: [] }]);
+  }
+
+  add(slot: Slot): void {
+    this.everySlot.push(slot);
+    if (!this.hasRoom(slot)) return;
+    const tier = this.tierOf(slot);
+    if (slot.containers > 0) tier.partly.add(slot);
+    else tier.empty.push(slot);
+  }
+
+  all(): readonly Slot[] {
+    return this.everySlot;
+  }
+
+  /** A slot with room for `demand`: of `onlyType` alone without packing, else of any type that fits. */
+  find(demand: Resources, preemptibleAllowed: boolean, onlyType: InstanceType | null): Slot | null {
+    const types = onlyType ? [onlyType] : this.types;
+    for (const open of [true, false]) {
+      for (const type of types) {
+        if (type.preemptible && !preemptibleAllowed) continue;
+        const tier = this.byType.get(type.name)?.[open ? 0 : 1];
+        if (!tier) continue;
+        for (const slot of tier.partly) if (fitsIn(demand, slot.free)) return slot;
+        const empty = tier.empty.at(-1);
+        if (empty && fitsIn(demand, empty.free)) return empty;
+      }
+    }
+    return null;
+  }
+
+  place(slot: Slot, demand: Resources): void {
+    const tier = this.tierOf(slot);
+    if (slot.containers === 0) {
+      const at = tier.empty.lastIndexOf(slot);
+      if (at >= 0) tier.empty.splice(at, 1);
+    }
+    slot.free = minus(slot.free, demand);
+    slot.containers++;
+    slot.placedThisPass++;
+    if (this.hasRoom(slot)) tier.partly.add(slot);
+    else tier.partly.delete(slot);
+  }
+
+  private hasRoom(slot: Slot): boolean {
+    return slot.containers < this.perInstance && slot.free.vcpus > 0 && slot.free.ramMiB > 0;
+  }
+
+  private tierOf(slot: Slot): { partly: Set<Slot>; empty: Slot[] } {
+    return this.byType.get(slot.type.name)![slot.open ? 0 : 1]!;
+  }
 }

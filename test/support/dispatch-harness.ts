@@ -46,6 +46,9 @@ export class DispatchHarness {
   /** Successful runner `start` commands per container uuid, across every VM. */
   readonly starts = new Map<string, number>();
   startFault: StartFault = null;
+  /** Instances whose runner refuses every start, and how many it refused on each. */
+  readonly brokenInstances = new Set<string>();
+  readonly refusedStarts = new Map<string, number>();
   /** Called when a start's answer is dropped, before the dispatcher hears of it. */
   onAnswerLost: (() => void) | null = null;
 
@@ -63,26 +66,23 @@ export class DispatchHarness {
       ...options.scheduler,
     };
     this.queue = new SqliteQueue({ path: options.queuePath ?? queuePath(), maxAttempts: schedulerSettings.maxAttempts, clock: systemClock });
-    // Late-bound: the pool needs the dispatcher's start function, the dispatcher needs the pool.
-    let dispatcher: Dispatcher | null = null;
     this.pool = new Pool({
       poolName,
       driver: stub,
-      executorFor: (target) => this.counting(stub.executorFor(target)),
+      executorFor: (target) => this.counting(stub.executorFor(target), target.id),
       settings,
       instanceTypes,
       logger,
       clock: systemClock,
-      startContainer: (input, executor) => dispatcher!.startOn(input, executor),
+      records: this.queue,
+      docker: options.docker ?? false,
     });
-    dispatcher = new Dispatcher({
+    const dispatcher = new Dispatcher({
       queue: this.queue,
       pool: this.pool,
       instanceTypes,
       settings: schedulerSettings,
       maxInstances: settings.maxInstances,
-      runnerCommand: settings.runnerCommand,
-      docker: options.docker ?? false,
       logger,
       clock: systemClock,
     });
@@ -118,11 +118,14 @@ export class DispatchHarness {
     return done();
   }
 
-  private counting(executor: Executor): Executor {
+  private counting(executor: Executor, instanceId: string): Executor {
     return {
       run: async (command, options) => {
         const match = / start '?([A-Za-z0-9._-]+)'?/.exec(command);
-        if (match && this.startFault === 'refused') return { stdout: '', stderr: 'runner: cannot start', exitCode: 1 };
+        if (match && (this.startFault === 'refused' || this.brokenInstances.has(instanceId))) {
+          this.refusedStarts.set(instanceId, (this.refusedStarts.get(instanceId) ?? 0) + 1);
+          return { stdout: '', stderr: 'runner: cannot start', exitCode: 1 };
+        }
         const result = await executor.run(command, options);
         if (match?.[1] && result.exitCode === 0) this.starts.set(match[1], (this.starts.get(match[1]) ?? 0) + 1);
         if (match && this.startFault === 'answer lost') {

@@ -1,4 +1,5 @@
-// Runs the instance machine on XState's SimulatedClock with side-effect actors the test controls.
+// Runs the instance machine on XState's SimulatedClock with side-effect actors the test controls,
+// and a set of container uuids standing in for the pool's allocation ledger.
 import { createActor, fromPromise, SimulatedClock, type Actor } from 'xstate';
 import type { CloudInstance } from '../../src/cloud/driver.js';
 import {
@@ -7,7 +8,6 @@ import {
   type IdleBehavior,
   type InstanceRef,
   type ProbeInput,
-  type StartContainerInput,
   type InstanceInput,
   type Lifecycle,
   type ProbeResult,
@@ -19,18 +19,21 @@ export function cloudInstance(id = 'i-1'): CloudInstance {
   return { id, providerType: 't3.small', address: '10.0.0.1', port: 22, tags: {} };
 }
 
-type ProbeAnswer = { booted: false } | { booted: true; running: string[] } | Error;
+/** `running`, when given, is what the runner's list puts in the ledger (the pool's job). */
+type ProbeAnswer = { booted: false } | { booted: true; running?: string[] } | Error;
 
 export class InstanceHarness {
   readonly clock = new SimulatedClock();
   readonly actor: Actor<typeof instanceMachine>;
   readonly destroyed: string[] = [];
+  /** Containers accepted by CONTAINER_ASSIGNED, in order. */
   readonly started: string[] = [];
+  /** The ledger: containers on this instance. */
+  readonly containers = new Set<string>();
   readonly savedBehaviors: IdleBehavior[] = [];
   /** What the next probes answer; the last entry repeats. */
   probeAnswers: ProbeAnswer[] = [{ booted: true, running: [] }];
   createOutcome: CloudInstance | Error = cloudInstance();
-  startOutcome: Error | null = null;
   /** While set, probes wait for it before answering. */
   probeGate: Promise<void> | null = null;
   private pendingCreate: (() => void) | null = null;
@@ -51,16 +54,14 @@ export class InstanceHarness {
           if (this.probeGate) await this.probeGate;
           const answer = this.probeAnswers.length > 1 ? this.probeAnswers.shift()! : this.probeAnswers[0]!;
           if (answer instanceof Error) throw answer;
-          return { ...answer, startGeneration: input.startGeneration };
-        }),
-        startContainer: fromPromise<void, StartContainerInput>(async ({ input }) => {
-          if (this.startOutcome) throw this.startOutcome;
-          this.started.push(input.containerUuid);
+          if (answer.booted && answer.running) this.setContainers(answer.running, false);
+          return { booted: answer.booted && input.instance !== null };
         }),
         destroyInstance: fromPromise<void, InstanceRef>(async ({ input }) => {
           this.destroyed.push(input.instance.id);
         }),
       },
+      guards: { containersRunning: () => this.containers.size > 0 },
       actions: {
         saveIdleBehavior: (_, params: { idleBehavior: IdleBehavior }) => {
           this.savedBehaviors.push(params.idleBehavior);
@@ -72,6 +73,23 @@ export class InstanceHarness {
       input: { workerId: 'w-1', instanceType: 'small', idleBehavior: 'run', ...input },
     });
     this.actor.start();
+  }
+
+  /** Places a container the way the pool does: only if the machine takes it, ledger first. */
+  assign(uuid: string): boolean {
+    const event = { type: 'CONTAINER_ASSIGNED', containerUuid: uuid } as const;
+    if (!this.actor.getSnapshot().can(event)) return false;
+    this.containers.add(uuid);
+    this.started.push(uuid);
+    this.actor.send(event);
+    return true;
+  }
+
+  /** Replaces the ledger's containers; tells the machine unless a probe result will. */
+  setContainers(uuids: readonly string[], notify = true): void {
+    this.containers.clear();
+    for (const uuid of uuids) this.containers.add(uuid);
+    if (notify) this.actor.send({ type: 'ALLOCATIONS_CHANGED' });
   }
 
   releaseCreate(): void {

@@ -29,8 +29,13 @@ export interface StubFaults {
   listOmitRate: number;
   /** Probability (0..1) that an SSH command fails with a dropped connection. */
   sshDropRate: number;
-  /** How long a container started through the runner runs before it exits with 0. */
+  /** How long a container started through the runner runs before it exits with 0; 0 = it exits at once. */
   containerRunMs: number;
+  /**
+   * When set, every runner `start` answers this exit code and starts nothing (see runnerExit), e.g.
+   * 1 for an instance that refuses every start. null = starts behave normally.
+   */
+  startExitCode: number | null;
   /** Seed of the stub's pseudo-random generator, so a run can be repeated. */
   seed: number;
 }
@@ -51,5 +56,6 @@ export const defaultStubFaults: StubFaults = {
   listOmitRate: 0,
   sshDropRate: 0,
   containerRunMs: 1_000,
+  startExitCode: null,
   seed: 1,
 };

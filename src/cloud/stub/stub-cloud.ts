@@ -12,6 +12,7 @@ import {
 } from '../driver.js';
 import { CapacityError, CloudError, QuotaError, RateLimitError } from '../errors.js';
 import type { CommandResult, Executor, ExecutorTarget } from '../../ssh/executor.js';
+import { MAX_WAIT_SECONDS, runnerExit } from '../../runner/deploy.js';
 import { defaultStubFaults, type StubFaults } from './faults.js';
 
 /** A container on a stub VM; a running one started through the runner ends (exit 0) at endsAt. */
@@ -51,6 +52,18 @@ export interface AddInstanceOptions {
 interface HeldCall {
   op: CloudOperation;
   release: () => void;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A runner `wait` in progress on a VM. */
+interface PendingWait {
+  /** The executor it runs on, which rejects it when closed. */
+  session: object;
+  /** Answers it if it is due, else sets its timer for the next moment it could be. */
+  check: () => void;
+  /** Rejects it, as a lost SSH session would. */
+  drop: (error: Error) => void;
 }
 
 // mulberry32: tiny, fast and good enough for fault draws; seeded so a run can be repeated.
@@ -96,6 +109,8 @@ export class StubCloud implements CloudDriver {
   private lastListAt = -Infinity;
   private readonly heldOps = new Set<CloudOperation>();
   private heldCalls: HeldCall[] = [];
+  // By VM id: a pool keeps a wait on every busy instance, and each runner command wakes its VM's.
+  private readonly waits = new Map<string, Set<PendingWait>>();
 
   constructor(options: StubCloudOptions) {
     this.clock = options.clock;
@@ -185,12 +200,23 @@ export class StubCloud implements CloudDriver {
 
   vanish(id: string): void {
     this.vms.delete(id);
+    this.dropWaitsOn(id);
   }
 
+  /** Replaces the VM's containers; runner waits on it see the change at once. */
   setContainers(id: string, containers: Record<string, ContainerOnVm>): void {
     const vm = this.getVm(id);
     if (!vm) throw new Error(`stub cloud: no VM ${id}`);
     vm.containers = { ...containers };
+    this.wakeWaits(id);
+  }
+
+  /** Runner `wait` commands not yet answered, on VM `id` or on all. */
+  pendingWaits(id?: string): number {
+    if (id !== undefined) return this.waits.get(id)?.size ?? 0;
+    let count = 0;
+    for (const waits of this.waits.values()) count += waits.size;
+    return count;
   }
 
   /** The live VM's record (mutable), or undefined when it does not exist. */
@@ -202,6 +228,7 @@ export class StubCloud implements CloudDriver {
   executorFor(target: ExecutorTarget): Executor {
     let current = target;
     let closed = false;
+    const session = {};
     return {
       run: async (command: string): Promise<CommandResult> => {
         this.sshCommandCount++;
@@ -211,13 +238,17 @@ export class StubCloud implements CloudDriver {
         const vm = this.getVm(current.id);
         if (!vm) throw new Error(`ssh: connect ECONNREFUSED ${current.address}`);
         if (this.chance(this.faults.sshDropRate)) throw new Error('ssh: connection dropped');
-        return this.answer(vm, command);
+        return this.answer(vm, command, session);
       },
       setTarget: (next: ExecutorTarget) => {
         current = next;
       },
       close: () => {
         closed = true;
+        // The real executor aborts the commands it is running when closed.
+        for (const waits of [...this.waits.values()]) {
+          for (const wait of [...waits]) if (wait.session === session) wait.drop(new Error('ssh: executor closed'));
+        }
       },
     };
   }
@@ -276,6 +307,7 @@ export class StubCloud implements CloudDriver {
   private doDestroy(id: string): void {
     if (this.chance(this.faults.destroyErrorRate)) throw new CloudError(`destroy of ${id} failed`);
     this.vms.delete(id);
+    this.dropWaitsOn(id);
   }
 
   private doSetTags(id: string, tags: Tags): void {
@@ -310,14 +342,20 @@ export class StubCloud implements CloudDriver {
     const now = this.clock.now();
     if (now < this.nextVanishAt) return;
     let next = Infinity;
+    const gone: string[] = [];
     for (const [id, vm] of this.vms) {
-      if (now >= vm.vanishAt) this.vms.delete(id);
+      if (now >= vm.vanishAt) gone.push(id);
       else next = Math.min(next, vm.vanishAt);
     }
     this.nextVanishAt = next;
+    for (const id of gone) {
+      this.vms.delete(id);
+      // A wait's own timer fires at vanishAt too; this covers a vanishAt a test moved earlier.
+      this.dropWaitsOn(id);
+    }
   }
 
-  private answer(vm: StubVm, command: string): CommandResult {
+  private answer(vm: StubVm, command: string, session: object): CommandResult | Promise<CommandResult> {
     if (command === this.bootProbeCommand) {
       return this.clock.now() >= vm.bootAt
         ? { stdout: '', stderr: '', exitCode: 0 }
@@ -326,7 +364,11 @@ export class StubCloud implements CloudDriver {
     const words = shellWords(command);
     if (words[0] === this.runnerCommand) {
       if (words[1] === 'list' && words.length === 2) return this.answerList(vm);
-      return this.answerRunner(vm, words.slice(1));
+      if (words[1] === 'wait') return this.answerWait(vm, words.slice(2), session);
+      const result = this.answerRunner(vm, words.slice(1));
+      // A start (containerRunMs 0) or kill may have ended a container someone waits for.
+      this.wakeWaits(vm.id);
+      return result;
     }
     return { stdout: '', stderr: 'command not found', exitCode: 127 };
   }
@@ -347,26 +389,103 @@ export class StubCloud implements CloudDriver {
     const refuse = (exitCode: number, stderr: string): CommandResult => ({ stdout: '', stderr, exitCode });
     this.finishEndedContainers(vm);
     const uuid = verb === 'kill' ? args[1] : args[0];
-    if (!uuid) return refuse(2, 'usage: drover-runner start|kill|logs|remove ...');
+    if (!uuid) return refuse(runnerExit.usage, 'usage: drover-runner start|kill|logs|remove ...');
     const container = vm.containers[uuid];
     switch (verb) {
-      case 'start':
-        if (container) return refuse(3, `container ${uuid} already exists`);
+      case 'start': {
+        const forced = this.faults.startExitCode;
+        if (forced !== null) return refuse(forced, `stub: start answers ${forced} (fault startExitCode)`);
+        if (container) return refuse(runnerExit.exists, `container ${uuid} already exists`);
         vm.containers[uuid] = { state: 'running', endsAt: this.clock.now() + this.faults.containerRunMs };
         return ok();
+      }
       case 'kill':
-        if (!container) return refuse(4, `no container ${uuid}`);
+        if (!container) return refuse(runnerExit.unknown, `no container ${uuid}`);
         if (container.state === 'running') vm.containers[uuid] = { state: 'exited', exitCode: 143 };
         return ok();
       case 'logs':
-        return container ? ok(`stub output of ${uuid}\n`) : refuse(4, `no container ${uuid}`);
+        return container ? ok(`stub output of ${uuid}\n`) : refuse(runnerExit.unknown, `no container ${uuid}`);
       case 'remove':
-        if (container?.state === 'running') return refuse(3, `container ${uuid} is still running`);
+        if (container?.state === 'running') return refuse(runnerExit.exists, `container ${uuid} is still running`);
         delete vm.containers[uuid];
         return ok();
       default:
-        return refuse(2, `unknown runner command ${String(verb)}`);
+        return refuse(runnerExit.usage, `unknown runner command ${String(verb)}`);
     }
+  }
+
+  // `wait SECONDS [UUID...]` as the runner answers it, on the clock: list's answer once a container
+  // not in UUIDs has exited, or after SECONDS. Rejects, like a dropped SSH session, if the VM goes.
+  private answerWait(vm: StubVm, [secondsWord = '', ...known]: string[], session: object): CommandResult | Promise<CommandResult> {
+    if (!/^\d+$/.test(secondsWord) || Number(secondsWord) > MAX_WAIT_SECONDS) {
+      return { stdout: '', stderr: `wait: SECONDS must be a non-negative integer, got: '${secondsWord}'`, exitCode: runnerExit.usage };
+    }
+    const knownExited = new Set(known);
+    const deadline = this.clock.now() + Number(secondsWord) * 1000;
+    if (this.clock.now() >= deadline || this.hasNewExit(vm, knownExited)) return this.answerList(vm);
+    return new Promise<CommandResult>((resolve, reject) => {
+      let timer: unknown;
+      let settled = false;
+      const finish = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        if (timer !== undefined) this.clock.clearTimeout(timer);
+        const waits = this.waits.get(vm.id);
+        waits?.delete(wait);
+        if (waits?.size === 0) this.waits.delete(vm.id);
+        return true;
+      };
+      const wait: PendingWait = {
+        session,
+        check: () => {
+          if (settled) return;
+          if (timer !== undefined) this.clock.clearTimeout(timer);
+          timer = undefined;
+          // Gone at vanishAt, destroyed, or vanished: the session dies with the VM.
+          if (this.getVm(vm.id) !== vm) {
+            wait.drop(new Error('ssh: connection dropped'));
+            return;
+          }
+          const now = this.clock.now();
+          if (now >= deadline || this.hasNewExit(vm, knownExited)) {
+            if (finish()) resolve(this.answerList(vm));
+            return;
+          }
+          // Each of these is later than now, or the checks above would have answered.
+          let next = Math.min(deadline, vm.vanishAt);
+          for (const [uuid, container] of Object.entries(vm.containers)) {
+            if (container.state === 'running' && container.endsAt !== undefined && !knownExited.has(uuid)) {
+              next = Math.min(next, container.endsAt);
+            }
+          }
+          // Timers take at most 2^31 - 1 ms; a longer delay would fire at once, again and again.
+          timer = this.clock.setTimeout(wait.check, Math.min(next - now, MAX_TIMER_MS));
+        },
+        drop: (error) => {
+          if (finish()) reject(error);
+        },
+      };
+      let waits = this.waits.get(vm.id);
+      if (!waits) this.waits.set(vm.id, (waits = new Set()));
+      waits.add(wait);
+      wait.check();
+    });
+  }
+
+  private hasNewExit(vm: StubVm, knownExited: ReadonlySet<string>): boolean {
+    this.finishEndedContainers(vm);
+    return Object.entries(vm.containers).some(([uuid, container]) => container.state === 'exited' && !knownExited.has(uuid));
+  }
+
+  private wakeWaits(vmId: string): void {
+    const waits = this.waits.get(vmId);
+    if (waits) for (const wait of [...waits]) wait.check();
+  }
+
+  // The VM is gone, and with it every SSH session to it.
+  private dropWaitsOn(vmId: string): void {
+    const waits = this.waits.get(vmId);
+    if (waits) for (const wait of [...waits]) wait.drop(new Error('ssh: connection dropped'));
   }
 
   private finishEndedContainers(vm: StubVm): void {

@@ -1,0 +1,392 @@
+// The containers this process acts on, one container-attempt actor each (machines/container.ts),
+// recorded in the allocation ledger. Supplies the attempts' effects (runner start, kill, logs,
+// remove over the instance's executor) and durable queue writes; feeds them what runner lists and
+// the per-instance watch session report; rebuilds them from the queue and the runners after a
+// restart. Nothing here is awaited by a scheduling pass.
+import { createActor, fromPromise, type Actor, type SnapshotFrom } from 'xstate';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { ContainerStateError, type Container, type ContainerState } from '../queue/types.js';
+import { killCommand, logsCommand, removeCommand, runnerExit, startCommand, waitCommand } from '../runner/deploy.js';
+import type { CommandResult } from '../ssh/executor.js';
+import {
+  containerMachine,
+  type AttemptInitial,
+  type AttemptRef,
+  type ContainerMachine,
+  type KillContainerInput,
+  type KillOutcome,
+  type RunnerStatus,
+  type StartOutcome,
+} from '../../machines/container.js';
+import { AllocationLedger, type Allocation } from './ledger.js';
+import { demandOf, noResources } from './resources.js';
+import { parseRunnerList, type RunnerListing } from './runner-list.js';
+
+/** The queue as the attempts see it: the durable record they read and write. */
+export interface AttemptRecords {
+  get(uuid: string): Readonly<Container> | undefined;
+  /** Locked and running containers recorded on the instance. */
+  liveOn(instanceId: string): readonly Readonly<Container>[];
+  lock(uuid: string, instanceId: string, instanceType: string): boolean;
+  unlock(uuid: string, reason: string): void;
+  markRunning(uuid: string, instanceId: string, instanceType: string): void;
+  recordExit(uuid: string, exitCode: number): void;
+  complete(uuid: string, exitCode: number, logTail: string): void;
+  setLogTail(uuid: string, logTail: string): void;
+  requeueOrFail(uuid: string, reason: string): ContainerState;
+  fail(uuid: string, reason: string): void;
+}
+
+/** The worker a container is placed on, as the attempts need it. */
+export interface Placement {
+  workerId: string;
+  instanceId: string;
+  instanceType: string;
+}
+
+export interface AttemptsOptions {
+  records: AttemptRecords;
+  clock: Clock;
+  logger: Logger;
+  runnerCommand: string;
+  /** Run images with docker on the instances. */
+  docker: boolean;
+  /** Runs a command on the worker's instance, bounded by the pool's command timeout. */
+  run: (workerId: string, command: string) => Promise<CommandResult>;
+  /** The containers held on a worker changed (one started, one exited, one went). */
+  changed: (workerId: string) => void;
+  /** How a start on the worker went, for the worker's health. */
+  startSettled: (workerId: string, outcome: StartOutcome) => void;
+  uncertainDeadlineMs: number;
+  killRetryMs: number;
+  /** How long one runner `wait` session may block before it is renewed. */
+  watchSeconds: number;
+  /** Pause before a failed watch session is tried again (probes cover the gap). */
+  watchRetryMs: number;
+}
+
+type AttemptSnapshot = SnapshotFrom<ContainerMachine>;
+
+export class Attempts {
+  readonly ledger = new AllocationLedger();
+  private readonly machine;
+  private readonly watching = new Set<string>();
+  /** Exited containers already told to the runner's `remove`, per worker, so a probe does not send it again. */
+  private readonly removalsSent = new Map<string, Set<string>>();
+  private readonly timers = new Set<unknown>();
+  private stopped = false;
+
+  constructor(private readonly options: AttemptsOptions) {
+    const { records, runnerCommand } = options;
+    this.machine = containerMachine.provide({
+      delays: { uncertainDeadline: options.uncertainDeadlineMs, killRetry: options.killRetryMs },
+      actors: {
+        startContainer: fromPromise<StartOutcome, AttemptRef>(({ input }) => this.startOn(input)),
+        killContainer: fromPromise<KillOutcome, KillContainerInput>(async ({ input }) => {
+          const result = await options.run(input.workerId, killCommand(runnerCommand, input.signal, input.uuid));
+          if (result.exitCode === runnerExit.ok) return 'sent';
+          if (result.exitCode === runnerExit.unknown) return 'gone';
+          throw new Error(`runner kill exited with ${result.exitCode}: ${result.stderr.trim()}`);
+        }),
+        collectLogs: fromPromise<string, AttemptRef>(async ({ input }) => {
+          const result = await options.run(input.workerId, logsCommand(runnerCommand, input.uuid));
+          if (result.exitCode !== runnerExit.ok) throw new Error(`runner logs exited with ${result.exitCode}: ${result.stderr.trim()}`);
+          return result.stdout;
+        }),
+        removeContainer: fromPromise<void, AttemptRef>(async ({ input }) => {
+          const result = await options.run(input.workerId, removeCommand(runnerCommand, input.uuid));
+          if (result.exitCode !== runnerExit.ok && result.exitCode !== runnerExit.unknown) {
+            throw new Error(`runner remove exited with ${result.exitCode}: ${result.stderr.trim()}`);
+          }
+        }),
+      },
+      actions: {
+        recordRunning: (_, params: { uuid: string; instanceId: string }) =>
+          this.write(params.uuid, 'mark running', () => {
+            const allocation = this.ledger.get(params.uuid);
+            records.markRunning(params.uuid, params.instanceId, allocation?.instanceType ?? '');
+          }),
+        // The exit code first, durably: should the instance vanish now, the container is complete, not rerun.
+        recordExit: (_, params: { uuid: string; exitCode: number }) =>
+          this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode)),
+        recordLogs: ({ context }, params: { uuid: string; logTail: string }) =>
+          this.write(params.uuid, 'complete', () => records.complete(params.uuid, context.exitCode ?? 0, params.logTail)),
+        recordRequeue: (_, params: { uuid: string; reason: string; lost: boolean }) =>
+          this.write(params.uuid, 'requeue', () => {
+            if (params.lost) records.requeueOrFail(params.uuid, params.reason);
+            else records.unlock(params.uuid, params.reason);
+          }),
+        recordFailed: (_, params: { uuid: string; reason: string }) =>
+          this.write(params.uuid, 'fail', () => records.fail(params.uuid, params.reason)),
+        orderKill: (_, params: { uuid: string; instanceId: string }) => this.orderKill(params.uuid, params.instanceId),
+      },
+    });
+  }
+
+  /** Starts a locked container on the worker. The caller has checked the worker takes it. */
+  start(container: Readonly<Container>, placement: Placement): void {
+    this.spawn(container.uuid, placement, demandOf(container.constraints), 'locked', 0);
+  }
+
+  has(uuid: string): boolean {
+    return this.ledger.get(uuid) !== undefined;
+  }
+
+  uuids(): Iterable<string> {
+    return [...this.ledger.all()].map((allocation) => allocation.uuid);
+  }
+
+  cancel(uuid: string): void {
+    this.ledger.get(uuid)?.actor.send({ type: 'CANCEL' });
+  }
+
+  /** The worker's instance is gone: whatever ran there is lost. */
+  instanceGone(workerId: string, reason: string): void {
+    for (const allocation of this.ledger.on(workerId)) allocation.actor.send({ type: 'INSTANCE_GONE', reason });
+    this.removalsSent.delete(workerId);
+  }
+
+  /**
+   * A runner list of the worker's instance, begun at `listedAt`: tells each attempt there what the
+   * runner says of it, and takes on what the runner holds that no attempt covers (after a restart,
+   * or a container requeued while it was in fact running), so nothing runs unseen or twice.
+   */
+  listed(placement: Placement, listing: RunnerListing, listedAt: number): void {
+    const { workerId, instanceId } = placement;
+    const listedUuids = new Set<string>([...listing.running, ...listing.exited.keys()]);
+    for (const uuid of listedUuids) {
+      if (this.ledger.get(uuid)) continue;
+      this.takeOn(uuid, placement, listing.exited.has(uuid));
+    }
+    // Containers the queue has on this instance but no attempt covers (the dispatcher restarted).
+    for (const container of this.options.records.liveOn(instanceId)) {
+      if (this.ledger.get(container.uuid)) continue;
+      this.spawn(container.uuid, placement, demandOf(container.constraints), container.state === 'locked' ? 'uncertain' : 'running', 0);
+    }
+    for (const allocation of this.ledger.on(workerId)) {
+      const exitCode = listing.exited.get(allocation.uuid);
+      const status: RunnerStatus =
+        exitCode !== undefined ? { state: 'exited', exitCode } : listing.running.includes(allocation.uuid) ? { state: 'running' } : { state: 'absent' };
+      allocation.actor.send({ type: 'RUNNER_LISTED', listedAt, status });
+    }
+    const sent = this.removalsSent.get(workerId);
+    if (sent) for (const uuid of sent) if (!listedUuids.has(uuid)) sent.delete(uuid);
+    if (this.ledger.holdingOn(workerId) > 0) this.watch(placement);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const timer of this.timers) this.options.clock.clearTimeout(timer);
+    this.timers.clear();
+    for (const allocation of [...this.ledger.all()]) {
+      allocation.actor.stop();
+      this.ledger.remove(allocation.uuid);
+    }
+  }
+
+  // ---- internals ----
+
+  private takeOn(uuid: string, placement: Placement, exited: boolean): void {
+    const { records, logger } = this.options;
+    const container = records.get(uuid);
+    const { instanceId } = placement;
+    const live = container !== undefined && (container.state === 'locked' || container.state === 'running');
+    if (live && container.instanceId === instanceId) {
+      this.spawn(uuid, placement, demandOf(container.constraints), container.state === 'locked' ? 'uncertain' : 'running', 0);
+      logger.info({ containerUuid: uuid, instanceId }, 'adopted a container found on its instance');
+      return;
+    }
+    if (container?.state === 'queued' && this.write(uuid, 'lock', () => records.lock(uuid, instanceId, placement.instanceType))) {
+      // The queue gave it up (its instance looked lost) but it is here: adopt it rather than start a second copy.
+      this.spawn(uuid, placement, demandOf(container.constraints), 'uncertain', 0);
+      logger.warn({ containerUuid: uuid, instanceId }, 'adopted a requeued container found on an instance');
+      return;
+    }
+    if (!exited) {
+      // Finished, cancelled, unknown to the queue, or recorded on another instance: it must not run here.
+      this.spawn(uuid, placement, container ? demandOf(container.constraints) : noResources, 'cancelling', 0);
+      logger.warn({ containerUuid: uuid, instanceId, queueState: container?.state ?? null }, 'killing a container that should not run here');
+      return;
+    }
+    let sent = this.removalsSent.get(placement.workerId);
+    if (!sent) this.removalsSent.set(placement.workerId, (sent = new Set()));
+    if (sent.has(uuid)) return;
+    sent.add(uuid);
+    this.options.run(placement.workerId, removeCommand(this.options.runnerCommand, uuid)).catch((error: unknown) => {
+      sent.delete(uuid);
+      logger.debug({ containerUuid: uuid, instanceId, error: errorMessage(error) }, 'runner cleanup failed; the next list retries');
+    });
+  }
+
+  private spawn(uuid: string, placement: Placement, demand: Allocation['demand'], initial: AttemptInitial, since: number): void {
+    const actor = createActor(this.machine, {
+      clock: this.options.clock,
+      input: { uuid, workerId: placement.workerId, instanceId: placement.instanceId, initial, since },
+    });
+    const allocation: Allocation = { uuid, ...placement, demand, actor, holds: true };
+    this.ledger.add(allocation);
+    let last: string | null = null;
+    actor.subscribe({
+      next: (snapshot) => {
+        last = this.observe(allocation, snapshot, last);
+      },
+      error: (error: unknown) => {
+        this.options.logger.error({ containerUuid: uuid, error: errorMessage(error) }, 'container attempt failed unexpectedly');
+        this.forget(allocation);
+      },
+    });
+    actor.start();
+    this.options.changed(placement.workerId);
+  }
+
+  private observe(allocation: Allocation, snapshot: AttemptSnapshot, last: string | null): string {
+    const state = typeof snapshot.value === 'string' ? snapshot.value : Object.keys(snapshot.value)[0]!;
+    if (state !== last) {
+      this.options.logger.info(
+        { containerUuid: allocation.uuid, instanceId: allocation.instanceId, from: last, to: state, reason: snapshot.context.reason },
+        'container state changed',
+      );
+      if (state === 'running' || state === 'cancelling') this.watch(allocation);
+    }
+    if (snapshot.status === 'done') {
+      const { exitCode } = snapshot.context;
+      // Its logs could not be read: complete it with the exit code alone.
+      if (exitCode !== null && this.options.records.get(allocation.uuid)?.state === 'running') {
+        this.write(allocation.uuid, 'complete', () => this.options.records.complete(allocation.uuid, exitCode, ''));
+      }
+      this.forget(allocation);
+    } else if (!snapshot.hasTag('allocated') && this.ledger.release(allocation.uuid)) {
+      this.options.changed(allocation.workerId);
+    }
+    return state;
+  }
+
+  private forget(allocation: Allocation): void {
+    if (this.ledger.get(allocation.uuid) !== allocation) return;
+    this.ledger.remove(allocation.uuid);
+    this.options.changed(allocation.workerId);
+  }
+
+  private async startOn(input: AttemptRef): Promise<StartOutcome> {
+    const { records, clock, runnerCommand, docker } = this.options;
+    const container = records.get(input.uuid);
+    if (container?.state !== 'locked') {
+      return { kind: 'refused', fault: 'container', reason: `no longer locked (${container?.state ?? 'gone'})` };
+    }
+    let command: string;
+    try {
+      command = startCommand(runnerCommand, { uuid: input.uuid, command: container.command, env: container.env, image: container.image, docker });
+    } catch (error) {
+      // No retry can fix a container the runner cannot be asked to start.
+      return { kind: 'refused', fault: 'container', reason: `cannot be started: ${errorMessage(error)}` };
+    }
+    const sentAt = clock.now();
+    let outcome: StartOutcome;
+    try {
+      const result = await this.options.run(input.workerId, command);
+      outcome = classifyStart(result, sentAt, clock.now(), input.instanceId);
+    } catch (error) {
+      // The command may have run and only its answer been lost: starting it again elsewhere could
+      // run it twice. The runner's next list decides.
+      outcome = { kind: 'uncertain', sentAt, reason: `no answer from ${input.instanceId}: ${errorMessage(error)}` };
+    }
+    this.options.startSettled(input.workerId, outcome);
+    return outcome;
+  }
+
+  /** One long-poll session per busy worker: each exit is reported the moment the runner sees it. */
+  private watch(placement: Placement): void {
+    if (this.watching.has(placement.workerId) || this.stopped) return;
+    this.watching.add(placement.workerId);
+    void this.watchLoop(placement).finally(() => this.watching.delete(placement.workerId));
+  }
+
+  private async watchLoop({ workerId }: Placement): Promise<void> {
+    const { runnerCommand, watchSeconds, watchRetryMs } = this.options;
+    while (!this.stopped && this.ledger.holdingOn(workerId) > 0) {
+      // Exits already reported are passed back, so the session waits for the next one.
+      const known = this.ledger
+        .on(workerId)
+        .filter((allocation) => !allocation.holds)
+        .map((allocation) => allocation.uuid);
+      let listing: RunnerListing;
+      try {
+        const result = await this.options.run(workerId, waitCommand(runnerCommand, watchSeconds, known));
+        if (result.exitCode !== runnerExit.ok) throw new Error(`runner wait exited with ${result.exitCode}: ${result.stderr.trim()}`);
+        listing = parseRunnerList(result.stdout);
+      } catch (error) {
+        if (this.stopped || this.ledger.holdingOn(workerId) === 0) return;
+        this.options.logger.debug({ workerId, error: errorMessage(error) }, 'runner watch failed; probes cover until it is back');
+        await this.sleep(watchRetryMs);
+        continue;
+      }
+      for (const [uuid, exitCode] of listing.exited) {
+        const allocation = this.ledger.get(uuid);
+        if (allocation?.workerId === workerId && allocation.holds) allocation.actor.send({ type: 'EXITED', exitCode });
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.options.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        resolve();
+      }, ms);
+      this.timers.add(timer);
+    });
+  }
+
+  /** An uncertain start given up: if it did run after all, it must not go on beside its requeued copy. */
+  private orderKill(uuid: string, instanceId: string): void {
+    const allocation = this.ledger.get(uuid);
+    const workerId = allocation?.workerId;
+    if (!workerId) return;
+    this.options.run(workerId, killCommand(this.options.runnerCommand, 'KILL', uuid)).catch((error: unknown) => {
+      // The next runner list that shows it hands it to takeOn, which kills what the queue has elsewhere.
+      this.options.logger.info({ containerUuid: uuid, instanceId, error: errorMessage(error) }, 'kill of an abandoned start not delivered');
+    });
+  }
+
+  /** Runs a queue write; a write a concurrent change made moot (a cancel won the race) is not an error. */
+  private write<T>(uuid: string, what: string, change: () => T): T | undefined {
+    try {
+      return change();
+    } catch (error) {
+      if (error instanceof ContainerStateError) return undefined;
+      this.options.logger.error({ containerUuid: uuid, error: errorMessage(error) }, `queue write failed: ${what}`);
+      return undefined;
+    }
+  }
+}
+
+/**
+ * What a runner `start` answer means. Its own argument errors are the container's fault; a start
+ * ended by a signal or one the runner could not see through is uncertain; anything else the
+ * runner refused is the instance's.
+ */
+export function classifyStart(result: CommandResult, sentAt: number, answeredAt: number, instanceId: string): StartOutcome {
+  const detail = result.stderr.trim();
+  if (result.exitCode === null) {
+    return { kind: 'uncertain', sentAt, reason: `runner start on ${instanceId} ended by a signal` };
+  }
+  switch (result.exitCode) {
+    case runnerExit.ok:
+    case runnerExit.exists:
+      return { kind: 'started', at: answeredAt };
+    case runnerExit.usage:
+      return { kind: 'refused', fault: 'container', reason: `the runner refused its arguments: ${detail}` };
+    case runnerExit.unsure:
+      return { kind: 'uncertain', sentAt, reason: `the runner on ${instanceId} could not tell whether it started: ${detail}` };
+    default:
+      if (result.exitCode > 128 || result.exitCode < 0) {
+        return { kind: 'uncertain', sentAt, reason: `runner start on ${instanceId} ended by signal (exit ${result.exitCode})` };
+      }
+      return { kind: 'refused', fault: 'instance', reason: `runner start on ${instanceId} exited with ${result.exitCode}: ${detail}` };
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
