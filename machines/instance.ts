@@ -10,6 +10,7 @@ export type IdleBehavior = 'run' | 'hold' | 'drain';
 export const idleBehaviors: readonly IdleBehavior[] = ['run', 'hold', 'drain'];
 
 export type Lifecycle = 'creating' | 'unknown' | 'booting' | 'idle' | 'running' | 'shutdown' | 'failed';
+export const lifecycles: readonly Lifecycle[] = ['creating', 'unknown', 'booting', 'idle', 'running', 'shutdown', 'failed'];
 
 export interface InstanceInput {
   workerId: string;
@@ -83,6 +84,8 @@ export const instanceMachine = setup({
     context: {} as InstanceContext,
     events: {} as InstanceEvent,
     input: {} as InstanceInput,
+    // The lifecycle state and the idle behaviour, for the pool to read without parsing state values.
+    tags: {} as Lifecycle | `behavior:${IdleBehavior}`,
   },
   actors: {
     createInstance: fromPromise<CloudInstance, CreateInstanceInput>(async () => notProvided('createInstance')),
@@ -150,6 +153,7 @@ export const instanceMachine = setup({
           always: [{ guard: 'createdByPool', target: 'creating' }, { target: 'unknown' }],
         },
         creating: {
+          tags: ['creating'],
           // Nothing to destroy until the create call returns an id: remember it until then.
           on: { SHUTDOWN_REQUESTED: { actions: assign({ pendingShutdown: ({ event }) => event.reason }) } },
           invoke: {
@@ -183,6 +187,7 @@ export const instanceMachine = setup({
           },
         },
         unknown: {
+          tags: ['unknown'],
           initial: 'waiting',
           states: {
             waiting: { after: { timeoutBooting: 'overdue' } },
@@ -206,6 +211,7 @@ export const instanceMachine = setup({
           },
         },
         booting: {
+          tags: ['booting'],
           initial: 'waiting',
           always: {
             guard: 'behaviorIsDrain',
@@ -230,6 +236,7 @@ export const instanceMachine = setup({
           },
         },
         idle: {
+          tags: ['idle'],
           initial: 'recent',
           always: [
             {
@@ -272,6 +279,7 @@ export const instanceMachine = setup({
           },
         },
         running: {
+          tags: ['running'],
           always: {
             guard: and(['probeOverdue', not('behaviorIsHold')]),
             target: 'shutdown',
@@ -297,6 +305,7 @@ export const instanceMachine = setup({
           },
         },
         shutdown: {
+          tags: ['shutdown'],
           initial: 'destroying',
           on: { SHUTDOWN_REQUESTED: {} },
           states: {
@@ -323,6 +332,7 @@ export const instanceMachine = setup({
           },
         },
         failed: {
+          tags: ['failed'],
           on: { SHUTDOWN_REQUESTED: {} },
         },
       },
@@ -337,9 +347,9 @@ export const instanceMachine = setup({
             { target: 'run' },
           ],
         },
-        run: {},
-        hold: {},
-        drain: {},
+        run: { tags: ['behavior:run'] },
+        hold: { tags: ['behavior:hold'] },
+        drain: { tags: ['behavior:drain'] },
       },
       on: {
         IDLE_BEHAVIOR_SET: idleBehaviors.map((idleBehavior) => ({

@@ -21,6 +21,25 @@ export type PoolEvent =
   | { type: 'QUOTA_EXCEEDED' }
   | { type: 'RATE_LIMITED'; operation: ThrottledOperation; delayMs: number };
 
+/** The throttle region of one kind of cloud call; its delay is named `<operation>Throttle`. */
+function throttleRegion(operation: ThrottledOperation) {
+  return {
+    initial: 'open' as const,
+    on: {
+      RATE_LIMITED: {
+        guard: { type: 'limits' as const, params: { operation } },
+        target: '.throttled',
+        reenter: true,
+        actions: 'rememberThrottleDelay' as const,
+      },
+    },
+    states: {
+      open: {},
+      throttled: { after: { [`${operation}Throttle` as const]: { target: 'open', actions: 'notifyChanged' as const } } },
+    },
+  };
+}
+
 export const poolMachine = setup({
   types: {
     context: {} as PoolContext,
@@ -127,66 +146,10 @@ export const poolMachine = setup({
       // One region per kind of call: a rate-limit error closes it for the delay the error gave,
       // and a later one restarts the wait.
       states: {
-        create: {
-          initial: 'open',
-          on: {
-            RATE_LIMITED: {
-              guard: { type: 'limits', params: { operation: 'create' } },
-              target: '.throttled',
-              reenter: true,
-              actions: 'rememberThrottleDelay',
-            },
-          },
-          states: {
-            open: {},
-            throttled: { after: { createThrottle: { target: 'open', actions: 'notifyChanged' } } },
-          },
-        },
-        list: {
-          initial: 'open',
-          on: {
-            RATE_LIMITED: {
-              guard: { type: 'limits', params: { operation: 'list' } },
-              target: '.throttled',
-              reenter: true,
-              actions: 'rememberThrottleDelay',
-            },
-          },
-          states: {
-            open: {},
-            throttled: { after: { listThrottle: { target: 'open', actions: 'notifyChanged' } } },
-          },
-        },
-        destroy: {
-          initial: 'open',
-          on: {
-            RATE_LIMITED: {
-              guard: { type: 'limits', params: { operation: 'destroy' } },
-              target: '.throttled',
-              reenter: true,
-              actions: 'rememberThrottleDelay',
-            },
-          },
-          states: {
-            open: {},
-            throttled: { after: { destroyThrottle: { target: 'open', actions: 'notifyChanged' } } },
-          },
-        },
-        setTags: {
-          initial: 'open',
-          on: {
-            RATE_LIMITED: {
-              guard: { type: 'limits', params: { operation: 'setTags' } },
-              target: '.throttled',
-              reenter: true,
-              actions: 'rememberThrottleDelay',
-            },
-          },
-          states: {
-            open: {},
-            throttled: { after: { setTagsThrottle: { target: 'open', actions: 'notifyChanged' } } },
-          },
-        },
+        create: throttleRegion('create'),
+        list: throttleRegion('list'),
+        destroy: throttleRegion('destroy'),
+        setTags: throttleRegion('setTags'),
       },
     },
   },

@@ -1,8 +1,21 @@
-// The scheduling pass as a pure function: order, reservations, limits and surplus.
+// The scheduling pass as a pure function: order, placement on open and coming workers, packing,
+// the instance type a create picks, limits and surplus.
 import { describe, expect, it } from 'vitest';
-import type { Container } from '../src/queue/types.js';
-import { plan, type PoolPicture } from '../src/scheduler/plan.js';
+import type { InstanceType } from '../src/cloud/driver.js';
+import { capacityOf, type Resources } from '../src/pool/resources.js';
+import type { Constraints, Container } from '../src/queue/types.js';
+import { plan, type Limits } from '../src/scheduler/plan.js';
+import type { ComingWorker, OpenWorker, PoolPicture } from '../src/scheduler/worker-pool.js';
+import { instanceTypeFixture } from './support/fixtures.js';
 import { instanceTypes } from './support/pool-harness.js';
+
+const small = instanceTypes.small!; // 2 vCPU, 4 GiB, $0.05
+const large = instanceTypes.large!; // 8 vCPU, 16 GiB, $0.20
+
+// For packing: B holds eight one-vCPU containers at 0.0375 each, A two at 0.05 each.
+const typeA = instanceTypeFixture('A', { vcpus: 2, ramMiB: 4096, price: 0.1 });
+const typeB = instanceTypeFixture('B', { vcpus: 8, ramMiB: 16384, price: 0.3 });
+const packingTypes: Record<string, InstanceType> = { A: typeA, B: typeB };
 
 let clock = 0;
 function container(overrides: Partial<Container> = {}): Container {
@@ -29,93 +42,338 @@ function container(overrides: Partial<Container> = {}): Container {
   };
 }
 
-function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
-  return { idle: {}, unallocated: {}, booting: {}, instances: 0, hourlySpend: 0, atQuota: false, createRefusal: () => null, ...overrides };
+function queued(count: number, constraints?: Constraints): Container[] {
+  return Array.from({ length: count }, () => container(constraints ? { constraints } : {}));
 }
 
-const limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null };
-const big = { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false };
+/** An open worker with nothing on it. */
+function idle(workerId: string, type: InstanceType): OpenWorker {
+  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free: capacityOf(type), containers: 0 };
+}
 
-describe('scheduling pass', () => {
+/** An open worker running `containers` containers with `free` left. */
+function running(workerId: string, type: InstanceType, containers: number, free: Resources): OpenWorker {
+  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free, containers };
+}
+
+function coming(workerId: string, type: InstanceType, state: ComingWorker['state'] = 'booting'): ComingWorker {
+  return { workerId, instanceType: type.name, state };
+}
+
+function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
+  return { open: [], coming: [], instances: 0, hourlySpend: 0, atQuota: false, createRefusal: () => null, ...overrides };
+}
+
+const limits: Limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null, maxContainersPerInstance: 1 };
+const packing: Limits = { ...limits, maxInstances: 64, maxContainersPerInstance: 8 };
+const big: Constraints = { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false };
+
+describe('scheduling pass (one container per instance)', () => {
   it('starts on idle workers, waits for booting ones, creates only for the rest', () => {
-    const queued = [container(), container(), container()];
-    const result = plan(queued, instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 2 }, booting: { small: 1 }, instances: 2 }), limits);
+    const work = queued(3);
+    const result = plan(work, instanceTypes, pool({ open: [idle('w1', small)], coming: [coming('w2', small)], instances: 2 }), limits);
     expect(result.decisions).toEqual([
-      { kind: 'start', uuid: queued[0]!.uuid, instanceType: 'small' },
-      { kind: 'create', instanceType: 'small', forUuid: queued[2]!.uuid },
+      { kind: 'start', uuid: work[0]!.uuid, workerId: 'w1', instanceType: 'small' },
+      { kind: 'create', instanceType: 'small', forUuid: work[2]!.uuid },
+    ]);
+    expect(result.shutdowns).toEqual([]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('picks the cheapest type that fits and fails what nothing fits', () => {
+    const largeOne = container({ constraints: big });
+    const huge = container({ constraints: { ...big, vcpus: 64 } });
+    const result = plan([largeOne, huge], instanceTypes, pool(), limits);
+    expect(result.decisions).toEqual([
+      { kind: 'create', instanceType: 'large', forUuid: largeOne.uuid },
+      { kind: 'fail', uuid: huge.uuid, reason: 'no instance type has 64 vCPUs (largest: 8)' },
     ]);
     expect(result.shutdowns).toEqual([]);
   });
 
-  it('picks the cheapest type that fits and fails what nothing fits', () => {
-    const large = container({ constraints: big });
-    const huge = container({ constraints: { ...big, vcpus: 64 } });
-    const result = plan([large, huge], instanceTypes, pool(), limits);
-    expect(result.decisions[0]).toEqual({ kind: 'create', instanceType: 'large', forUuid: large.uuid });
-    expect(result.decisions[1]).toMatchObject({ kind: 'fail', uuid: huge.uuid });
-  });
-
   it('counts running and locked containers against maxConcurrentContainers and keeps priority order', () => {
-    const running = container({ state: 'running' });
+    const runningOne = container({ state: 'running', instanceId: 'i-w0', instanceType: 'small' });
     const high = container({ priority: 5 });
     const low = container({ priority: 1 });
-    const result = plan([running, high, low], instanceTypes, pool({ idle: { small: 2 }, unallocated: { small: 2 }, instances: 3 }), {
+    const result = plan([runningOne, high, low], instanceTypes, pool({ open: [idle('w1', small), idle('w2', small)], instances: 3 }), {
       ...limits,
       maxConcurrentContainers: 2,
     });
-    expect(result.decisions).toEqual([{ kind: 'start', uuid: high.uuid, instanceType: 'small' }]);
+    // Of equally empty workers, the last listed is taken first.
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: high.uuid, workerId: 'w2', instanceType: 'small' }]);
     expect(result.boundBy).toBe('maxConcurrentContainers');
+    // Idle workers are left to timeoutIdle when only concurrency binds.
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('counts started and waiting containers against maxConcurrentContainers too', () => {
+    const locked = container({ state: 'locked', instanceId: 'i-w0', instanceType: 'small' });
+    const work = queued(4);
+    // One locked, one started on w1, one waiting for booting w2: the limit of 3 is reached.
+    const result = plan([locked, ...work], instanceTypes, pool({ open: [idle('w1', small)], coming: [coming('w2', small)], instances: 3 }), {
+      ...limits,
+      maxConcurrentContainers: 3,
+    });
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: work[0]!.uuid, workerId: 'w1', instanceType: 'small' }]);
+    expect(result.boundBy).toBe('maxConcurrentContainers');
+    expect(result.shutdowns).toEqual([]);
   });
 
   it('when maxInstances binds, lower-priority work does not overtake and idle surplus makes room', () => {
     const high = container({ constraints: big, priority: 9 });
     const low = container({ priority: 1 });
-    const result = plan([high, low], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1 }), { ...limits, maxInstances: 1 });
+    const picture = pool({ open: [idle('w1', small)], instances: 1 });
+    const result = plan([high, low], instanceTypes, picture, { ...limits, maxInstances: 1 });
+    // The idle small worker would let the low-priority container overtake: it is not started, and
+    // the worker goes to make room.
     expect(result.decisions).toEqual([]);
     expect(result.boundBy).toBe('maxInstances');
-    // The idle small worker would let the low-priority container overtake: it goes, to make room.
-    expect(result.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
+    expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
 
-    const alone = plan([high], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1 }), { ...limits, maxInstances: 1 });
-    expect(alone.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
+    const alone = plan([high], instanceTypes, picture, { ...limits, maxInstances: 1 });
+    expect(alone.decisions).toEqual([]);
+    expect(alone.boundBy).toBe('maxInstances');
+    expect(alone.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
   });
 
   it('respects maxHourlySpend, counting instances being created', () => {
-    const result = plan([container(), container()], instanceTypes, pool({ instances: 1, hourlySpend: 0.1 }), { ...limits, maxHourlySpend: 0.16 });
-    expect(result.decisions.filter((decision) => decision.kind === 'create')).toHaveLength(1);
+    const work = queued(2);
+    const result = plan(work, instanceTypes, pool({ instances: 1, hourlySpend: 0.1 }), { ...limits, maxHourlySpend: 0.16 });
+    // 0.10 + 0.05 fits; a second small (0.20) would not.
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'small', forUuid: work[0]!.uuid }]);
     expect(result.boundBy).toBe('maxHourlySpend');
+    expect(result.shutdowns).toEqual([]);
   });
 
   it('stops at a create the pool refuses (quota, throttle)', () => {
-    const result = plan([container()], instanceTypes, pool({ createRefusal: () => 'at quota' }), limits);
+    const result = plan([container()], instanceTypes, pool({ createRefusal: () => 'create calls are rate-limited' }), limits);
     expect(result.decisions).toEqual([]);
-    expect(result.boundBy).toBe('at quota');
+    expect(result.boundBy).toBe('create calls are rate-limited');
+    expect(result.shutdowns).toEqual([]);
   });
 
   it('shuts down booting workers nothing needs, but leaves idle ones to timeoutIdle', () => {
-    const result = plan([], instanceTypes, pool({ idle: { small: 2 }, unallocated: { small: 3, large: 1 }, booting: { small: 1, large: 1 }, instances: 4 }), limits);
+    const result = plan(
+      [],
+      instanceTypes,
+      pool({
+        open: [idle('w1', small), idle('w2', small)],
+        coming: [coming('b1', small), coming('b2', large), coming('c1', small, 'creating'), coming('u1', large, 'unknown')],
+        instances: 6,
+      }),
+      limits,
+    );
+    expect(result.decisions).toEqual([]);
+    // Creating and unknown workers are not surplus yet; only booting ones are shut down.
     expect(result.shutdowns).toEqual([
-      { instanceType: 'small', state: 'booting' },
-      { instanceType: 'large', state: 'booting' },
+      { workerId: 'b1', instanceType: 'small', state: 'booting' },
+      { workerId: 'b2', instanceType: 'large', state: 'booting' },
     ]);
+    expect(result.boundBy).toBeNull();
   });
 
   it('a create in flight binds creates but frees nothing: idle workers of other types stay, and still take their work', () => {
     const waitingForCreate = container({ constraints: big, priority: 9 });
     const fitsIdle = container({ priority: 1 });
-    const result = plan([waitingForCreate, fitsIdle], instanceTypes, pool({
-      idle: { small: 2 },
-      unallocated: { small: 2 },
-      instances: 2,
-      createRefusal: () => '1 create calls in flight (maxConcurrentInstanceCreateOps)',
-    }), limits);
-    expect(result.decisions).toEqual([{ kind: 'start', uuid: fitsIdle.uuid, instanceType: 'small' }]);
+    const refusal = '1 create calls in flight (maxConcurrentInstanceCreateOps)';
+    const result = plan(
+      [waitingForCreate, fitsIdle],
+      instanceTypes,
+      pool({ open: [idle('w1', small), idle('w2', small)], instances: 2, createRefusal: () => refusal }),
+      limits,
+    );
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: fitsIdle.uuid, workerId: 'w2', instanceType: 'small' }]);
+    expect(result.boundBy).toBe(refusal);
     expect(result.shutdowns).toEqual([]);
   });
 
   it('at quota, an idle worker nothing waits for is shut down to make room', () => {
-    const result = plan([container({ constraints: big })], instanceTypes, pool({ idle: { small: 1 }, unallocated: { small: 1 }, instances: 1, atQuota: true }), limits);
+    const result = plan([container({ constraints: big })], instanceTypes, pool({ open: [idle('w1', small)], instances: 1, atQuota: true }), limits);
+    expect(result.decisions).toEqual([]);
     expect(result.boundBy).toBe('at quota');
-    expect(result.shutdowns).toEqual([{ instanceType: 'small', state: 'idle' }]);
+    expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
+  });
+
+  it('does not put a small container on an idle worker of a larger type (whole instances)', () => {
+    const one = container();
+    const result = plan([one], instanceTypes, pool({ open: [idle('w1', large)], coming: [coming('b1', large)], instances: 2 }), limits);
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'small', forUuid: one.uuid }]);
+    // The booting large worker is not needed by anything; the idle one is left to timeoutIdle.
+    expect(result.shutdowns).toEqual([{ workerId: 'b1', instanceType: 'large', state: 'booting' }]);
+  });
+
+  it('fails a container whose cheapest fitting type alone costs more than maxHourlySpend, and goes on', () => {
+    const tooDear = container({ constraints: big });
+    const cheap = container();
+    const result = plan([tooDear, cheap], instanceTypes, pool(), { ...limits, maxHourlySpend: 0.1 });
+    expect(result.decisions).toEqual([
+      { kind: 'fail', uuid: tooDear.uuid, reason: 'the cheapest instance type that fits, large, costs 0.2/h alone, over maxHourlySpend 0.1' },
+      { kind: 'create', instanceType: 'small', forUuid: cheap.uuid },
+    ]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('shuts down only as many idle workers as the blocked creates need', () => {
+    const blocked = container({ constraints: big });
+    const result = plan([blocked], instanceTypes, pool({ open: [idle('w1', small), idle('w2', small), idle('w3', small)], instances: 3 }), {
+      ...limits,
+      maxInstances: 3,
+    });
+    expect(result.decisions).toEqual([]);
+    expect(result.boundBy).toBe('maxInstances');
+    expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
+  });
+
+  it('keeps priority order in its decisions', () => {
+    const first = container({ priority: 9 });
+    const second = container({ constraints: big, priority: 5 });
+    const third = container({ priority: 1 });
+    const result = plan([first, second, third], instanceTypes, pool({ open: [idle('w1', small)], instances: 1 }), limits);
+    expect(result.decisions).toEqual([
+      { kind: 'start', uuid: first.uuid, workerId: 'w1', instanceType: 'small' },
+      { kind: 'create', instanceType: 'large', forUuid: second.uuid },
+      { kind: 'create', instanceType: 'small', forUuid: third.uuid },
+    ]);
+  });
+
+  it('a higher-priority container blocked by maxInstances stops lower ones from creating or starting', () => {
+    const first = container({ priority: 9 });
+    const blocked = container({ constraints: big, priority: 5 });
+    const lowFitsIdle = container({ priority: 2 });
+    const lowNeedsCreate = container({ priority: 1 });
+    // At maxInstances: the first container starts on an idle worker, the large one is blocked, and
+    // neither lower one starts on the other idle worker or creates; that worker goes to make room.
+    const result = plan([first, blocked, lowFitsIdle, lowNeedsCreate], instanceTypes, pool({ open: [idle('w1', small), idle('w2', small)], instances: 2 }), {
+      ...limits,
+      maxInstances: 2,
+    });
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: first.uuid, workerId: 'w2', instanceType: 'small' }]);
+    expect(result.boundBy).toBe('maxInstances');
+    expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
+  });
+
+  it('a higher-priority container blocked by maxHourlySpend stops a cheaper lower-priority create', () => {
+    const high = container({ constraints: big, priority: 9 });
+    const low = container({ priority: 1 });
+    // A large (0.20) would take spend to 0.35, over 0.30; a small (0.05) would fit, but must not overtake.
+    const result = plan([high, low], instanceTypes, pool({ instances: 1, hourlySpend: 0.15 }), { ...limits, maxHourlySpend: 0.3 });
+    expect(result.decisions).toEqual([]);
+    expect(result.boundBy).toBe('maxHourlySpend');
+  });
+
+  it('a create refused for one type stops lower-priority creates of other types', () => {
+    const high = container({ constraints: big, priority: 9 });
+    const low = container({ priority: 1 });
+    const createRefusal = (name: string): string | null => (name === 'large' ? 'no capacity for large' : null);
+    const result = plan([high, low], instanceTypes, pool({ createRefusal }), limits);
+    expect(result.decisions).toEqual([]);
+    expect(result.boundBy).toBe('no capacity for large');
+  });
+});
+
+describe('scheduling pass (packing)', () => {
+  it('creates five 8-vCPU instances for forty one-vCPU containers when that is cheaper per container', () => {
+    const work = queued(40);
+    const result = plan(work, packingTypes, pool(), packing);
+    expect(result.decisions).toEqual([0, 8, 16, 24, 32].map((at) => ({ kind: 'create', instanceType: 'B', forUuid: work[at]!.uuid })));
+    expect(result.shutdowns).toEqual([]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('takes the cheaper type when two hold a group at the same price per container', () => {
+    // small: 0.05 for 2 (0.025 each); large: 0.20 for 8 (0.025 each).
+    const work = queued(8);
+    const result = plan(work, instanceTypes, pool(), packing);
+    expect(result.decisions).toEqual([0, 2, 4, 6].map((at) => ({ kind: 'create', instanceType: 'small', forUuid: work[at]!.uuid })));
+  });
+
+  it('group choice: eight one-vCPU containers get one B, a single one gets an A', () => {
+    const eight = queued(8);
+    expect(plan(eight, packingTypes, pool(), packing).decisions).toEqual([{ kind: 'create', instanceType: 'B', forUuid: eight[0]!.uuid }]);
+    const one = queued(1);
+    expect(plan(one, packingTypes, pool(), packing).decisions).toEqual([{ kind: 'create', instanceType: 'A', forUuid: one[0]!.uuid }]);
+  });
+
+  it('fills a partly used worker before an idle one, and before any create', () => {
+    const work = queued(6);
+    const result = plan(
+      work,
+      packingTypes,
+      pool({ open: [idle('idle-b', typeB), running('part-b', typeB, 3, { vcpus: 5, ramMiB: 12288, scratchGiB: 20, gpus: 0 })], instances: 2 }),
+      packing,
+    );
+    expect(result.decisions).toEqual([
+      ...work.slice(0, 5).map((c) => ({ kind: 'start', uuid: c.uuid, workerId: 'part-b', instanceType: 'B' })),
+      { kind: 'start', uuid: work[5]!.uuid, workerId: 'idle-b', instanceType: 'B' },
+    ]);
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('fills a partly used worker of a dearer type before an idle one of a cheaper type', () => {
+    const one = container();
+    const result = plan(
+      [one],
+      packingTypes,
+      pool({ open: [idle('idle-a', typeA), running('part-b', typeB, 1, { vcpus: 7, ramMiB: 15360, scratchGiB: 20, gpus: 0 })], instances: 2 }),
+      packing,
+    );
+    expect(result.decisions).toEqual([{ kind: 'start', uuid: one.uuid, workerId: 'part-b', instanceType: 'B' }]);
+  });
+
+  it("a worker's free RAM limits what fits even when vCPUs are free", () => {
+    const work = queued(3, { vcpus: 1, ramMiB: 512, scratchGiB: 0, gpus: 0, preemptible: false });
+    const result = plan(work, packingTypes, pool({ open: [running('w1', typeB, 1, { vcpus: 7, ramMiB: 1024, scratchGiB: 20, gpus: 0 })], instances: 1 }), packing);
+    expect(result.decisions).toEqual([
+      { kind: 'start', uuid: work[0]!.uuid, workerId: 'w1', instanceType: 'B' },
+      { kind: 'start', uuid: work[1]!.uuid, workerId: 'w1', instanceType: 'B' },
+      { kind: 'create', instanceType: 'A', forUuid: work[2]!.uuid },
+    ]);
+  });
+
+  it("a worker's free GPUs limit what fits even when vCPUs are free", () => {
+    const gpuType = instanceTypeFixture('G', { vcpus: 8, ramMiB: 32768, gpus: 1, price: 1 });
+    const types = { A: typeA, G: gpuType };
+    const gpuWork = queued(2, { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 1, preemptible: false });
+    const result = plan(
+      gpuWork,
+      types,
+      pool({ open: [running('g-used', gpuType, 1, { vcpus: 7, ramMiB: 30720, scratchGiB: 20, gpus: 0 }), idle('g-idle', gpuType)], instances: 2 }),
+      packing,
+    );
+    expect(result.decisions).toEqual([
+      { kind: 'start', uuid: gpuWork[0]!.uuid, workerId: 'g-idle', instanceType: 'G' },
+      { kind: 'create', instanceType: 'G', forUuid: gpuWork[1]!.uuid },
+    ]);
+  });
+
+  it('coming workers absorb waiting containers up to their capacity, and the rest create', () => {
+    const work = queued(12);
+    const result = plan(work, packingTypes, pool({ coming: [coming('b1', typeB), coming('c1', typeA, 'creating')], instances: 2 }), packing);
+    // A (2) and B (8) take ten; the last two share one new A (0.05 each, against 0.15 on a B).
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'A', forUuid: work[10]!.uuid }]);
+    // The booting worker is needed: it is not shut down.
+    expect(result.shutdowns).toEqual([]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('real open workers take work before coming ones', () => {
+    const work = queued(3);
+    const result = plan(work, packingTypes, pool({ open: [idle('w1', typeA)], coming: [coming('b1', typeB)], instances: 2 }), packing);
+    expect(result.decisions).toEqual([
+      { kind: 'start', uuid: work[0]!.uuid, workerId: 'w1', instanceType: 'A' },
+      { kind: 'start', uuid: work[1]!.uuid, workerId: 'w1', instanceType: 'A' },
+    ]);
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('a group create stays within maxHourlySpend: a cheaper type that fits the budget is created instead', () => {
+    // B (0.30) never fits under 0.25; A (0.10) does, twice.
+    const work = queued(8);
+    const result = plan(work, packingTypes, pool(), { ...packing, maxHourlySpend: 0.25 });
+    expect(result.decisions).toEqual([
+      { kind: 'create', instanceType: 'A', forUuid: work[0]!.uuid },
+      { kind: 'create', instanceType: 'A', forUuid: work[2]!.uuid },
+    ]);
+    expect(result.boundBy).toBe('maxHourlySpend');
   });
 });

@@ -3,7 +3,7 @@
 // remove over the instance's executor) and durable queue writes; feeds them what runner lists and
 // the per-instance watch session report; rebuilds them from the queue and the runners after a
 // restart. Nothing here is awaited by a scheduling pass.
-import { createActor, fromPromise, type Actor, type SnapshotFrom } from 'xstate';
+import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { ContainerStateError, type Container, type ContainerState } from '../queue/types.js';
@@ -241,14 +241,15 @@ export class Attempts {
   }
 
   private observe(allocation: Allocation, snapshot: AttemptSnapshot, last: string | null): string {
-    const state = typeof snapshot.value === 'string' ? snapshot.value : Object.keys(snapshot.value)[0]!;
+    const state = typeof snapshot.value === 'string' ? snapshot.value : Object.keys(snapshot.value).join('.');
     if (state !== last) {
       this.options.logger.info(
         { containerUuid: allocation.uuid, instanceId: allocation.instanceId, from: last, to: state, reason: snapshot.context.reason },
         'container state changed',
       );
-      if (state === 'running' || state === 'cancelling') this.watch(allocation);
     }
+    // Logged by name only; what the pool does depends on tags and status.
+    if (snapshot.hasTag('allocated')) this.watch(allocation);
     if (snapshot.status === 'done') {
       const { exitCode } = snapshot.context;
       // Its logs could not be read: complete it with the exit code alone.

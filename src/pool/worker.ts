@@ -3,7 +3,7 @@
 import type { Actor, SnapshotFrom } from 'xstate';
 import type { InstanceType } from '../cloud/driver.js';
 import type { Executor } from '../ssh/executor.js';
-import type { IdleBehavior, InstanceMachine, Lifecycle } from '../../machines/instance.js';
+import { idleBehaviors, lifecycles, type IdleBehavior, type InstanceMachine, type Lifecycle } from '../../machines/instance.js';
 
 export type WorkerSnapshot = SnapshotFrom<InstanceMachine>;
 
@@ -55,11 +55,10 @@ export class Worker {
 }
 
 export function lifecycleOf(snapshot: WorkerSnapshot): Lifecycle {
-  const { lifecycle } = snapshot.value as { lifecycle: string | Record<string, unknown> };
-  return (typeof lifecycle === 'string' ? lifecycle : Object.keys(lifecycle)[0]) as Lifecycle;
+  // Every lifecycle state carries its name as a tag; arriving (transient) is never observed.
+  return lifecycles.find((lifecycle) => snapshot.hasTag(lifecycle)) ?? 'failed';
 }
 
 export function idleBehaviorOf(snapshot: WorkerSnapshot): IdleBehavior | null {
-  const { idleBehavior } = snapshot.value as { idleBehavior: string };
-  return idleBehavior === 'run' || idleBehavior === 'hold' || idleBehavior === 'drain' ? idleBehavior : null;
+  return idleBehaviors.find((behavior) => snapshot.hasTag(`behavior:${behavior}`)) ?? null;
 }

@@ -129,7 +129,9 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       wantedLater.add(type.name);
       continue;
     }
-    const createType = packing ? cheapestPerContainer(pending, index, choices, instanceTypes, perInstance) : type;
+    // A group type the budget cannot take would block every create while a cheaper type still fits.
+    const affordable = (candidate: InstanceType): boolean => limits.maxHourlySpend === null || spend + candidate.price <= limits.maxHourlySpend;
+    const createType = packing ? (cheapestPerContainer(pending, index, choices, instanceTypes, perInstance, affordable) ?? type) : type;
     const refusal =
       instances >= limits.maxInstances
         ? 'maxInstances'
@@ -170,9 +172,9 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
 }
 
 /**
- * The type to create for the container at `index`: of the types it fits, the one whose instance
- * holds it and the queued containers right after it (first fit, in order) at the least price per
- * container; the cheaper type on a tie.
+ * The type to create for the container at `index`: of the affordable types it fits, the one whose
+ * instance holds it and the queued containers right after it (first fit, in order) at the least
+ * price per container; the cheaper type on a tie. Null if no type it fits is affordable.
  */
 function cheapestPerContainer(
   pending: readonly Container[],
@@ -180,11 +182,12 @@ function cheapestPerContainer(
   choices: ChoiceCache,
   instanceTypes: Readonly<Record<string, InstanceType>>,
   perInstance: number,
-): InstanceType {
+  affordable: (type: InstanceType) => boolean,
+): InstanceType | null {
   const first = pending[index]!;
   let best: { type: InstanceType; perContainer: number } | null = null;
   for (const type of Object.values(instanceTypes)) {
-    if (type.preemptible && !first.constraints.preemptible) continue;
+    if ((type.preemptible && !first.constraints.preemptible) || !affordable(type)) continue;
     let free = capacityOf(type);
     const firstDemand = demandOf(first.constraints);
     if (!fitsIn(firstDemand, free)) continue;
@@ -203,8 +206,7 @@ function cheapestPerContainer(
       best = { type, perContainer };
     }
   }
-  // The container's own cheapest type fits it, so some type always qualifies.
-  return best!.type;
+  return best?.type ?? null;
 }
 
 /** Type choice per distinct set of constraints: a queue of 100,000 usually holds a handful. */
@@ -225,8 +227,8 @@ class ChoiceCache {
 }
 
 /**
- * Slots with room, by type: per type, those that take work now before those on their way, and
- * within each, partly used before empty (so instances fill before new ones are touched). A slot
+ * Slots with room, by type: those that take work now before those on their way, and within each,
+ * partly used (of any type) before empty (so instances fill before new ones are touched). A slot
  * that is full leaves the index, so a pass over many workers does not rescan them.
  */
 class SlotIndex {
@@ -259,11 +261,16 @@ class SlotIndex {
   find(demand: Resources, preemptibleAllowed: boolean, onlyType: InstanceType | null): Slot | null {
     const types = onlyType ? [onlyType] : this.types;
     for (const open of [true, false]) {
+      const tiers: { partly: Set<Slot>; empty: Slot[] }[] = [];
       for (const type of types) {
         if (type.preemptible && !preemptibleAllowed) continue;
         const tier = this.byType.get(type.name)?.[open ? 0 : 1];
-        if (!tier) continue;
-        for (const slot of tier.partly) if (fitsIn(demand, slot.free)) return slot;
+        if (tier) tiers.push(tier);
+      }
+      // A partly used worker of a dearer type before an empty one of a cheaper type: the empty one
+      // can then time out idle, the partly used one is paid for either way.
+      for (const tier of tiers) for (const slot of tier.partly) if (fitsIn(demand, slot.free)) return slot;
+      for (const tier of tiers) {
         const empty = tier.empty.at(-1);
         if (empty && fitsIn(demand, empty.free)) return empty;
       }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { systemClock } from '../../src/clock.js';
+import type { InstanceType } from '../../src/cloud/driver.js';
 import type { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
 import type { PoolSettings, SchedulerSettings } from '../../src/config/schema.js';
 import { Pool } from '../../src/pool/pool.js';
@@ -34,6 +35,10 @@ export interface DispatchOptions {
   scheduler?: Partial<SchedulerSettings>;
   queuePath?: string;
   docker?: boolean;
+  /** Instance types of the pool and the scheduler; default the shared small/large fixture. */
+  instanceTypes?: Record<string, InstanceType>;
+  /** Wraps the stub executor of each instance (under the start counting), e.g. to make one hang. */
+  wrapExecutor?: (executor: Executor, instanceId: string) => Executor;
 }
 
 /** How runner `start` commands misbehave: refused by the runner, or run with the answer lost. */
@@ -69,9 +74,12 @@ export class DispatchHarness {
     this.pool = new Pool({
       poolName,
       driver: stub,
-      executorFor: (target) => this.counting(stub.executorFor(target), target.id),
+      executorFor: (target) => {
+        const executor = stub.executorFor(target);
+        return this.counting(options.wrapExecutor ? options.wrapExecutor(executor, target.id) : executor, target.id);
+      },
       settings,
-      instanceTypes,
+      instanceTypes: options.instanceTypes ?? instanceTypes,
       logger,
       clock: systemClock,
       records: this.queue,
@@ -80,7 +88,7 @@ export class DispatchHarness {
     const dispatcher = new Dispatcher({
       queue: this.queue,
       pool: this.pool,
-      instanceTypes,
+      instanceTypes: options.instanceTypes ?? instanceTypes,
       settings: schedulerSettings,
       maxInstances: settings.maxInstances,
       logger,

@@ -2,6 +2,7 @@
 // and a set of container uuids standing in for the pool's allocation ledger.
 import { createActor, fromPromise, SimulatedClock, type Actor } from 'xstate';
 import type { CloudInstance } from '../../src/cloud/driver.js';
+import { idleBehaviorOf, lifecycleOf } from '../../src/pool/worker.js';
 import {
   instanceMachine,
   type CreateInstanceInput,
@@ -98,12 +99,11 @@ export class InstanceHarness {
   }
 
   lifecycle(): Lifecycle {
-    const value = this.actor.getSnapshot().value as { lifecycle: string | Record<string, unknown> };
-    return (typeof value.lifecycle === 'string' ? value.lifecycle : Object.keys(value.lifecycle)[0]) as Lifecycle;
+    return lifecycleOf(this.actor.getSnapshot());
   }
 
-  idleBehavior(): string {
-    return (this.actor.getSnapshot().value as { idleBehavior: string }).idleBehavior;
+  idleBehavior(): string | null {
+    return idleBehaviorOf(this.actor.getSnapshot());
   }
 
   /** Lets promise-based actors settle and their done events be processed. */

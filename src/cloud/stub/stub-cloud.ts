@@ -396,7 +396,7 @@ export class StubCloud implements CloudDriver {
         const forced = this.faults.startExitCode;
         if (forced !== null) return refuse(forced, `stub: start answers ${forced} (fault startExitCode)`);
         if (container) return refuse(runnerExit.exists, `container ${uuid} already exists`);
-        vm.containers[uuid] = { state: 'running', endsAt: this.clock.now() + this.faults.containerRunMs };
+        vm.containers[uuid] = { state: 'running', endsAt: this.clock.now() + (runMsOf(args) ?? this.faults.containerRunMs) };
         return ok();
       }
       case 'kill':
@@ -509,6 +509,20 @@ export class StubCloud implements CloudDriver {
     if (probability >= 1) return true;
     return this.random() < probability;
   }
+}
+
+/** Env var a container may set to run on the stub for that many ms instead of faults.containerRunMs. */
+export const stubRunMsEnv = 'STUB_RUN_MS';
+
+/** The container's own run time: `--env STUB_RUN_MS=<ms>` among a start's options, before `--`. */
+function runMsOf(startArgs: readonly string[]): number | null {
+  for (let i = 1; i < startArgs.length && startArgs[i] !== '--'; i++) {
+    const value = startArgs[i] === '--env' ? startArgs[i + 1] : undefined;
+    if (!value?.startsWith(`${stubRunMsEnv}=`)) continue;
+    const ms = value.slice(stubRunMsEnv.length + 1);
+    if (/^\d+$/.test(ms)) return Number(ms);
+  }
+  return null;
 }
 
 /** Splits a command line made of bare and single-quoted words (what the runner commands use). */
