@@ -374,8 +374,10 @@ export class Pool implements WorkerPool {
     if (!fitsIn(demandOf(container.constraints), minus(capacityOf(worker.instanceType), ledger.usedOn(workerId)))) return false;
     const assigned = { type: 'CONTAINER_ASSIGNED', containerUuid: container.uuid } as const;
     if (!worker.actor.getSnapshot().can(assigned)) return false;
-    this.attempts.start(container, this.placement(worker, instance.id));
+    // Assigned first: an idle worker turns running on this event, so the ledger change that
+    // follows is no news to its machine (see allocationsChanged) and costs no second transition.
     worker.actor.send(assigned);
+    this.attempts.start(container, this.placement(worker, instance.id));
     return true;
   }
 
@@ -440,11 +442,22 @@ export class Pool implements WorkerPool {
   }
 
   private allocationsChanged(workerId: string): void {
-    this.workers.get(workerId)?.actor.send({ type: 'ALLOCATIONS_CHANGED' });
+    const worker = this.workers.get(workerId);
+    // An idle worker with nothing holding it, or a running one with something, already is what
+    // the event would make it (and no other guard of those states reads the ledger): skip an
+    // XState transition per start and per finished container.
+    const holding = this.attempts.ledger.holdingOn(workerId) > 0;
+    if (worker && !(worker.lifecycle === 'idle' && !holding) && !(worker.lifecycle === 'running' && holding)) {
+      worker.actor.send({ type: 'ALLOCATIONS_CHANGED' });
+    }
     this.notifier.notify();
   }
 
-  /** An instance whose runner keeps refusing starts is taken out of service, so it cannot fail a queue. */
+  /**
+   * An instance whose runner keeps refusing starts, or never answers them, is taken out of service,
+   * so it cannot fail a queue or hold it up: an unanswered start is requeued once a runner list
+   * shows it absent, and without this the same instance would take it (and hang) again and again.
+   */
   private startSettled(workerId: string, outcome: StartOutcome): void {
     const worker = this.workers.get(workerId);
     if (!worker) return;
@@ -452,14 +465,14 @@ export class Pool implements WorkerPool {
       worker.failedStarts = 0;
       return;
     }
-    if (outcome.kind !== 'refused' || outcome.fault !== 'instance') return;
+    if (outcome.kind === 'refused' && outcome.fault === 'container') return;
     worker.failedStarts++;
     const limit = this.options.maxStartFailuresPerInstance ?? defaultMaxStartFailuresPerInstance;
     if (worker.failedStarts < limit || worker.idleBehavior === 'drain') return;
     const instanceId = worker.snapshot.context.instance?.id ?? null;
     this.logger.error(
       { workerId, instanceId, instanceType: worker.instanceType.name, failedStarts: worker.failedStarts, lastReason: outcome.reason },
-      `instance taken out of service: ${worker.failedStarts} container starts in a row refused; draining it`,
+      `instance taken out of service: ${worker.failedStarts} container starts in a row refused or unanswered; draining it`,
     );
     worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
   }
