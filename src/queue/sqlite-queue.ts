@@ -121,6 +121,8 @@ export class SqliteQueue implements ContainerQueue {
   private readonly maxAttempts: number;
   private readonly notifier = new Notifier();
   private readonly statements;
+  /** update() in an immediate transaction of its own. Built once: db.transaction() makes four wrapper functions per call (~7 µs each time). */
+  private readonly updateAlone: (uuid: string, action: string, statement: Update, params: Params) => Scalars;
   // The live set, a mirror of the file's queued, locked and running rows. This queue is the
   // file's only writer, so the mirror stays exact if it changes only after each commit.
   private readonly live = new Map<string, Readonly<Container>>();
@@ -209,6 +211,7 @@ export class SqliteQueue implements ContainerQueue {
         WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')
         RETURNING *`),
     };
+    this.updateAlone = db.transaction((uuid: string, action: string, statement: Update, params: Params) => this.update(uuid, action, statement, params)).immediate;
     const loaded = this.statements.live.all().map((row) => freeze(fromRow(row)));
     for (const container of loaded) {
       this.live.set(container.uuid, container);
@@ -394,7 +397,7 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   private mutate(uuid: string, action: string, statement: Update, params: Params): void {
-    const row = this.db.transaction(() => this.update(uuid, action, statement, params)).immediate();
+    const row = this.updateAlone(uuid, action, statement, params);
     this.applied(row);
     this.notifier.notify();
   }

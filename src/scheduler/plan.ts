@@ -212,18 +212,30 @@ function cheapestPerContainer(
 /** Type choice per distinct set of constraints: a queue of 100,000 usually holds a handful. */
 class ChoiceCache {
   private readonly cache = new Map<string, InstanceTypeChoice>();
+  // Neighbours in the queue mostly ask alike: comparing with the last constraints spares the key
+  // (a string built per container, per pass: half of a 100,000-container pass's planning time).
+  private last: Constraints | null = null;
+  private lastChoice: InstanceTypeChoice | null = null;
 
   constructor(private readonly instanceTypes: Readonly<Record<string, InstanceType>>) {}
 
   choose(constraints: Constraints): InstanceTypeChoice {
+    const last = this.last;
+    if (this.lastChoice !== null && last !== null && sameConstraints(last, constraints)) return this.lastChoice;
     const key = `${constraints.vcpus}/${constraints.ramMiB}/${constraints.scratchGiB}/${constraints.gpus}/${constraints.preemptible}`;
     let choice = this.cache.get(key);
     if (!choice) {
       choice = chooseInstanceType(constraints, this.instanceTypes);
       this.cache.set(key, choice);
     }
+    this.last = constraints;
+    this.lastChoice = choice;
     return choice;
   }
+}
+
+function sameConstraints(a: Constraints, b: Constraints): boolean {
+  return a === b || (a.vcpus === b.vcpus && a.ramMiB === b.ramMiB && a.scratchGiB === b.scratchGiB && a.gpus === b.gpus && a.preemptible === b.preemptible);
 }
 
 /**
