@@ -80,6 +80,16 @@ describe('scheduling pass (one container per instance)', () => {
     expect(result.boundBy).toBeNull();
   });
 
+  it('maxStartsPerPass: starts that many; the rest keep their idle worker and create nothing', () => {
+    const work = queued(5);
+    const workers = ['w1', 'w2', 'w3', 'w4', 'w5'].map((id) => idle(id, small));
+    const result = plan(work, instanceTypes, pool({ open: workers, instances: 5 }), { ...limits, maxStartsPerPass: 2 });
+    expect(result.decisions.map((decision) => decision.kind)).toEqual(['start', 'start']);
+    expect(result.decisions.map((decision) => (decision.kind === 'start' ? decision.uuid : null))).toEqual([work[0]!.uuid, work[1]!.uuid]);
+    expect(result.deferredStarts).toBe(3);
+    expect(result.shutdowns).toEqual([]);
+  });
+
   it('picks the cheapest type that fits and fails what nothing fits', () => {
     const largeOne = container({ constraints: big });
     const huge = container({ constraints: { ...big, vcpus: 64 } });

@@ -58,6 +58,7 @@ const settings = (options: DriverOptions) => ({
   maxConcurrentContainers: options.maxConcurrentContainers ?? null,
   maxHourlySpend: null,
   maxAttempts: 3,
+  maxStartsPerPass: 500,
 });
 
 class FakeDriver implements SchedulerDriver {

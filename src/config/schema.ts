@@ -79,6 +79,8 @@ export interface SchedulerSettings {
   maxHourlySpend: number | null;
   /** Starts of one container (including lost ones) before it is failed. */
   maxAttempts: number;
+  /** Starts one scheduling pass hands out; the rest keep their worker and start in the next pass, passGap later. */
+  maxStartsPerPass: number;
 }
 
 export interface QueueSettings {
@@ -220,6 +222,7 @@ const schedulerSchema = z.strictObject({
   maxConcurrentContainers: count(1).nullable().default(null),
   maxHourlySpend: z.number().positive().nullable().default(null),
   maxAttempts: count(1).default(3),
+  maxStartsPerPass: count(1).default(500),
 });
 
 const queueSchema = z.strictObject({ path: nonEmpty.default('.drover/queue.sqlite') });

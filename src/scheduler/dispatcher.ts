@@ -76,6 +76,7 @@ export class Dispatcher {
       maxConcurrentContainers: settings.maxConcurrentContainers,
       maxHourlySpend: settings.maxHourlySpend,
       maxContainersPerInstance: pool.maxContainersPerInstance,
+      maxStartsPerPass: settings.maxStartsPerPass,
     });
     this.execute(result, picture);
     return result;

@@ -16,6 +16,12 @@ export interface Limits {
   maxHourlySpend: number | null;
   /** Containers one instance may run at once (1: whole instances, no packing). */
   maxContainersPerInstance: number;
+  /**
+   * Starts one pass hands out (default: no limit). Each costs two actor transitions and a lock,
+   * so a pool with 10,000 idle workers would otherwise hold the event loop for seconds; the
+   * containers past the limit keep their place on a worker, create nothing, and start next pass.
+   */
+  maxStartsPerPass?: number;
 }
 
 export type Decision =
@@ -40,6 +46,8 @@ export interface Plan {
   shutdowns: Shutdown[];
   /** The limit that stopped the pass early, if one did (for logs and metrics). */
   boundBy: string | null;
+  /** Containers placed on a worker that takes work now, left for the next pass by maxStartsPerPass. */
+  deferredStarts: number;
 }
 
 /** Room on a worker as the pass fills it: a worker that takes work now, one on its way, or one this pass creates. */
@@ -82,6 +90,9 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
   let concurrencyBound = false;
   let capacityBound = false;
   let blockedCreates = 0;
+  const maxStarts = limits.maxStartsPerPass ?? Infinity;
+  let starts = 0;
+  let deferredStarts = 0;
   // Types still wanted by containers the pass did not get to; their booting workers are not surplus.
   const wantedLater = new Set<string>();
 
@@ -120,7 +131,11 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       // A worker with room that takes work now starts it; one on its way (creating, booting, or
       // created earlier in this pass) is waited for, and nothing is created.
       slots.place(slot, demand);
-      if (slot.open && slot.workerId !== null) decisions.push({ kind: 'start', uuid: container.uuid, workerId: slot.workerId, instanceType: slot.type.name });
+      if (slot.open && slot.workerId !== null) {
+        if (starts < maxStarts) decisions.push({ kind: 'start', uuid: container.uuid, workerId: slot.workerId, instanceType: slot.type.name });
+        else deferredStarts++;
+        starts++;
+      }
       active++;
       continue;
     }
@@ -168,7 +183,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       idleToFree--;
     }
   }
-  return { decisions, shutdowns, boundBy };
+  return { decisions, shutdowns, boundBy, deferredStarts };
 }
 
 /**

@@ -68,6 +68,7 @@ export class DispatchHarness {
       maxConcurrentContainers: null,
       maxHourlySpend: null,
       maxAttempts: 3,
+      maxStartsPerPass: 500,
       ...options.scheduler,
     };
     this.queue = new SqliteQueue({ path: options.queuePath ?? queuePath(), maxAttempts: schedulerSettings.maxAttempts, clock: systemClock });
