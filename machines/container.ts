@@ -120,13 +120,11 @@ const gone = (context: Context, event: { reason: string }) => `instance ${contex
 
 const ended = (c: Context, how: string) => `${c.cancelRequested ? 'cancelled; ' : ''}${how} ${on(c)} with exit code ${c.exitCode ?? '?'}`;
 
+const recordExit = { type: 'recordExit' as const, params: ({ context }: Args) => ({ uuid: context.uuid, exitCode: context.exitCode ?? -1 }) };
+
 // recordExit is durable before anything else happens to an exited container, logs included.
 // Only exit events lead here, so noteExit has just set the code.
-const exited = [
-  'noteExit' as const,
-  { type: 'recordExit' as const, params: ({ context }: Args) => ({ uuid: context.uuid, exitCode: context.exitCode ?? -1 }) },
-  because((c) => ended(c, 'exited')),
-];
+const exited = ['noteExit' as const, recordExit, because((c) => ended(c, 'exited'))];
 
 const cancel = ['requestCancel' as const, because((c) => `cancel requested; stopping it ${on(c)}`)];
 
@@ -226,6 +224,9 @@ export const containerMachine = setup({
         CANCEL: { actions: ['requestCancel', because((c) => `cancel requested while starting ${on(c)}`)] },
         // The container cannot be running on an instance that no longer exists.
         INSTANCE_GONE: { target: 'requeued', actions: requeue(false, gone) },
+        // The watch session can report the exit before the start's own answer arrives (a short
+        // container); it is reported once, so it is kept until the answer comes.
+        EXITED: { actions: ['noteExit', because((c) => `exited with ${c.exitCode ?? '?'} ${on(c)} before its start was answered`)] },
       },
       invoke: {
         src: 'startContainer',
@@ -235,6 +236,11 @@ export const containerMachine = setup({
             guard: ({ context, event }) => context.cancelRequested && event.output.kind === 'refused',
             target: 'done',
             actions: because((c) => `cancelled before it started ${on(c)}`),
+          },
+          {
+            guard: ({ context, event }) => context.exitCode !== null && event.output.kind !== 'refused',
+            target: 'finishing',
+            actions: [startAnswered, recordRunning, recordExit, because((c) => ended(c, 'started and exited'))],
           },
           { guard: 'cancelRequested', target: 'cancelling', actions: [startAnswered, because((c) => `cancelled while starting; stopping it ${on(c)}`)] },
           { guard: answered('started'), target: 'running', actions: [startAnswered, recordRunning, because((c) => `started ${on(c)}`)] },
@@ -259,11 +265,8 @@ export const containerMachine = setup({
       tags: ['allocated', 'unconfirmed'],
       after: {
         uncertainDeadline: {
-          target: 'requeued',
-          actions: [
-            { type: 'orderKill', params: where },
-            ...requeue(false, (c) => `no runner list ${on(c)} confirmed the start within the deadline`),
-          ],
+          target: 'abandoning',
+          actions: because((c) => `no runner list ${on(c)} confirmed the start within the deadline; killing whatever started`),
         },
       },
       on: {
@@ -275,6 +278,33 @@ export const containerMachine = setup({
         EXITED: { target: 'finishing', actions: [recordRunning, ...exited] },
         CANCEL: { target: 'cancelling', actions: cancel },
         INSTANCE_GONE: { target: 'requeued', actions: requeue(false, gone) },
+      },
+    },
+    // A start given up on is killed before the container goes back to the queue, so a new start
+    // (on this instance, or another) cannot meet a kill meant for the old one.
+    abandoning: {
+      tags: ['allocated', 'unconfirmed'],
+      on: {
+        INSTANCE_GONE: { target: 'requeued', actions: requeue(false, gone) },
+        // It did run, and ran to its end: that is its result.
+        EXITED: { target: 'finishing', actions: [recordRunning, ...exited] },
+      },
+      invoke: {
+        src: 'killContainer',
+        input: ({ context }) => ({ ...ref({ context }), signal: 'KILL' as const }),
+        onDone: {
+          target: 'requeued',
+          actions: requeue(false, (c) => `no runner list ${on(c)} confirmed the start within the deadline; killed there`),
+        },
+        // Unreachable: whoever sees it on that instance later kills it unless the queue gives it back there.
+        onError: {
+          target: 'requeued',
+          actions: [
+            noteError,
+            { type: 'orderKill', params: where },
+            ...requeue(false, (c) => `no runner list ${on(c)} confirmed the start within the deadline; the instance did not answer a kill`),
+          ],
+        },
       },
     },
     running: {
@@ -320,6 +350,13 @@ export const containerMachine = setup({
     cancelling: {
       tags: ['allocated'],
       initial: 'signalling',
+      // An instance that never answers must not be held busy forever by a container already cancelled.
+      after: {
+        uncertainDeadline: {
+          target: 'done',
+          actions: [{ type: 'orderKill', params: where }, because((c) => `cancelled; ${on(c)} no kill was confirmed within the deadline`)],
+        },
+      },
       on: {
         EXITED: { target: 'finishing', actions: exited },
         RUNNER_LISTED: [

@@ -1,7 +1,10 @@
 // How the pool reads a runner `start` answer: whose fault a refusal is, and when only a list can tell.
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { classifyStart } from '../src/pool/attempts.js';
+import { systemClock } from '../src/clock.js';
+import { Attempts, classifyStart, type AttemptRecords } from '../src/pool/attempts.js';
 import { AllocationLedger } from '../src/pool/ledger.js';
+import type { Container } from '../src/queue/types.js';
 import type { CommandResult } from '../src/ssh/executor.js';
 
 const answer = (exitCode: number | null, stderr = ''): CommandResult => ({ stdout: '', stderr, exitCode });
@@ -52,5 +55,107 @@ describe('AllocationLedger', () => {
       ledger.add({ uuid: 'c', workerId: 'w', instanceId: 'i', instanceType: 't', demand, actor, holds: true });
       ledger.add({ uuid: 'c', workerId: 'w', instanceId: 'i', instanceType: 't', demand, actor, holds: true });
     }).toThrow(/already allocated/);
+  });
+});
+
+describe('Attempts: copies of a container on the wrong instance', () => {
+  const container = (uuid: string, state: Container['state'], instanceId: string | null): Container => ({
+    uuid,
+    state,
+    image: null,
+    command: ['true'],
+    env: {},
+    constraints: { vcpus: 1, ramMiB: 64, scratchGiB: 0, gpus: 0, preemptible: false },
+    priority: 0,
+    attempts: 1,
+    exitCode: null,
+    instanceId,
+    instanceType: 't',
+    logTail: '',
+    reason: null,
+    submittedAt: 0,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: 0,
+  });
+
+  function setUp() {
+    const queue = new Map<string, Container>();
+    const writes: string[] = [];
+    const records: AttemptRecords = {
+      get: (uuid) => queue.get(uuid),
+      liveOn: (instanceId) => [...queue.values()].filter((c) => c.instanceId === instanceId && (c.state === 'locked' || c.state === 'running')),
+      lock: () => false,
+      unlock: (uuid) => void writes.push(`unlock ${uuid}`),
+      markRunning: (uuid) => void writes.push(`markRunning ${uuid}`),
+      recordExit: (uuid, code) => void writes.push(`recordExit ${uuid} ${code}`),
+      complete: (uuid, code) => void writes.push(`complete ${uuid} ${code}`),
+      setLogTail: () => {},
+      requeueOrFail: (uuid) => {
+        writes.push(`requeueOrFail ${uuid}`);
+        return 'queued';
+      },
+      fail: (uuid) => void writes.push(`fail ${uuid}`),
+    };
+    const commands: string[] = [];
+    const attempts = new Attempts({
+      records,
+      clock: systemClock,
+      logger: pino({ level: 'silent' }),
+      runnerCommand: 'r',
+      docker: false,
+      run: async (workerId, command) => {
+        commands.push(`${workerId}: ${command}`);
+        // The watch session: never answers within the test.
+        if (command.includes(' wait ')) await new Promise(() => {});
+        return { stdout: '', stderr: '', exitCode: 0 };
+      },
+      changed: () => {},
+      startSettled: () => {},
+      uncertainDeadlineMs: 600_000,
+      killRetryMs: 30_000,
+      watchSeconds: 25,
+      watchRetryMs: 5_000,
+    });
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    return { queue, writes, commands: () => commands.filter((command) => !command.includes(' wait ')), attempts, settle };
+  }
+
+  const a = { workerId: 'A', instanceId: 'iA', instanceType: 't' };
+  const b = { workerId: 'B', instanceId: 'iB', instanceType: 't' };
+
+  it('a second copy on another instance is killed and removed there, and nothing about it reaches the queue', async () => {
+    const { queue, writes, commands, attempts, settle } = setUp();
+    // The queue has x running on A; after a restart, B's list (with a stray copy) comes first.
+    queue.set('x', container('x', 'running', 'iA'));
+    attempts.listed(b, { running: ['x'], exited: new Map() }, 1_000);
+    await settle();
+    attempts.listed(a, { running: ['x'], exited: new Map() }, 1_000);
+    await settle();
+    expect(attempts.ledger.get('x')?.workerId).toBe('A');
+    // Still there at B's next list: KILL; once it has exited: removed, once.
+    attempts.listed(b, { running: ['x'], exited: new Map() }, 2_000);
+    attempts.listed(b, { running: [], exited: new Map([['x', 143]]) }, 3_000);
+    attempts.listed(b, { running: [], exited: new Map([['x', 143]]) }, 4_000);
+    await settle();
+    expect(commands()).toEqual(["B: 'r' kill TERM 'x'", "B: 'r' kill KILL 'x'", "B: 'r' remove 'x'"]);
+    expect(writes).toEqual([]);
+    // The real copy on A is untouched and still the container's attempt.
+    attempts.listed(a, { running: ['x'], exited: new Map() }, 5_000);
+    await settle();
+    expect(commands().filter((command) => command.startsWith('A:'))).toEqual([]);
+    expect(attempts.ledger.get('x')?.actor.getSnapshot().value).toBe('running');
+    attempts.stop();
+  });
+
+  it('a copy of a container that runs elsewhere in this process is killed, not adopted', async () => {
+    const { queue, commands, attempts, settle } = setUp();
+    queue.set('y', container('y', 'running', 'iA'));
+    attempts.listed(a, { running: ['y'], exited: new Map() }, 1_000);
+    attempts.listed(b, { running: ['y'], exited: new Map() }, 1_000);
+    await settle();
+    expect(commands()).toEqual(["B: 'r' kill TERM 'y'"]);
+    expect(attempts.ledger.on('B')).toEqual([]);
+    attempts.stop();
   });
 });

@@ -39,6 +39,18 @@ describe('starting', () => {
     expect(h.snapshot.hasTag('unconfirmed')).toBe(false);
   });
 
+  it('an exit pushed before the start is answered is kept: the answer then leads straight to finishing', async () => {
+    const start = new Deferred<StartOutcome>();
+    const h = new ContainerHarness({}, { start: [start], logs: [new Deferred<string>()] });
+    await h.send({ type: 'EXITED', exitCode: 4 });
+    expect(h.state()).toBe('starting');
+    start.resolve(started);
+    await h.settle();
+    expect(h.state()).toBe('finishing');
+    expect(h.names()).toEqual(['startContainer', 'recordRunning', 'recordExit', 'collectLogs']);
+    expect(h.details('recordExit')).toEqual([{ uuid: 'c-1', exitCode: 4 }]);
+  });
+
   it('refused by the instance → requeued as an unlock (no attempt counted)', async () => {
     const h = new ContainerHarness({}, { start: [{ kind: 'refused', reason: 'disk full', fault: 'instance' }] });
     await h.settle();
@@ -77,7 +89,8 @@ describe('starting', () => {
     expect(h.state()).toBe('uncertain');
     await h.advance(delays.uncertainDeadline);
     expect(h.state()).toBe('requeued');
-    expect(h.names()).toEqual(['startContainer', 'orderKill', 'recordRequeue']);
+    expect(h.names()).toEqual(['startContainer', 'killContainer', 'recordRequeue']);
+    expect(h.signals()).toEqual(['KILL']);
   });
 
   it('the instance going away while starting → requeued as an unlock', async () => {
@@ -113,18 +126,34 @@ describe('uncertain', () => {
     expect(h.details('orderKill')).toEqual([]);
   });
 
-  it('→ requeued at the deadline (not a moment before), ordering a kill first', async () => {
-    const h = await uncertain();
+  it('→ requeued at the deadline (not a moment before), only once its KILL has been answered', async () => {
+    const kill = new Deferred<'sent' | 'gone'>();
+    const h = await uncertain({ kill: [kill] });
     await h.advance(delays.uncertainDeadline - 1);
     expect(h.state()).toBe('uncertain');
-    expect(h.details('orderKill')).toEqual([]);
+    expect(h.signals()).toEqual([]);
     await h.advance(1);
+    // Still holding its place: a new start must not meet the kill meant for this one.
+    expect(h.state()).toBe('abandoning');
+    expect(h.snapshot.hasTag('allocated')).toBe(true);
+    expect(h.signals()).toEqual(['KILL']);
+    expect(h.details('recordRequeue')).toEqual([]);
+    kill.resolve('sent');
+    await h.settle();
     expect(h.state()).toBe('requeued');
-    expect(h.names()).toEqual(['startContainer', 'orderKill', 'recordRequeue']);
-    expect(h.details('orderKill')).toEqual([{ uuid: 'c-1', instanceId: 'i-1' }]);
+    expect(h.names()).toEqual(['startContainer', 'killContainer', 'recordRequeue']);
+    expect(h.details('orderKill')).toEqual([]);
     expect(h.details('recordRequeue')).toEqual([
-      { uuid: 'c-1', reason: 'no runner list on instance i-1 confirmed the start within the deadline', lost: false },
+      { uuid: 'c-1', reason: 'no runner list on instance i-1 confirmed the start within the deadline; killed there', lost: false },
     ]);
+  });
+
+  it('at the deadline, an instance that does not answer the kill: requeued with a kill ordered for later', async () => {
+    const h = await uncertain({ kill: [new Error('ssh: timed out')] });
+    await h.advance(delays.uncertainDeadline);
+    expect(h.state()).toBe('requeued');
+    expect(h.names()).toEqual(['startContainer', 'killContainer', 'orderKill', 'recordRequeue']);
+    expect(h.details('orderKill')).toEqual([{ uuid: 'c-1', instanceId: 'i-1' }]);
   });
 
   it('→ finishing on an exited list, recording running before the exit', async () => {
@@ -359,7 +388,17 @@ describe('adopted after a restart', () => {
     expect(h.snapshot.hasTag('unconfirmed')).toBe(true);
     await h.advance(delays.uncertainDeadline);
     expect(h.state()).toBe('requeued');
-    expect(h.names()).toEqual(['orderKill', 'recordRequeue']);
+    expect(h.names()).toEqual(['killContainer', 'recordRequeue']);
+  });
+
+  it('cancelling on an instance that never answers a kill ends at the deadline, ordering a kill for later', async () => {
+    const h = new ContainerHarness({ initial: 'cancelling' }, { kill: [new Error('ssh: timed out')] });
+    await h.advance(delays.uncertainDeadline - 1);
+    expect(h.state()).toBe('cancelling');
+    expect(h.snapshot.hasTag('allocated')).toBe(true);
+    await h.advance(1);
+    expect(h.state()).toBe('done');
+    expect(h.details('orderKill')).toEqual([{ uuid: 'c-1', instanceId: 'i-1' }]);
   });
 
   it('initial cancelling: sends TERM at once', async () => {

@@ -20,7 +20,7 @@ import {
   type StartOutcome,
 } from '../../machines/container.js';
 import { AllocationLedger, type Allocation } from './ledger.js';
-import { demandOf, noResources } from './resources.js';
+import { demandOf } from './resources.js';
 import { parseRunnerList, type RunnerListing } from './runner-list.js';
 
 /** The queue as the attempts see it: the durable record they read and write. */
@@ -72,8 +72,12 @@ export class Attempts {
   readonly ledger = new AllocationLedger();
   private readonly machine;
   private readonly watching = new Set<string>();
-  /** Exited containers already told to the runner's `remove`, per worker, so a probe does not send it again. */
-  private readonly removalsSent = new Map<string, Set<string>>();
+  /**
+   * Copies on an instance that must not be there (finished, cancelled, unknown, or running
+   * elsewhere), per worker: what was last sent to clear each away, so a probe does not repeat it.
+   * They are no attempt of this process: nothing about them is written to the queue.
+   */
+  private readonly straysCleared = new Map<string, Map<string, 'TERM' | 'KILL' | 'remove'>>();
   private readonly timers = new Set<unknown>();
   private stopped = false;
 
@@ -144,7 +148,7 @@ export class Attempts {
   /** The worker's instance is gone: whatever ran there is lost. */
   instanceGone(workerId: string, reason: string): void {
     for (const allocation of this.ledger.on(workerId)) allocation.actor.send({ type: 'INSTANCE_GONE', reason });
-    this.removalsSent.delete(workerId);
+    this.straysCleared.delete(workerId);
   }
 
   /**
@@ -156,8 +160,10 @@ export class Attempts {
     const { workerId, instanceId } = placement;
     const listedUuids = new Set<string>([...listing.running, ...listing.exited.keys()]);
     for (const uuid of listedUuids) {
-      if (this.ledger.get(uuid)) continue;
-      this.takeOn(uuid, placement, listing.exited.has(uuid));
+      const allocation = this.ledger.get(uuid);
+      // An attempt elsewhere owns the container: this copy is a second one and must go.
+      if (allocation && allocation.workerId !== workerId) this.clearStray(uuid, placement, listing.exited.has(uuid));
+      else if (!allocation) this.takeOn(uuid, placement, listing.exited.has(uuid));
     }
     // Containers the queue has on this instance but no attempt covers (the dispatcher restarted).
     for (const container of this.options.records.liveOn(instanceId)) {
@@ -170,8 +176,8 @@ export class Attempts {
         exitCode !== undefined ? { state: 'exited', exitCode } : listing.running.includes(allocation.uuid) ? { state: 'running' } : { state: 'absent' };
       allocation.actor.send({ type: 'RUNNER_LISTED', listedAt, status });
     }
-    const sent = this.removalsSent.get(workerId);
-    if (sent) for (const uuid of sent) if (!listedUuids.has(uuid)) sent.delete(uuid);
+    const cleared = this.straysCleared.get(workerId);
+    if (cleared) for (const uuid of cleared.keys()) if (!listedUuids.has(uuid)) cleared.delete(uuid);
     if (this.ledger.holdingOn(workerId) > 0) this.watch(placement);
   }
 
@@ -203,19 +209,25 @@ export class Attempts {
       logger.warn({ containerUuid: uuid, instanceId }, 'adopted a requeued container found on an instance');
       return;
     }
-    if (!exited) {
-      // Finished, cancelled, unknown to the queue, or recorded on another instance: it must not run here.
-      this.spawn(uuid, placement, container ? demandOf(container.constraints) : noResources, 'cancelling', 0);
-      logger.warn({ containerUuid: uuid, instanceId, queueState: container?.state ?? null }, 'killing a container that should not run here');
-      return;
-    }
-    let sent = this.removalsSent.get(placement.workerId);
-    if (!sent) this.removalsSent.set(placement.workerId, (sent = new Set()));
-    if (sent.has(uuid)) return;
-    sent.add(uuid);
-    this.options.run(placement.workerId, removeCommand(this.options.runnerCommand, uuid)).catch((error: unknown) => {
-      sent.delete(uuid);
-      logger.debug({ containerUuid: uuid, instanceId, error: errorMessage(error) }, 'runner cleanup failed; the next list retries');
+    // Finished, cancelled, unknown to the queue, or recorded on another instance: it must not run here.
+    this.clearStray(uuid, placement, exited);
+  }
+
+  /** TERM a stray copy, KILL it if a later list still shows it, remove it once it has exited. */
+  private clearStray(uuid: string, placement: Placement, exited: boolean): void {
+    const { workerId, instanceId } = placement;
+    let cleared = this.straysCleared.get(workerId);
+    if (!cleared) this.straysCleared.set(workerId, (cleared = new Map()));
+    const last = cleared.get(uuid);
+    if (exited && last === 'remove') return;
+    const step = exited ? 'remove' : last === undefined ? 'TERM' : 'KILL';
+    const { runnerCommand, logger } = this.options;
+    const command = step === 'remove' ? removeCommand(runnerCommand, uuid) : killCommand(runnerCommand, step, uuid);
+    if (last === undefined) logger.warn({ containerUuid: uuid, instanceId, queueState: this.options.records.get(uuid)?.state ?? null }, 'clearing away a container that should not be on this instance');
+    cleared.set(uuid, step);
+    this.options.run(workerId, command).catch((error: unknown) => {
+      if (cleared.get(uuid) === step) cleared.delete(uuid);
+      logger.debug({ containerUuid: uuid, instanceId, step, error: errorMessage(error) }, 'clearing a stray container failed; the next list retries');
     });
   }
 
@@ -305,15 +317,16 @@ export class Attempts {
 
   private async watchLoop({ workerId }: Placement): Promise<void> {
     const { runnerCommand, watchSeconds, watchRetryMs } = this.options;
+    // Exits the last session reported (whatever they belong to: a stray's, one whose remove failed).
+    let reported: readonly string[] = [];
     while (!this.stopped && this.ledger.holdingOn(workerId) > 0) {
-      // Exits already reported are passed back, so the session waits for the next one.
-      const known = this.ledger
-        .on(workerId)
-        .filter((allocation) => !allocation.holds)
-        .map((allocation) => allocation.uuid);
+      // Every exit already seen is passed back, so the session waits for the next one instead of
+      // answering at once about a directory nobody has removed yet.
+      const known = new Set(reported);
+      for (const allocation of this.ledger.on(workerId)) if (!allocation.holds) known.add(allocation.uuid);
       let listing: RunnerListing;
       try {
-        const result = await this.options.run(workerId, waitCommand(runnerCommand, watchSeconds, known));
+        const result = await this.options.run(workerId, waitCommand(runnerCommand, watchSeconds, [...known]));
         if (result.exitCode !== runnerExit.ok) throw new Error(`runner wait exited with ${result.exitCode}: ${result.stderr.trim()}`);
         listing = parseRunnerList(result.stdout);
       } catch (error) {
@@ -322,6 +335,7 @@ export class Attempts {
         await this.sleep(watchRetryMs);
         continue;
       }
+      reported = [...listing.exited.keys()];
       for (const [uuid, exitCode] of listing.exited) {
         const allocation = this.ledger.get(uuid);
         if (allocation?.workerId === workerId && allocation.holds) allocation.actor.send({ type: 'EXITED', exitCode });
@@ -339,15 +353,9 @@ export class Attempts {
     });
   }
 
-  /** An uncertain start given up: if it did run after all, it must not go on beside its requeued copy. */
+  /** A start given up on whose instance did not answer its kill: if it shows up there later, listed() clears it away unless the queue gives it back there. */
   private orderKill(uuid: string, instanceId: string): void {
-    const allocation = this.ledger.get(uuid);
-    const workerId = allocation?.workerId;
-    if (!workerId) return;
-    this.options.run(workerId, killCommand(this.options.runnerCommand, 'KILL', uuid)).catch((error: unknown) => {
-      // The next runner list that shows it hands it to takeOn, which kills what the queue has elsewhere.
-      this.options.logger.info({ containerUuid: uuid, instanceId, error: errorMessage(error) }, 'kill of an abandoned start not delivered');
-    });
+    this.options.logger.warn({ containerUuid: uuid, instanceId }, 'a start given up on could not be killed; it is cleared away if it shows up');
   }
 
   /** Runs a queue write; a write a concurrent change made moot (a cancel won the race) is not an error. */

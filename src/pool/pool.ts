@@ -115,8 +115,6 @@ export interface PoolStatus {
   capacityExhausted: string[];
 }
 
-export type ShutdownTarget = { instanceType: string; states?: ReadonlyArray<'booting' | 'idle'> } | { instanceId: string };
-
 export class UnknownInstanceError extends Error {
   constructor(readonly instanceId: string) {
     super(`no instance ${instanceId} in this pool`);
