@@ -90,7 +90,6 @@ describe('Attempts: copies of a container on the wrong instance', () => {
       markRunning: (uuid) => void writes.push(`markRunning ${uuid}`),
       recordExit: (uuid, code) => void writes.push(`recordExit ${uuid} ${code}`),
       complete: (uuid, code) => void writes.push(`complete ${uuid} ${code}`),
-      setLogTail: () => {},
       requeueOrFail: (uuid) => {
         writes.push(`requeueOrFail ${uuid}`);
         return 'queued';

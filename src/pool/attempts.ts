@@ -33,7 +33,6 @@ export interface AttemptRecords {
   markRunning(uuid: string, instanceId: string, instanceType: string): void;
   recordExit(uuid: string, exitCode: number): void;
   complete(uuid: string, exitCode: number, logTail: string): void;
-  setLogTail(uuid: string, logTail: string): void;
   requeueOrFail(uuid: string, reason: string): ContainerState;
   fail(uuid: string, reason: string): void;
 }
@@ -137,8 +136,8 @@ export class Attempts {
     return this.ledger.get(uuid) !== undefined;
   }
 
-  uuids(): Iterable<string> {
-    return [...this.ledger.all()].map((allocation) => allocation.uuid);
+  *uuids(): Iterable<string> {
+    for (const allocation of this.ledger.all()) yield allocation.uuid;
   }
 
   cancel(uuid: string): void {

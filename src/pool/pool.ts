@@ -64,7 +64,6 @@ const noRecords: AttemptRecords = {
   markRunning: () => {},
   recordExit: () => {},
   complete: () => {},
-  setLogTail: () => {},
   requeueOrFail: () => 'failed',
   fail: () => {},
 };
@@ -333,10 +332,8 @@ export class Pool implements WorkerPool {
   picture(): PoolPicture {
     const open: OpenWorker[] = [];
     const coming: ComingWorker[] = [];
-    let spend = 0;
     const { ledger } = this.attempts;
     for (const worker of this.workers.values()) {
-      if (worker.lifecycle !== 'failed') spend += worker.instanceType.price;
       if (worker.idleBehavior !== 'run') continue;
       const lifecycle = worker.lifecycle;
       if (lifecycle === 'idle' || lifecycle === 'running') {
@@ -352,7 +349,7 @@ export class Pool implements WorkerPool {
       open,
       coming,
       instances: this.workers.size,
-      hourlySpend: spend,
+      hourlySpend: this.hourlySpend(),
       atQuota: this.poolActor.getSnapshot().matches({ quota: 'exceeded' }),
       createRefusal: (name) => this.createRefusal(name),
     };
@@ -407,17 +404,11 @@ export class Pool implements WorkerPool {
     return this.successfulListings >= forgetAfterMissedListings && !this.byInstanceId.has(instanceId);
   }
 
-  /** Whether the pool has a worker for the instance. */
-  hasInstance(instanceId: string): boolean {
-    return this.byInstanceId.has(instanceId);
-  }
-
   /** Runs a command on the instance through its executor (kill, logs, cleanup). */
   async runOn(instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
     const worker = this.byInstanceId.get(instanceId);
-    const instance = worker?.snapshot.context.instance;
-    if (!worker || !instance) throw new UnknownInstanceError(instanceId);
-    return this.run(this.executorOf({ workerId: worker.id, instance }), instanceId, command, options);
+    if (!worker) throw new UnknownInstanceError(instanceId);
+    return this.runOnWorker(worker.id, command, options);
   }
 
   private run(executor: Executor, instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
@@ -428,26 +419,18 @@ export class Pool implements WorkerPool {
     return { workerId: worker.id, instanceId, instanceType: worker.instanceType.name };
   }
 
-  private runOnWorker(workerId: string, command: string): Promise<CommandResult> {
-    const worker = this.workers.get(workerId);
-    const instance = worker?.snapshot.context.instance;
-    if (!worker || !instance) return Promise.reject(new UnknownInstanceError(workerId));
-    try {
-      return this.run(this.executorOf({ workerId, instance }), instance.id, command);
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+  private async runOnWorker(workerId: string, command: string, options?: RunOptions): Promise<CommandResult> {
+    const instance = this.workers.get(workerId)?.snapshot.context.instance;
+    if (!instance) throw new UnknownInstanceError(workerId);
+    return this.run(this.executorOf({ workerId, instance }), instance.id, command, options);
   }
 
   private allocationsChanged(workerId: string): void {
     const worker = this.workers.get(workerId);
-    // An idle worker with nothing holding it, or a running one with something, already is what
-    // the event would make it (and no other guard of those states reads the ledger): skip an
-    // XState transition per start and per finished container.
-    const holding = this.attempts.ledger.holdingOn(workerId) > 0;
-    if (worker && !(worker.lifecycle === 'idle' && !holding) && !(worker.lifecycle === 'running' && holding)) {
-      worker.actor.send({ type: 'ALLOCATIONS_CHANGED' });
-    }
+    // Asked first: most changes (a start on a running worker, one of several exits) move nothing,
+    // and can() is far cheaper than the transition it would otherwise cost per container.
+    const changed = { type: 'ALLOCATIONS_CHANGED' } as const;
+    if (worker?.actor.getSnapshot().can(changed)) worker.actor.send(changed);
     this.notifier.notify();
   }
 

@@ -79,6 +79,9 @@ export class Dispatcher {
       maxStartsPerPass: settings.maxStartsPerPass,
     });
     this.execute(result, picture);
+    if (result.boundBy !== null || result.deferredStarts > 0) {
+      this.logger.debug({ boundBy: result.boundBy, deferredStarts: result.deferredStarts }, 'scheduling pass stopped short');
+    }
     return result;
   }
 

@@ -57,6 +57,4 @@ export interface WorkerPool {
   containers(): Iterable<string>;
   /** The pool has listed the cloud often enough to know the instance is gone. */
   isGone(instanceId: string): boolean;
-  /** Whether the pool has a worker for the instance. */
-  hasInstance(instanceId: string): boolean;
 }
