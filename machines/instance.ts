@@ -18,6 +18,8 @@ export interface InstanceInput {
   idleBehavior: IdleBehavior;
   /** Present when the pool is creating this instance; absent for an instance found in a listing. */
   createToken?: string;
+  /** Container starts in a row that may fail here for the instance's reasons before it is drained (default 3). */
+  maxFailedStarts?: number;
   instance?: CloudInstance;
 }
 
@@ -36,6 +38,9 @@ export interface InstanceContext {
   /** A shutdown asked for while the create call was in flight, carried out once it returns. */
   pendingShutdown: string | null;
   lastError: string | null;
+  /** Container starts in a row that failed for the instance's reasons (refused by its runner, or unanswered). */
+  failedStarts: number;
+  maxFailedStarts: number;
 }
 
 /** The runner's list that follows a passed boot probe goes to the ledger before the probe settles. */
@@ -67,7 +72,9 @@ export type InstanceEvent =
   /** A container is being placed here; refused (see `can()`) unless the instance takes work. */
   | { type: 'CONTAINER_ASSIGNED'; containerUuid: string }
   /** The ledger's containers on this instance changed: re-read the hasContainers guard. */
-  | { type: 'ALLOCATIONS_CHANGED' };
+  | { type: 'ALLOCATIONS_CHANGED' }
+  /** How a container start here went; `instanceFault` when it failed for the instance's reasons, not the container's. */
+  | { type: 'START_SETTLED'; outcome: 'started' | 'instanceFault' | 'containerFault' };
 
 function notProvided(name: string): never {
   throw new Error(`instance machine: ${name} must be supplied with .provide()`);
@@ -113,6 +120,9 @@ export const instanceMachine = setup({
     // Supplied by the pool: whether its ledger holds any container on this instance.
     containersRunning: () => false,
     probedOnce: ({ context }) => context.probed,
+    startFailedHere: ({ event }) => event.type === 'START_SETTLED' && event.outcome === 'instanceFault',
+    startWorked: ({ event }) => event.type === 'START_SETTLED' && event.outcome === 'started',
+    lastFailedStartAllowed: ({ context }) => context.failedStarts + 1 >= context.maxFailedStarts,
     seenBooted: ({ context }) => context.booted,
     hasInstance: ({ context }) => context.instance !== null,
   },
@@ -136,6 +146,8 @@ export const instanceMachine = setup({
     probed: false,
     reason: input.createToken ? 'create requested' : 'found in cloud listing',
     pendingShutdown: null,
+    failedStarts: 0,
+    maxFailedStarts: input.maxFailedStarts ?? 3,
     lastError: null,
   }),
   states: {
@@ -357,6 +369,17 @@ export const instanceMachine = setup({
           target: `.${idleBehavior}`,
           actions: { type: 'saveIdleBehavior' as const, params: { idleBehavior } },
         })),
+        // An instance whose runner keeps failing starts is taken out of service, so it cannot fail
+        // (or hold up) a queue: drained, so it finishes what runs and shuts down.
+        START_SETTLED: [
+          { guard: 'startWorked', actions: assign({ failedStarts: 0 }) },
+          {
+            guard: and(['startFailedHere', 'lastFailedStartAllowed', 'behaviorIsRun']),
+            target: '.drain',
+            actions: [assign({ failedStarts: ({ context }) => context.failedStarts + 1 }), { type: 'saveIdleBehavior', params: { idleBehavior: 'drain' } }],
+          },
+          { guard: 'startFailedHere', actions: assign({ failedStarts: ({ context }) => context.failedStarts + 1 }) },
+        ],
       },
     },
     probe: {

@@ -224,6 +224,24 @@ describe('idle behaviour', () => {
     expect(h.actor.getSnapshot().context.reason).toBe('drained');
   });
 
+  it('three starts in a row failing for the instance\'s reasons drain it; a start that works resets the count; a container\'s own fault does not count', async () => {
+    const h = await bootedIdle();
+    const settle = (outcome: 'started' | 'instanceFault' | 'containerFault') => h.actor.send({ type: 'START_SETTLED', outcome });
+    settle('instanceFault');
+    settle('instanceFault');
+    settle('started');
+    settle('instanceFault');
+    settle('containerFault');
+    settle('instanceFault');
+    expect(h.idleBehavior()).toBe('run');
+    expect(h.actor.getSnapshot().context.failedStarts).toBe(2);
+    settle('instanceFault');
+    expect(h.idleBehavior()).toBe('drain');
+    expect(h.savedBehaviors).toEqual(['drain']);
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+  });
+
   it('restores hold and drain from the instance tag without saving them again', async () => {
     const held = new InstanceHarness({ instance: cloudInstance(), idleBehavior: 'hold' });
     expect(held.idleBehavior()).toBe('hold');

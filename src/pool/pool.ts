@@ -45,9 +45,6 @@ export const forgetAfterMissedListings = 2;
 /** Longest a single command on an instance may take before it counts as failed (a hung SSH session). */
 export const commandTimeoutMs = 60_000;
 
-/** Starts the runner refused on one instance, in a row, before the instance is taken out of service. */
-export const defaultMaxStartFailuresPerInstance = 3;
-
 /** How long a start whose answer was lost waits for a runner list to confirm it before it is requeued. */
 export const uncertainStartDeadlineMs = 10 * 60_000;
 /** How long a signalled container is given before it is signalled again (KILL from then on). */
@@ -80,6 +77,7 @@ export interface PoolOptions {
   records?: AttemptRecords;
   /** Run images with docker on the instances. */
   docker?: boolean;
+  /** Container starts in a row that may fail on one instance for its own reasons before it is drained (default 3). */
   maxStartFailuresPerInstance?: number;
   /** Readies a booted instance before its first runner `list` (e.g. installs the runner). */
   prepareInstance?: (executor: Executor, instance: CloudInstance) => Promise<void>;
@@ -435,27 +433,22 @@ export class Pool implements WorkerPool {
   }
 
   /**
-   * An instance whose runner keeps refusing starts, or never answers them, is taken out of service,
-   * so it cannot fail a queue or hold it up: an unanswered start is requeued once a runner list
-   * shows it absent, and without this the same instance would take it (and hang) again and again.
+   * Tells the instance how a start there went; its machine drains it after too many failures in a
+   * row for its own reasons (refused by its runner, or unanswered: an unanswered start is requeued
+   * once a list shows it absent, and the same instance would otherwise take it, and hang, again).
    */
   private startSettled(workerId: string, outcome: StartOutcome): void {
     const worker = this.workers.get(workerId);
     if (!worker) return;
-    if (outcome.kind === 'started') {
-      worker.failedStarts = 0;
-      return;
-    }
-    if (outcome.kind === 'refused' && outcome.fault === 'container') return;
-    worker.failedStarts++;
-    const limit = this.options.maxStartFailuresPerInstance ?? defaultMaxStartFailuresPerInstance;
-    if (worker.failedStarts < limit || worker.idleBehavior === 'drain') return;
-    const instanceId = worker.snapshot.context.instance?.id ?? null;
+    const before = idleBehaviorOf(worker.snapshot);
+    const settled = outcome.kind === 'started' ? 'started' : outcome.kind === 'refused' && outcome.fault === 'container' ? 'containerFault' : 'instanceFault';
+    worker.actor.send({ type: 'START_SETTLED', outcome: settled });
+    if (before === 'drain' || idleBehaviorOf(worker.snapshot) !== 'drain') return;
+    const { failedStarts } = worker.snapshot.context;
     this.logger.error(
-      { workerId, instanceId, instanceType: worker.instanceType.name, failedStarts: worker.failedStarts, lastReason: outcome.reason },
-      `instance taken out of service: ${worker.failedStarts} container starts in a row refused or unanswered; draining it`,
+      { workerId, instanceId: worker.snapshot.context.instance?.id ?? null, instanceType: worker.instanceType.name, failedStarts, lastReason: outcome.kind === 'started' ? null : outcome.reason },
+      `instance taken out of service: ${failedStarts} container starts in a row refused or unanswered; draining it`,
     );
-    worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
   }
 
   private find(id: string): Worker | undefined {
@@ -489,7 +482,7 @@ export class Pool implements WorkerPool {
   private spawn(input: InstanceInput): Worker {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`spawn: unknown instance type ${input.instanceType}`);
-    const actor = createActor(this.workerMachine, { clock: this.clock, input });
+    const actor = createActor(this.workerMachine, { clock: this.clock, input: { ...input, maxFailedStarts: this.options.maxStartFailuresPerInstance } });
     const worker = new Worker(input.workerId, instanceType, actor, this.clock.now());
     this.workers.set(worker.id, worker);
     if (input.createToken) this.byCreateToken.set(input.createToken, worker);

@@ -29,8 +29,6 @@ export class Worker {
   lifecycle: Lifecycle | null = null;
   idleBehavior: IdleBehavior | null = null;
   readonly history: TransitionRecord[] = [];
-  /** Container starts the runner refused here in a row (the instance's fault, not the container's). */
-  failedStarts = 0;
   /** Clock ms of the last time the instance answered over its executor at all. */
   lastContactAt = 0;
 
