@@ -115,6 +115,7 @@ describe('Attempts: copies of a container on the wrong instance', () => {
       killRetryMs: 30_000,
       watchSeconds: 25,
       watchRetryMs: 5_000,
+      maxRefusals: 10,
     });
     const settle = () => new Promise((resolve) => setImmediate(resolve));
     return { queue, writes, commands: () => commands.filter((command) => !command.includes(' wait ')), attempts, settle };

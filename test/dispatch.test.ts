@@ -196,6 +196,21 @@ describe('dispatch on the stub cloud', () => {
     h.stop();
   });
 
+  it('a container every instance refuses fails after maxRefusalsPerContainer starts, having drained only a few instances', async () => {
+    const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, startExitCode: 1 });
+    const h = new DispatchHarness(stub, { pool: { maxInstances: 2 } });
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'failed', 600_000, 100)).toBe(true);
+    expect(h.queue.get(container.uuid)?.reason).toMatch(/^refused on instance stub-\d+: refused by 10 starts in a row; the last: runner start on stub-\d+ exited with 1/);
+    expect(h.queue.get(container.uuid)?.attempts).toBe(0);
+    // Each instance is drained after 3 refusals: 10 refusals take 4 instances, and then no more are made.
+    expect(stub.callCounts.create).toBe(4);
+    await h.runUntil(() => false, 120_000);
+    expect(stub.callCounts.create).toBe(4);
+    h.stop();
+  });
+
   it('a container the runner cannot be asked to start (docker without an image) fails at once', async () => {
     const h = new DispatchHarness(createStub({ bootDelayMs: { min: 1_000, max: 1_000 } }), { docker: true });
     h.start();

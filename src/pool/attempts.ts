@@ -63,6 +63,8 @@ export interface AttemptsOptions {
   watchSeconds: number;
   /** Pause before a failed watch session is tried again (probes cover the gap). */
   watchRetryMs: number;
+  /** Starts of one container refused in a row (for the instances' reasons) before it is failed. */
+  maxRefusals: number;
 }
 
 type AttemptSnapshot = SnapshotFrom<ContainerMachine>;
@@ -71,6 +73,8 @@ export class Attempts {
   readonly ledger = new AllocationLedger();
   private readonly machine;
   private readonly watching = new Set<string>();
+  /** Starts refused in a row per container, across its attempts (this process only). */
+  private readonly refusals = new Map<string, number>();
   /**
    * Copies on an instance that must not be there (finished, cancelled, unknown, or running
    * elsewhere), per worker: what was last sent to clear each away, so a probe does not repeat it.
@@ -262,6 +266,7 @@ export class Attempts {
     // Logged by name only; what the pool does depends on tags and status.
     if (snapshot.hasTag('allocated')) this.watch(allocation);
     if (snapshot.status === 'done') {
+      if (snapshot.output?.outcome !== 'requeued') this.refusals.delete(allocation.uuid);
       const { exitCode } = snapshot.context;
       // Its logs could not be read: complete it with the exit code alone.
       if (exitCode !== null && this.options.records.get(allocation.uuid)?.state === 'running') {
@@ -304,7 +309,24 @@ export class Attempts {
       outcome = { kind: 'uncertain', sentAt, reason: `no answer from ${input.instanceId}: ${errorMessage(error)}` };
     }
     this.options.startSettled(input.workerId, outcome);
-    return outcome;
+    return this.judgeRefusals(input.uuid, outcome);
+  }
+
+  /**
+   * A refusal is the instance's failure, and a broken instance is drained after a few; but a
+   * container that every instance refuses is its own problem, and must not drain the pool one
+   * instance after another: after maxRefusals in a row it fails, with the last reason.
+   */
+  private judgeRefusals(uuid: string, outcome: StartOutcome): StartOutcome {
+    if (outcome.kind === 'started') this.refusals.delete(uuid);
+    if (outcome.kind !== 'refused' || outcome.fault !== 'instance') return outcome;
+    const refusals = (this.refusals.get(uuid) ?? 0) + 1;
+    if (refusals < this.options.maxRefusals) {
+      this.refusals.set(uuid, refusals);
+      return outcome;
+    }
+    this.refusals.delete(uuid);
+    return { kind: 'refused', fault: 'container', reason: `refused by ${refusals} starts in a row; the last: ${outcome.reason}` };
   }
 
   /** One long-poll session per busy worker: each exit is reported the moment the runner sees it. */

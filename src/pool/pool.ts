@@ -45,6 +45,13 @@ export const forgetAfterMissedListings = 2;
 /** Longest a single command on an instance may take before it counts as failed (a hung SSH session). */
 export const commandTimeoutMs = 60_000;
 
+/**
+ * Starts of one container refused in a row before the container is failed: more than one broken
+ * instance can refuse (each is drained after maxStartFailuresPerInstance), so it takes several
+ * broken instances in a row to fail a container, and one bad container drains only a few.
+ */
+export const maxRefusalsPerContainer = 10;
+
 /** How long a start whose answer was lost waits for a runner list to confirm it before it is requeued. */
 export const uncertainStartDeadlineMs = 10 * 60_000;
 /** How long a signalled container is given before it is signalled again (KILL from then on). */
@@ -160,6 +167,7 @@ export class Pool implements WorkerPool {
       killRetryMs,
       watchSeconds,
       watchRetryMs: Math.min(settings.probeInterval, 5_000),
+      maxRefusals: maxRefusalsPerContainer,
     });
 
     this.workerMachine = instanceMachine.provide({
