@@ -250,6 +250,12 @@ export const containerMachine = setup({
         ],
         onError: [
           {
+            // The watch saw it exit: it ran, whatever became of the call's answer.
+            guard: ({ context }) => context.exitCode !== null,
+            target: 'finishing',
+            actions: [startFailed, recordRunning, recordExit, because((c) => ended(c, 'started and exited'))],
+          },
+          {
             guard: 'cancelRequested',
             target: 'cancelling',
             actions: [startFailed, because((c) => `cancelled; the start call failed (${c.lastError ?? ''}); stopping it ${on(c)}`)],

@@ -51,6 +51,16 @@ describe('starting', () => {
     expect(h.details('recordExit')).toEqual([{ uuid: 'c-1', exitCode: 4 }]);
   });
 
+  it('an exit pushed while the start call fails outright still finishes it: it ran', async () => {
+    const start = new Deferred<StartOutcome>();
+    const h = new ContainerHarness({}, { start: [start], logs: [new Deferred<string>()] });
+    await h.send({ type: 'EXITED', exitCode: 0 });
+    start.reject(new Error('ssh: channel closed'));
+    await h.settle();
+    expect(h.state()).toBe('finishing');
+    expect(h.names()).toEqual(['startContainer', 'recordRunning', 'recordExit', 'collectLogs']);
+  });
+
   it('refused by the instance → requeued as an unlock (no attempt counted)', async () => {
     const h = new ContainerHarness({}, { start: [{ kind: 'refused', reason: 'disk full', fault: 'instance' }] });
     await h.settle();
