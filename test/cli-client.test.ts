@@ -183,6 +183,31 @@ describe('drover client commands', () => {
     expect(instance.idleBehavior).toBe('run');
   });
 
+  it('says the daemon refused a wrong DROVER_TOKEN, with exit code 1', async () => {
+    const result = await runDrover(['containers'], { ...env, DROVER_TOKEN: 'not-the-token' });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe('drover: the daemon refused the token: check DROVER_TOKEN (the daemon says: invalid token)\n');
+    expect(result.stdout).toBe('');
+  });
+
+  it('names the token file when the token read from it is refused', async () => {
+    const config = join(dir, 'wrong-token.yml');
+    const tokenFile = join(dir, 'wrong-token');
+    writeFileSync(tokenFile, 'stale-token\n');
+    writeFileSync(
+      config,
+      [
+        'cloud: { driver: stub }',
+        'instanceTypes: { small: { providerType: s, vcpus: 1, ramMiB: 512, price: 0.01 } }',
+        `http: { tokenFile: ${JSON.stringify(tokenFile)} }`,
+      ].join('\n'),
+    );
+    const { DROVER_TOKEN: _token, ...withoutToken } = env;
+    const result = await runDrover(['cancel', 'some-uuid', '--config', config], withoutToken);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`drover: the daemon refused the token: check DROVER_TOKEN or ${tokenFile} (the daemon says: invalid token)\n`);
+  });
+
   it('reports an API error as drover: <error> with exit code 1', async () => {
     const result = await runDrover(['cancel', 'no-such-uuid'], env);
     expect(result.code).toBe(1);

@@ -96,7 +96,12 @@ interface Call {
   authorization?: string | null;
 }
 
-async function call(url: string, method: string, path: string, options: Call = {}): Promise<{ status: number; type: string; text: string; json: () => unknown }> {
+async function call(
+  url: string,
+  method: string,
+  path: string,
+  options: Call = {},
+): Promise<{ status: number; type: string; challenge: string | null; text: string; json: () => unknown }> {
   const headers: Record<string, string> = {};
   const authorization = options.authorization === undefined ? `Bearer ${token}` : options.authorization;
   if (authorization !== null) headers.authorization = authorization;
@@ -107,34 +112,92 @@ async function call(url: string, method: string, path: string, options: Call = {
   }
   const response = await fetch(`${url}${path}`, { method, headers, body });
   const text = await response.text();
-  return { status: response.status, type: response.headers.get('content-type') ?? '', text, json: () => JSON.parse(text) };
+  return {
+    status: response.status,
+    type: response.headers.get('content-type') ?? '',
+    challenge: response.headers.get('www-authenticate'),
+    text,
+    json: () => JSON.parse(text),
+  };
 }
 
 function submitted(url: string, body: unknown = { command: ['echo', 'hi'] }) {
   return call(url, 'POST', '/containers', { body });
 }
 
+// The contract (RFC 6750 / 7235): a missing, malformed or wrong token is 401 with a Bearer challenge; never 403.
 describe('auth', () => {
-  it('refuses a request without a bearer token with 401', async () => {
+  const challenge = 'Bearer realm="drover"';
+  const invalidTokenChallenge = 'Bearer realm="drover", error="invalid_token"';
+
+  it('refuses a request without an Authorization header with 401 and a Bearer challenge', async () => {
     const url = await start();
     const response = await call(url, 'GET', '/containers', { authorization: null });
     expect(response.status).toBe(401);
+    expect(response.challenge).toBe(challenge);
     expect(response.json()).toEqual({ error: 'missing bearer token' });
   });
 
-  it('refuses a wrong token with 403', async () => {
+  it('refuses a Bearer header without a token with 401 and no error code', async () => {
     const url = await start();
-    const response = await call(url, 'GET', '/containers', { authorization: 'Bearer not-the-token' });
-    expect(response.status).toBe(403);
-    expect(response.json()).toEqual({ error: expect.any(String) });
+    for (const authorization of ['Bearer', 'Bearer   ']) {
+      const response = await call(url, 'POST', '/containers', { authorization, body: { command: ['true'] } });
+      expect(response.status).toBe(401);
+      expect(response.challenge).toBe(challenge);
+      expect(response.json()).toEqual({ error: 'missing bearer token' });
+    }
+    expect(queue.list({ limit: 10 })).toEqual([]);
   });
 
-  it('refuses everything with 403 when the configured token is empty, even an empty bearer', async () => {
+  it('refuses a wrong token with 401 and error="invalid_token", not 403', async () => {
+    const url = await start();
+    for (const authorization of ['Bearer not-the-token', `Bearer ${token}x`, `bearer ${token.slice(1)}`]) {
+      const response = await call(url, 'GET', '/containers', { authorization });
+      expect(response.status).toBe(401);
+      expect(response.challenge).toBe(invalidTokenChallenge);
+      expect(response.json()).toEqual({ error: 'invalid token' });
+    }
+  });
+
+  it('refuses another scheme, or the token without a scheme, with 401 and a Bearer challenge', async () => {
+    const url = await start();
+    for (const authorization of [`Basic ${Buffer.from(`drover:${token}`).toString('base64')}`, token, `Token ${token}`, `Bearer${token}`]) {
+      const response = await call(url, 'GET', '/instances', { authorization });
+      expect(response.status).toBe(401);
+      expect(response.challenge).toBe(challenge);
+      expect(response.json()).toEqual({ error: 'expected an Authorization: Bearer <token> header' });
+    }
+  });
+
+  it('accepts the token whatever the case of the scheme', async () => {
+    const url = await start();
+    for (const authorization of [`Bearer ${token}`, `bearer ${token}`, `BEARER  ${token} `]) {
+      const response = await call(url, 'GET', '/instances', { authorization });
+      expect(response.status).toBe(200);
+      expect(response.challenge).toBeNull();
+    }
+  });
+
+  it('refuses everything with 401 when the configured token is empty, even an empty bearer', async () => {
     const url = await start({ token: '' });
     for (const authorization of ['Bearer ', 'Bearer', null]) {
       const response = await call(url, 'GET', '/instances', { authorization });
-      expect(response.status).toBe(403);
-      expect(response.json()).toEqual({ error: expect.any(String) });
+      expect(response.status).toBe(401);
+      expect(response.challenge).toBe(challenge);
+      expect(response.json()).toEqual({ error: 'missing bearer token' });
+    }
+    const guessed = await call(url, 'GET', '/instances', { authorization: 'Bearer anything' });
+    expect(guessed.status).toBe(401);
+    expect(guessed.challenge).toBe(invalidTokenChallenge);
+    expect(guessed.json()).toEqual({ error: 'the API token is empty; every request is refused' });
+  });
+
+  it('asks for no token on /healthz and /metrics', async () => {
+    const url = await start();
+    for (const path of ['/healthz', '/metrics']) {
+      const response = await call(url, 'GET', path, { authorization: 'Bearer not-the-token' });
+      expect(response.status).toBe(200);
+      expect(response.challenge).toBeNull();
     }
   });
 });
@@ -173,6 +236,24 @@ describe('errors', () => {
     const response = await submitted(url, { command: ['true'], env: { 'NOT VALID': 'x' } });
     expect(response.status).toBe(400);
     expect(response.json()).toEqual({ error: expect.stringContaining('NOT VALID') });
+  });
+
+  it('matches the validation error by class: an error merely named InvalidContainerSpecError is a 500', async () => {
+    const impostor = Object.assign(new Error('not a spec problem'), { name: 'InvalidContainerSpecError' });
+    const url = await start({
+      pool: {
+        ...pool,
+        instances: () => {
+          throw impostor;
+        },
+        instance: () => undefined,
+        setIdleBehavior: () => undefined,
+        shutdown: () => false,
+      },
+    });
+    const response = await call(url, 'GET', '/instances');
+    expect(response.status).toBe(500);
+    expect(response.json()).toEqual({ error: 'internal error; see the daemon log' });
   });
 
   it('answers an unknown container with 404', async () => {

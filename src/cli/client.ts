@@ -35,15 +35,22 @@ export class ClientSettingsError extends Error {
 export interface ApiClientOptions {
   url: string;
   token: string;
+  /** Where the token came from, for the message when the daemon refuses it (401); resolveClientSettings fills it. */
+  tokenSource?: string;
 }
+
+/** The token's origin when the client was given no `tokenSource`. */
+const defaultTokenSource = 'DROVER_TOKEN or http.tokenFile';
 
 export class ApiClient {
   private readonly base: string;
   private readonly token: string;
+  private readonly tokenSource: string;
 
   constructor(options: ApiClientOptions) {
     this.base = options.url.replace(/\/+$/, '');
     this.token = options.token;
+    this.tokenSource = options.tokenSource ?? defaultTokenSource;
   }
 
   submit(spec: SubmitRequest, signal?: AbortSignal): Promise<Container> {
@@ -115,6 +122,10 @@ export class ApiClient {
       const detail = cause instanceof Error ? cause.message : (err as Error).message;
       throw new ApiUnreachableError(`cannot reach the drover daemon at ${this.base}: ${detail}`);
     }
+    if (response.status === 401) {
+      // The daemon answers 401 for a missing, malformed or wrong token (never 403); the fix is on this side.
+      throw new ApiError(401, `the daemon refused the token: check ${this.tokenSource} (the daemon says: ${await errorText(response)})`);
+    }
     if (!response.ok) throw new ApiError(response.status, await errorText(response));
     return response;
   }
@@ -140,29 +151,28 @@ export const defaultClientConfig = 'config/loopback.yml';
  * http.address/port; the token from DROVER_TOKEN, else the config's http.tokenFile. The config
  * file is read only when one of them has to come from it.
  */
-export function resolveClientSettings(options: { config?: string; url?: string }): { url: string; token: string } {
+export function resolveClientSettings(options: { config?: string; url?: string }): Required<ApiClientOptions> {
   const configPath = options.config ?? defaultClientConfig;
   let config: Config | undefined;
   const http = () => (config ??= loadConfig(configPath)).http;
 
   const url = nonEmpty(options.url) ?? nonEmpty(process.env.DROVER_URL) ?? urlOf(http().address, http().port);
 
-  let token = nonEmpty(process.env.DROVER_TOKEN);
-  if (token === undefined) {
-    const tokenFile = resolve(http().tokenFile);
-    try {
-      token = readFileSync(tokenFile, 'utf8').trim();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new ClientSettingsError(`cannot read the API token from ${tokenFile} (http.tokenFile in ${configPath}): ${(err as Error).message}`);
-      }
-      throw new ClientSettingsError(
-        `no API token file at ${tokenFile} (http.tokenFile in ${configPath}); the daemon writes it on its first start ` +
-          `(drover run --config ${configPath}), or set DROVER_TOKEN`,
-      );
+  const fromEnv = nonEmpty(process.env.DROVER_TOKEN);
+  if (fromEnv !== undefined) return { url, token: fromEnv, tokenSource: 'DROVER_TOKEN' };
+  const tokenFile = resolve(http().tokenFile);
+  const tokenSource = `DROVER_TOKEN or ${tokenFile}`;
+  try {
+    return { url, token: readFileSync(tokenFile, 'utf8').trim(), tokenSource };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new ClientSettingsError(`cannot read the API token from ${tokenFile} (http.tokenFile in ${configPath}): ${(err as Error).message}`);
     }
+    throw new ClientSettingsError(
+      `no API token file at ${tokenFile} (http.tokenFile in ${configPath}); the daemon writes it on its first start ` +
+        `(drover run --config ${configPath}), or set DROVER_TOKEN`,
+    );
   }
-  return { url, token };
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

@@ -1,10 +1,11 @@
 // The daemon's HTTP API: containers and instances for the drover CLI, plus health and Prometheus metrics.
 import type { AddressInfo } from 'node:net';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifySchemaValidationError } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifySchemaValidationError } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { idleBehaviors, type IdleBehavior } from '../../machines/instance.js';
 import { UnknownInstanceError, type InstanceView } from '../pool/pool.js';
+import { InvalidContainerSpecError } from '../queue/sqlite-queue.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
@@ -50,6 +51,9 @@ const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'compl
 
 // Routes a scraper or a load balancer reaches without the admin token.
 const publicPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics']);
+
+// The realm named in every WWW-Authenticate challenge (RFC 7235 section 2.2).
+const authRealm = 'drover';
 
 const noQuery = { type: 'object', additionalProperties: false } as const;
 const uuidParams = {
@@ -123,15 +127,23 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     schemaErrorFormatter: describeValidationErrors,
   });
 
+  // The auth contract (RFC 6750 / RFC 7235): a missing, malformed or wrong bearer token is 401 with a
+  // `WWW-Authenticate: Bearer realm="drover"` challenge, plus `error="invalid_token"` when a token was
+  // given but is wrong. 403 would mean a valid token not allowed the action; Drover has one token with
+  // every right, so the API never answers 403.
   app.addHook('onRequest', async (request, reply) => {
     if (request.method === 'GET' || request.method === 'HEAD') {
       if (publicPaths.has(request.routeOptions.url ?? '')) return;
     }
+    const header = request.headers.authorization;
+    if (header === undefined || header.trim() === '') return refuse(reply, 'missing bearer token', false);
+    const match = /^(\S+)(?:\s+(.*))?$/.exec(header.trim());
+    if (!match || match[1]?.toLowerCase() !== 'bearer') return refuse(reply, 'expected an Authorization: Bearer <token> header', false);
+    const given = (match[2] ?? '').trim();
+    if (given === '') return refuse(reply, 'missing bearer token', false);
     // An empty configured token would otherwise match an empty bearer; it must lock the API instead.
-    if (deps.token === '') return reply.code(403).send({ error: 'the API token is empty; every request is refused' });
-    const match = /^Bearer(?:\s+(.*))?$/i.exec(request.headers.authorization ?? '');
-    if (!match) return reply.code(401).send({ error: 'missing bearer token' });
-    if (!tokensMatch((match[1] ?? '').trim(), deps.token)) return reply.code(403).send({ error: 'invalid token' });
+    if (deps.token === '') return refuse(reply, 'the API token is empty; every request is refused', true);
+    if (!tokensMatch(given, deps.token)) return refuse(reply, 'invalid token', true);
   });
 
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url}` }));
@@ -241,6 +253,12 @@ export async function startServer(deps: ApiDeps, listen: { address: string; port
   };
 }
 
+/** Answers 401 with a Bearer challenge; `invalidToken` when a token was given but is not the daemon's. */
+function refuse(reply: FastifyReply, reason: string, invalidToken: boolean): FastifyReply {
+  const challenge = invalidToken ? `Bearer realm="${authRealm}", error="invalid_token"` : `Bearer realm="${authRealm}"`;
+  return reply.code(401).header('www-authenticate', challenge).send({ error: reason });
+}
+
 function mustGet(queue: ContainerQueue, uuid: string): Container {
   const container = queue.get(uuid);
   if (!container) throw new ContainerNotFoundError(uuid);
@@ -257,11 +275,8 @@ function mustGetInstance(pool: PoolControl, id: string): InstanceView {
 function classify(error: unknown): { status: number; message: string } {
   if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError) return { status: 404, message: error.message };
   if (error instanceof ContainerStateError) return { status: 409, message: error.message };
+  if (error instanceof InvalidContainerSpecError) return { status: 400, message: error.message };
   if (error instanceof Error) {
-    // Matched by name so the API needs no import of the SQLite implementation (or of whichever queue replaces it).
-    if (error.name === 'InvalidContainerSpecError' || error.constructor.name === 'InvalidContainerSpecError') {
-      return { status: 400, message: error.message };
-    }
     // Fastify's own client errors (validation, malformed or empty JSON, body too large, bad media type) carry their status.
     const status = (error as { statusCode?: unknown }).statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) return { status, message: error.message };

@@ -21,7 +21,7 @@ import {
 
 /** A submitted spec the queue refuses; the message names the offending field. */
 export class InvalidContainerSpecError extends Error {
-  // Set explicitly so callers that match by name (the HTTP API avoids importing this module) and logs see it.
+  // Named for logs; callers match it by class.
   override readonly name = 'InvalidContainerSpecError';
 
   constructor(
