@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { UnsupportedDriverError } from '../cloud/from-config.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { startDaemon } from '../daemon/daemon.js';
+import { StateLockedError } from '../daemon/state-lock.js';
 import { runSample } from '../daemon/sample.js';
 import { registerClientCommands, setIdleBehaviorCommand } from './commands.js';
 
@@ -22,7 +23,7 @@ program
       await setIdleBehaviorCommand(instance, 'run', { config, url: options.url });
       return;
     }
-    const daemon = await startDaemon(loadConfig(options.config));
+    const daemon = await startDaemon(loadConfig(options.config), { configPath: options.config });
     if (options.sample) {
       void runSample(daemon.queue).then((container) => {
         daemon.logger.info(
@@ -50,7 +51,7 @@ try {
   await program.parseAsync();
 } catch (error) {
   // Operator mistakes get their message alone, no stack: it already names the key and the fix.
-  if (error instanceof ConfigError || error instanceof UnsupportedDriverError) {
+  if (error instanceof ConfigError || error instanceof UnsupportedDriverError || error instanceof StateLockedError) {
     process.stderr.write(`drover: ${error.message}\n`);
     process.exit(2);
   }

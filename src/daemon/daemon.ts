@@ -12,6 +12,7 @@ import { SqliteQueue } from '../queue/sqlite-queue.js';
 import { logsCommand, ensureRunner } from '../runner/deploy.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
 import { registerDroverMetrics } from './metrics.js';
+import { takeStateLocks } from './state-lock.js';
 
 export interface Daemon {
   pool: Pool;
@@ -28,14 +29,26 @@ export interface Daemon {
 export interface DaemonOptions {
   clock?: Clock;
   logger?: Logger;
+  /** The config file it was loaded from; recorded with the state locks so a refused daemon can name it. */
+  configPath?: string;
 }
 
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? pino({ level: config.log.level });
+  // Before anything else: a second daemon on the same queue or loopback pool must create nothing.
+  // Throws StateLockedError naming the holder.
+  const locks = takeStateLocks(config, options.configPath);
   const registry = new Registry();
-  const token = ensureToken(config.http.tokenFile);
-  const cloud = await cloudFromConfig(config, clock, registry);
+  let token: string;
+  let cloud: Cloud;
+  try {
+    token = ensureToken(config.http.tokenFile);
+    cloud = await cloudFromConfig(config, clock, registry);
+  } catch (error) {
+    locks.release();
+    throw error;
+  }
   const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock });
   const { runnerCommand } = config.pool;
 
@@ -91,6 +104,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     // The API first: a daemon that cannot serve it (port taken) must not have created anything.
     queue.close();
     await cloud.close();
+    locks.release();
     throw error;
   }
   pool.start();
@@ -115,6 +129,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       pool.stop();
       queue.close();
       await cloud.close();
+      locks.release();
       logger.info('drover stopped');
     },
   };
