@@ -90,6 +90,7 @@ describe('Attempts: copies of a container on the wrong instance', () => {
       markRunning: (uuid) => void writes.push(`markRunning ${uuid}`),
       recordExit: (uuid, code) => void writes.push(`recordExit ${uuid} ${code}`),
       complete: (uuid, code) => void writes.push(`complete ${uuid} ${code}`),
+      setLogTail: (uuid) => void writes.push(`setLogTail ${uuid}`),
       requeueOrFail: (uuid) => {
         writes.push(`requeueOrFail ${uuid}`);
         return 'queued';

@@ -167,7 +167,7 @@ describe('dispatch on the stub cloud', () => {
     h.stop();
   });
 
-  it('a cancelled running container is killed on its instance', async () => {
+  it('a cancelled running container is killed on its instance; its output and exit code are kept', async () => {
     const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs: 600_000 });
     const h = new DispatchHarness(stub);
     h.start();
@@ -176,7 +176,8 @@ describe('dispatch on the stub cloud', () => {
     const instanceId = h.queue.get(container.uuid)!.instanceId!;
     h.queue.cancel(container.uuid);
     expect(await h.runUntil(() => stub.getVm(instanceId)?.containers[container.uuid] === undefined, 30_000)).toBe(true);
-    expect(h.queue.get(container.uuid)?.state).toBe('cancelled');
+    // Its output up to the kill is kept, and its exit code says how it ended (TERM: 128 + 15).
+    expect(h.queue.get(container.uuid)).toMatchObject({ state: 'cancelled', exitCode: 143, logTail: `stub output of ${container.uuid}\n` });
     h.stop();
   });
 

@@ -33,6 +33,8 @@ export interface AttemptRecords {
   markRunning(uuid: string, instanceId: string, instanceType: string): void;
   recordExit(uuid: string, exitCode: number): void;
   complete(uuid: string, exitCode: number, logTail: string): void;
+  /** Output of a container already final (cancelled), kept as it was when it ended. */
+  setLogTail(uuid: string, logTail: string): void;
   requeueOrFail(uuid: string, reason: string): ContainerState;
   fail(uuid: string, reason: string): void;
 }
@@ -117,8 +119,13 @@ export class Attempts {
         // The exit code first, durably: should the instance vanish now, the container is complete, not rerun.
         recordExit: (_, params: { uuid: string; exitCode: number }) =>
           this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode)),
+        // A cancelled container keeps its output up to the kill; any other is completed with it.
         recordLogs: ({ context }, params: { uuid: string; logTail: string }) =>
-          this.write(params.uuid, 'complete', () => records.complete(params.uuid, context.exitCode ?? 0, params.logTail)),
+          this.write(params.uuid, 'complete', () =>
+            records.get(params.uuid)?.state === 'cancelled'
+              ? records.setLogTail(params.uuid, params.logTail)
+              : records.complete(params.uuid, context.exitCode ?? 0, params.logTail),
+          ),
         recordRequeue: (_, params: { uuid: string; reason: string; lost: boolean }) =>
           this.write(params.uuid, 'requeue', () => {
             if (params.lost) records.requeueOrFail(params.uuid, params.reason);

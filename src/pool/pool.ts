@@ -68,6 +68,7 @@ const noRecords: AttemptRecords = {
   markRunning: () => {},
   recordExit: () => {},
   complete: () => {},
+  setLogTail: () => {},
   requeueOrFail: () => 'failed',
   fail: () => {},
 };

@@ -182,7 +182,7 @@ export class SqliteQueue implements ContainerQueue {
         RETURNING ${scalarColumns}`),
       recordExit: db.prepare<Params, Scalars>(`
         UPDATE containers SET exit_code = @exitCode, updated_at = @now
-        WHERE uuid = @uuid AND state = 'running'
+        WHERE uuid = @uuid AND (state = 'running' OR (state = 'cancelled' AND exit_code IS NULL))
         RETURNING ${scalarColumns}`),
       completeLost: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'complete', reason = @reason, finished_at = @now, updated_at = @now

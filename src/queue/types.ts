@@ -96,7 +96,8 @@ export interface ContainerQueue {
   /**
    * Stores the exit code of a running container the moment it is known, durably; it stays running
    * until complete() brings its log tail. Should its instance go first, requeueOrFail completes it
-   * with that code rather than run it again.
+   * with that code rather than run it again. A cancelled container gets the code it was killed
+   * with (e.g. 143 for TERM), once; its output follows with setLogTail.
    */
   recordExit(uuid: string, exitCode: number): void;
   /** running (or locked) → complete with its exit code and log tail (may be '' and set later by setLogTail). */
