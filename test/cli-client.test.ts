@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdleBehavior } from '../machines/instance.js';
+import { tagKeys, type CloudInstance } from '../src/cloud/driver.js';
 import { startServer, type PoolControl } from '../src/http/server.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
@@ -54,8 +55,12 @@ const instance: InstanceView = {
   history: [],
 };
 
+/** What the pool's orphans() answers; a test puts orphans here and takes them out again. */
+const orphans: CloudInstance[] = [];
+
 const pool: PoolControl = {
   instances: () => [instance],
+  orphans: () => orphans,
   instance: (id) => (id === instance.instanceId ? instance : undefined),
   setIdleBehavior: (id: string, b: IdleBehavior) => {
     if (id !== instance.instanceId) throw new UnknownInstanceError(id);
@@ -133,6 +138,35 @@ describe('drover client commands', () => {
     const row = rows.find((line) => line.startsWith(container.uuid));
     expect(row?.split(/\s+/).slice(0, 6)).toEqual([container.uuid, 'queued', '7', '0', '-', '-']);
     queue.cancel(container.uuid);
+  });
+
+  it('instances lists the instances without a hint while there is no orphan', async () => {
+    const result = await runDrover(['instances'], env);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    const [header, ...rows] = result.stdout.trim().split('\n');
+    expect(header?.split(/\s+/)).toEqual(['INSTANCE', 'TYPE', 'STATE', 'IDLE', 'RUNNING']);
+    expect(rows.map((row) => row.split(/\s+/))).toEqual([['i-1', 'small', 'idle', 'run', '0']]);
+  });
+
+  it('instances shows an orphan marked orphan, and a hint to destroy it or add its type to the config', async () => {
+    orphans.push({ id: 'i-orphan', providerType: 'stub.large', address: '10.0.0.9', tags: { [tagKeys.pool]: 'p', [tagKeys.instanceType]: 'retired-type' } });
+    try {
+      const result = await runDrover(['instances'], env);
+      expect(result.code).toBe(0);
+      const [header, ...rows] = result.stdout.trim().split('\n');
+      expect(header?.split(/\s+/)).toEqual(['INSTANCE', 'TYPE', 'STATE', 'IDLE', 'RUNNING']);
+      expect(rows.map((row) => row.split(/\s+/))).toEqual([
+        ['i-1', 'small', 'idle', 'run', '0'],
+        ['i-orphan', 'retired-type', 'orphan', '-', '-'],
+      ]);
+      expect(result.stderr).toBe(
+        "hint: 1 orphan carries this pool's tag but an instance type the config does not define (its TYPE above); " +
+          'the pool neither counts nor manages it, and `drover kill` cannot reach it. ' +
+          "Destroy it with the cloud's own tools, or add its type to instanceTypes in the config.\n",
+      );
+    } finally {
+      orphans.length = 0;
+    }
   });
 
   it('says where the token file should be and who writes it when it is missing', async () => {

@@ -6,17 +6,20 @@ import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { IdleBehavior } from '../machines/instance.js';
-import { startServer, type ApiDeps, type PoolControl } from '../src/http/server.js';
+import { tagKeys, type CloudInstance } from '../src/cloud/driver.js';
+import { startServer, type ApiDeps, type InstancesResponse, type PoolControl } from '../src/http/server.js';
 import { ensureToken, tokensMatch } from '../src/http/token.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import type { Container } from '../src/queue/types.js';
+import { createStub, instanceTypes, PoolHarness, poolTags } from './support/pool-harness.js';
 
 const token = 'test-token-0123456789';
 
 /** A pool of fixed instances that records what the API asked of it. */
 class FakePool implements PoolControl {
   readonly views = new Map<string, InstanceView>();
+  readonly orphanInstances: CloudInstance[] = [];
   readonly kills: string[] = [];
 
   add(instanceId: string): InstanceView {
@@ -41,6 +44,10 @@ class FakePool implements PoolControl {
 
   instances(): InstanceView[] {
     return [...this.views.values()];
+  }
+
+  orphans(): CloudInstance[] {
+    return [...this.orphanInstances];
   }
 
   instance(id: string): InstanceView | undefined {
@@ -246,6 +253,7 @@ describe('errors', () => {
         instances: () => {
           throw impostor;
         },
+        orphans: () => [],
         instance: () => undefined,
         setIdleBehavior: () => undefined,
         shutdown: () => false,
@@ -293,6 +301,7 @@ describe('errors', () => {
         instances: () => {
           throw new Error('boom');
         },
+        orphans: () => [],
         instance: () => undefined,
         setIdleBehavior: () => undefined,
         shutdown: () => false,
@@ -374,6 +383,48 @@ describe('instances', () => {
     const bad = await call(url, 'POST', '/instances/i-1/idle-behavior', { body: { behavior: 'nap' } });
     expect(bad.status).toBe(400);
     expect(bad.json()).toEqual({ error: 'body/behavior must be one of run, hold, drain' });
+  });
+
+  it('lists an orphan, marked orphan: true with only what the cloud says of it, after the instances marked orphan: false', async () => {
+    const url = await start();
+    const view = pool.add('i-1');
+    pool.orphanInstances.push({
+      id: 'i-orphan',
+      providerType: 'stub.large',
+      address: '10.0.0.9',
+      tags: { [tagKeys.pool]: 'test-pool', [tagKeys.instanceType]: 'retired-type', [tagKeys.idleBehavior]: 'hold' },
+    });
+    pool.orphanInstances.push({ id: 'i-untagged', providerType: 'stub.small', address: null, tags: { [tagKeys.pool]: 'test-pool' } });
+    const listed = await call(url, 'GET', '/instances');
+    expect(listed.status).toBe(200);
+    expect(listed.json()).toEqual({
+      instances: [
+        { ...view, orphan: false },
+        { orphan: true, instanceId: 'i-orphan', providerType: 'stub.large', address: '10.0.0.9', instanceTypeTag: 'retired-type' },
+        { orphan: true, instanceId: 'i-untagged', providerType: 'stub.small', address: null, instanceTypeTag: null },
+      ],
+    });
+    // The pool does not manage an orphan, so the routes that act on an instance do not know it.
+    expect((await call(url, 'POST', '/instances/i-orphan/kill')).status).toBe(404);
+  });
+
+  it("lists a real pool's orphan from the stub cloud next to its instance", async () => {
+    const stub = createStub();
+    const known = stub.addInstance({ instanceType: instanceTypes.small!, tags: poolTags('small') });
+    const orphan = stub.addInstance({ instanceType: instanceTypes.large!, tags: poolTags('retired-type') });
+    const harness = new PoolHarness(stub);
+    harness.pool.start();
+    try {
+      for (let i = 0; i < 200 && !harness.pool.status().loaded; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(harness.pool.status().loaded).toBe(true);
+      const url = await start({ pool: harness.pool });
+      const { instances } = (await call(url, 'GET', '/instances')).json() as InstancesResponse;
+      expect(instances).toHaveLength(2);
+      expect(instances[0]).toMatchObject({ orphan: false, instanceId: known.id, instanceType: 'small', providerType: 'stub.small' });
+      expect(instances[1]).toEqual({ orphan: true, instanceId: orphan.id, providerType: orphan.providerType, address: orphan.address, instanceTypeTag: 'retired-type' });
+    } finally {
+      harness.pool.stop();
+    }
   });
 
   it('kills an instance and returns its view', async () => {

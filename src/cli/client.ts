@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import type { IdleBehavior } from '../../machines/instance.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import type { SubmitRequest } from '../http/server.js';
+import type { InstanceEntry, InstancesResponse, SubmitRequest } from '../http/server.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container, ContainerState } from '../queue/types.js';
 
@@ -77,8 +77,9 @@ export class ApiClient {
     return (await this.request('GET', `/containers/${encodeURIComponent(uuid)}/logs`, { signal })).text();
   }
 
-  async instances(signal?: AbortSignal): Promise<InstanceView[]> {
-    return (await this.json<{ instances: InstanceView[] }>('GET', '/instances', { signal })).instances;
+  /** The pool's instances, then its orphans; a daemon older than orphan listing sends no `orphan` field. */
+  async instances(signal?: AbortSignal): Promise<InstanceEntry[]> {
+    return (await this.json<InstancesResponse>('GET', '/instances', { signal })).instances;
   }
 
   setIdleBehavior(id: string, behavior: IdleBehavior, signal?: AbortSignal): Promise<InstanceView> {

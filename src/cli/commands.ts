@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { IdleBehavior } from '../../machines/instance.js';
+import type { InstanceEntry } from '../http/server.js';
 import type { InstanceView } from '../pool/pool.js';
 import { finalStates, type Container, type ContainerState } from '../queue/types.js';
 import { ApiClient, ApiError, ApiUnreachableError, ClientSettingsError, defaultClientConfig, resolveClientSettings, type SubmitRequest } from './client.js';
@@ -103,7 +104,11 @@ export function registerClientCommands(program: Command): void {
     .description("list the pool's instances")
     .action(
       handled(async (options: ClientOptions) => {
-        process.stdout.write(instanceTable(await clientFor(options).instances()));
+        const instances = await clientFor(options).instances();
+        process.stdout.write(instanceTable(instances));
+        // On stderr, so stdout stays a table a script can read.
+        const hint = orphanHint(instances);
+        if (hint !== null) process.stderr.write(hint);
       }),
     );
 
@@ -269,10 +274,27 @@ function containerTable(containers: Container[], now: number): string {
   );
 }
 
-function instanceTable(instances: InstanceView[]): string {
+// An orphan's TYPE is its unknown type tag and its STATE is `orphan`; it has no idle behaviour or containers.
+function instanceTable(instances: InstanceEntry[]): string {
   return table(
     ['INSTANCE', 'TYPE', 'STATE', 'IDLE', 'RUNNING'],
-    instances.map((i) => [instanceName(i), i.instanceType, i.state, i.idleBehavior, String(i.running.length)]),
+    instances.map((i) =>
+      i.orphan
+        ? [i.instanceId, i.instanceTypeTag ?? '-', 'orphan', '-', '-']
+        : [instanceName(i), i.instanceType, i.state, i.idleBehavior, String(i.running.length)],
+    ),
+  );
+}
+
+/** What the operator should do about the orphans in the listing; null if there are none. */
+function orphanHint(instances: InstanceEntry[]): string | null {
+  const orphans = instances.filter((i) => i.orphan).length;
+  if (orphans === 0) return null;
+  const [count, carry, it, its] = orphans === 1 ? ['1 orphan', 'carries', 'it', 'its'] : [`${orphans} orphans`, 'carry', 'them', 'their'];
+  return (
+    `hint: ${count} ${carry} this pool's tag but an instance type the config does not define (${its} TYPE above); ` +
+    `the pool neither counts nor manages ${it}, and \`drover kill\` cannot reach ${it}. ` +
+    `Destroy ${it} with the cloud's own tools, or add ${its} type to instanceTypes in the config.\n`
   );
 }
 

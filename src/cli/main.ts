@@ -5,6 +5,7 @@ import { UnsupportedDriverError } from '../cloud/from-config.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { startDaemon } from '../daemon/daemon.js';
 import { StateLockedError } from '../daemon/state-lock.js';
+import { StatePermissionError } from '../daemon/state-permissions.js';
 import { runSample } from '../daemon/sample.js';
 import { registerClientCommands, setIdleBehaviorCommand } from './commands.js';
 
@@ -51,7 +52,10 @@ try {
   await program.parseAsync();
 } catch (error) {
   // Operator mistakes get their message alone, no stack: it already names the key and the fix.
-  if (error instanceof ConfigError || error instanceof UnsupportedDriverError || error instanceof StateLockedError) {
+  if (
+    error instanceof ConfigError || error instanceof UnsupportedDriverError || error instanceof StateLockedError ||
+    error instanceof StatePermissionError
+  ) {
     process.stderr.write(`drover: ${error.message}\n`);
     process.exit(2);
   }

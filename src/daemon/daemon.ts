@@ -13,6 +13,7 @@ import { logsCommand, ensureRunner } from '../runner/deploy.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
 import { registerDroverMetrics } from './metrics.js';
 import { takeStateLocks } from './state-lock.js';
+import { ensurePrivateState } from './state-permissions.js';
 
 export interface Daemon {
   pool: Pool;
@@ -36,6 +37,9 @@ export interface DaemonOptions {
 export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? pino({ level: config.log.level });
+  // State others can read (the queue holds submitted env values) stops start-up before anything
+  // is created; a missing queue directory is created 0700. Throws StatePermissionError.
+  ensurePrivateState(config);
   // Before anything else: a second daemon on the same queue or loopback pool must create nothing.
   // Throws StateLockedError naming the holder.
   const locks = takeStateLocks(config, options.configPath);

@@ -4,6 +4,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { idleBehaviors, type IdleBehavior } from '../../machines/instance.js';
+import { tagKeys, type CloudInstance } from '../cloud/driver.js';
 import { UnknownInstanceError, type InstanceView } from '../pool/pool.js';
 import { InvalidContainerSpecError } from '../queue/sqlite-queue.js';
 import {
@@ -19,6 +20,8 @@ import { tokensMatch } from './token.js';
 /** The part of the Pool the API drives. */
 export interface PoolControl {
   instances(): InstanceView[];
+  /** Instances with this pool's tag but an instance type the config does not define: listed, never managed. */
+  orphans(): CloudInstance[];
   instance(id: string): InstanceView | undefined;
   setIdleBehavior(id: string, b: IdleBehavior): void;
   shutdown(target: { instanceId: string }): boolean;
@@ -32,6 +35,31 @@ export interface ApiDeps {
   logger: Logger;
   /** A running container's output so far, from its instance; null if unavailable. */
   liveLogs?: (container: Container) => Promise<string | null>;
+}
+
+/** A pool instance in `GET /instances`: its InstanceView, fields unchanged, plus `orphan: false`. */
+export type PoolInstanceEntry = InstanceView & { orphan: false };
+
+/**
+ * An orphan in `GET /instances`: an instance carrying this pool's tag but an instance type the config
+ * does not define. The pool neither counts nor uses it, so it has no worker, state, idle behaviour or
+ * containers; only what the cloud says of it.
+ */
+export interface OrphanEntry {
+  orphan: true;
+  instanceId: string;
+  providerType: string;
+  address: string | null;
+  /** Its drover-instance-type tag, which names no type in the config; null when the tag is missing or empty. */
+  instanceTypeTag: string | null;
+}
+
+/** One entry of `GET /instances`; `orphan` tells the two kinds apart. */
+export type InstanceEntry = PoolInstanceEntry | OrphanEntry;
+
+/** The body of `GET /instances`: the pool's instances (by worker id), then the orphans (by instance id). */
+export interface InstancesResponse {
+  instances: InstanceEntry[];
 }
 
 /** The body of `POST /containers`; omitted fields take the defaults below. */
@@ -210,7 +238,15 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     },
   );
 
-  app.get('/instances', { schema: { querystring: noQuery } }, async () => ({ instances: pool.instances() }));
+  app.get('/instances', { schema: { querystring: noQuery } }, async (): Promise<InstancesResponse> => ({
+    instances: [
+      ...pool.instances().map((view): PoolInstanceEntry => ({ ...view, orphan: false })),
+      ...pool
+        .orphans()
+        .map(orphanEntry)
+        .sort((a, b) => a.instanceId.localeCompare(b.instanceId)),
+    ],
+  }));
 
   app.post<{ Params: { id: string }; Body: { behavior: IdleBehavior } }>(
     '/instances/:id/idle-behavior',
@@ -263,6 +299,16 @@ function mustGet(queue: ContainerQueue, uuid: string): Container {
   const container = queue.get(uuid);
   if (!container) throw new ContainerNotFoundError(uuid);
   return container;
+}
+
+function orphanEntry(instance: CloudInstance): OrphanEntry {
+  return {
+    orphan: true,
+    instanceId: instance.id,
+    providerType: instance.providerType,
+    address: instance.address,
+    instanceTypeTag: instance.tags[tagKeys.instanceType] || null,
+  };
 }
 
 function mustGetInstance(pool: PoolControl, id: string): InstanceView {

@@ -1,10 +1,11 @@
 // The embedded container queue: one SQLite file (WAL) that survives restarts of the daemon.
 
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fchmodSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../clock.js';
+import { makePrivateDirectory } from '../private-directory.js';
 import { Notifier } from '../pool/notifier.js';
 import {
   ContainerNotFoundError,
@@ -135,7 +136,20 @@ export class SqliteQueue implements ContainerQueue {
     }
     this.maxAttempts = options.maxAttempts;
     this.clock = options.clock ?? systemClock;
-    mkdirSync(dirname(options.path), { recursive: true });
+    // The file holds submitted env values: a new one is created 0600 (in a 0700 directory) before
+    // SQLite opens it, whatever the umask; SQLite gives its -wal and -shm the main file's mode. An
+    // existing file is left as it is (the daemon's start-up check refuses one others can read).
+    makePrivateDirectory(dirname(options.path));
+    try {
+      const fd = openSync(options.path, 'wx', 0o600);
+      try {
+        fchmodSync(fd, 0o600);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
     this.db = new Database(options.path);
     try {
       this.db.pragma('busy_timeout = 5000');
