@@ -113,6 +113,7 @@ describe('parseConfig', () => {
       quotaErrorTTL: 60_000,
       bootProbeCommand: 'true',
       runnerCommand: 'drover-runner',
+      logTailBytes: 65_536,
     });
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
     expect(config.log.level).toBe('info');
@@ -179,6 +180,26 @@ describe('parseConfig', () => {
   ])('rejects pool.probeRateCeiling %s, naming the key', (value, message) => {
     const error = configError(`${minimal}pool:\n  probeRateCeiling: ${value}\n`);
     expect(error.issues).toEqual([{ path: 'pool.probeRateCeiling', message }]);
+  });
+
+  it('reads pool.logTailBytes from 1 KiB to 16 MiB', () => {
+    for (const bytes of [1024, 1_000_000, 16 * 1024 * 1024]) {
+      expect(parseConfig(`${minimal}pool:\n  logTailBytes: ${bytes}\n`, 'test.yml').pool.logTailBytes).toBe(bytes);
+    }
+  });
+
+  it.each([
+    ['1023', 'must be at least 1024'],
+    ['0', 'must be at least 1024'],
+    ['16777217', 'must be at most 16777216'],
+    ['1500.5', 'expected a whole number, got 1500.5'],
+    ['64KiB', 'expected a number, got "64KiB"'],
+  ])('rejects pool.logTailBytes %s, naming the key', (value, message) => {
+    const error = configError(`${minimal}pool:\n  logTailBytes: ${value}\n`);
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.path).toBe('pool.logTailBytes');
+    expect(error.issues[0]?.message).toContain(message);
+    expect(error.message).toContain(`test.yml: pool.logTailBytes: ${message}`);
   });
 
   it('rejects a pool.probeRateCeiling below maxProbesPerSecond', () => {

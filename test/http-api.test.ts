@@ -7,10 +7,12 @@ import { Counter, Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { IdleBehavior } from '../machines/instance.js';
 import { tagKeys, type CloudInstance } from '../src/cloud/driver.js';
-import { startServer, type ApiDeps, type InstancesResponse, type PoolControl } from '../src/http/server.js';
+import { maxBodyBytes, startServer, type ApiDeps, type InstancesResponse, type PoolControl } from '../src/http/server.js';
+import { MAX_COMMAND_ARGS, MAX_START_COMMAND_BYTES } from '../src/http/submit-limits.js';
 import { ensureToken, tokensMatch } from '../src/http/token.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { startCommand } from '../src/runner/deploy.js';
 import type { Container } from '../src/queue/types.js';
 import { createStub, instanceTypes, PoolHarness, poolTags } from './support/pool-harness.js';
 
@@ -365,6 +367,75 @@ describe('containers', () => {
     queue.markRunning(uuid, 'i-1', 'small');
     const logs = await call(url, 'GET', `/containers/${uuid}/logs`);
     expect(logs.text).toBe(`live output of ${uuid}\n`);
+  });
+});
+
+// What the runner could never start is refused at submit, naming the limit; nothing is queued.
+describe('submit limits', () => {
+  const runnerPath = '.drover/bin/drover-runner';
+  const uuid = '00000000-0000-4000-8000-000000000000';
+
+  it('refuses a 40,000-character argument with 400 naming the byte limit and the measured size', async () => {
+    const url = await start();
+    const response = await submitted(url, { command: ['echo', 'x'.repeat(40_000)] });
+    expect(response.status).toBe(400);
+    const line = startCommand(runnerPath, { uuid, command: ['echo', 'x'.repeat(40_000)], env: {}, image: null, docker: false });
+    expect(response.json()).toEqual({
+      error: `command and env take ${Buffer.byteLength(line)} bytes once quoted for the runner; the limit is ${MAX_START_COMMAND_BYTES} (one SSH exec)`,
+    });
+    expect(queue.list()).toEqual([]);
+  });
+
+  it('counts quoting and env: a line of exactly the limit is accepted, one byte more is refused', async () => {
+    const url = await start();
+    const env = { GREETING: "it's" };
+    const base = Buffer.byteLength(startCommand(runnerPath, { uuid, command: ['echo', ''], env, image: null, docker: false }));
+    const fits = await submitted(url, { command: ['echo', 'x'.repeat(MAX_START_COMMAND_BYTES - base)], env });
+    expect(fits.status, fits.text).toBe(201);
+    // Each ' becomes '\'' (four bytes) once quoted, so a quote where an x was adds three.
+    const over = await submitted(url, { command: ['echo', `'${'x'.repeat(MAX_START_COMMAND_BYTES - base - 3)}`], env });
+    expect(over.status).toBe(400);
+    expect(over.json()).toEqual({ error: expect.stringContaining(`take ${MAX_START_COMMAND_BYTES + 1} bytes`) });
+    expect(queue.list()).toHaveLength(1);
+  });
+
+  it('refuses 150,000 arguments with 400 naming the argument limit, queues nothing and keeps answering', async () => {
+    const url = await start();
+    const response = await submitted(url, { command: Array.from({ length: 150_000 }, () => 'x') });
+    expect(response.status).toBe(400);
+    expect(response.json()).toEqual({ error: `command has 150000 arguments; the limit is ${MAX_COMMAND_ARGS}` });
+    expect(queue.list()).toEqual([]);
+    expect((await submitted(url)).status).toBe(201);
+  });
+
+  it('answers a body over the limit with 413 and a JSON reason, and keeps answering', async () => {
+    const url = await start();
+    const response = await submitted(url, { command: ['echo', 'x'.repeat(maxBodyBytes)] });
+    expect(response.status).toBe(413);
+    expect(response.json()).toEqual({ error: expect.any(String) });
+    expect(queue.list()).toEqual([]);
+    expect((await call(url, 'GET', '/healthz')).status).toBe(200);
+  });
+
+  it('refuses an image when the runner runs plain commands (runner.docker false, the default)', async () => {
+    const url = await start({ docker: false });
+    const response = await submitted(url, { command: ['true'], image: 'ubuntu:24.04' });
+    expect(response.status).toBe(400);
+    expect(response.json()).toEqual({
+      error: 'image: this daemon runs plain commands (runner.docker is false); submit without an image or enable runner.docker',
+    });
+    expect(queue.list()).toEqual([]);
+  });
+
+  it('refuses a spec without an image when the runner runs docker, and accepts one with an image', async () => {
+    const url = await start({ docker: true });
+    const response = await submitted(url, { command: ['true'] });
+    expect(response.status).toBe(400);
+    expect(response.json()).toEqual({ error: expect.stringMatching(/^image: .*runner\.docker is true/) });
+    expect(queue.list()).toEqual([]);
+    const created = await submitted(url, { command: ['true'], image: 'ubuntu:24.04' });
+    expect(created.status).toBe(201);
+    expect(created.json()).toMatchObject({ image: 'ubuntu:24.04', command: ['true'] });
   });
 });
 

@@ -106,7 +106,7 @@ describe('drover-runner', () => {
     const logs = await ok('logs', 'c1');
     expect(logs).toContain('out-7');
     expect(logs).toContain('err');
-    expect(await ok('logs', 'c1', '4')).toBe('err\n');
+    expect(await ok('logs', 'c1', '4')).toBe('[drover: 10 bytes of output; the first 6 were dropped, the last 4 kept]\nerr\n');
   });
 
   it('never starts a uuid twice', async () => {
@@ -130,6 +130,34 @@ describe('drover-runner', () => {
     await ok('start', 'env', '--env', `V=${value}`, '--env', 'EMPTY=', '--', 'sh', '-c', 'printf "%s|%s" "$V" "${EMPTY-unset}"');
     expect(await exitCodeOf('env')).toBe(0);
     expect(await ok('logs', 'env')).toBe(`${value}|`);
+  });
+
+  it('starts the tail of long output with a line saying how much was dropped', async () => {
+    // 200,007 bytes: the digits 0-9 over and over, then THE END.
+    await ok('start', 'big', '--', 'awk', 'BEGIN { for (i = 0; i < 200000; i++) printf "%d", i % 10; printf "THE END" }');
+    expect(await exitCodeOf('big')).toBe(0);
+    const expected = Array.from({ length: 200_000 }, (_, i) => String(i % 10)).join('') + 'THE END';
+    const logs = await ok('logs', 'big', '65536');
+    const marker = '[drover: 200007 bytes of output; the first 134471 were dropped, the last 65536 kept]\n';
+    expect(logs.startsWith(marker)).toBe(true);
+    expect(logs.slice(marker.length)).toBe(expected.slice(-65536));
+    expect(logs.endsWith('6789THE END')).toBe(true);
+    // The default BYTES is 65536 too; leading zeros are decimal, not octal.
+    expect(await ok('logs', 'big')).toBe(logs);
+    expect(await ok('logs', 'big', '010')).toBe(
+      '[drover: 200007 bytes of output; the first 199997 were dropped, the last 10 kept]\n789THE END',
+    );
+    // All of it, or more: no line.
+    expect(await ok('logs', 'big', '200007')).toBe(expected);
+    expect(await ok('logs', 'big', '99999999999999999999')).toBe(expected);
+  });
+
+  it('prints short output as it is, with no line about dropped bytes', async () => {
+    await ok('start', 'small', '--', 'sh', '-c', 'echo just this');
+    expect(await exitCodeOf('small')).toBe(0);
+    expect(await ok('logs', 'small', '65536')).toBe('just this\n');
+    expect(await ok('logs', 'small', '10')).toBe('just this\n');
+    expect(await ok('logs', 'small', '9')).toBe('[drover: 10 bytes of output; the first 1 were dropped, the last 9 kept]\nust this\n');
   });
 
   it('runs the command in the container work directory', async () => {

@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { InvalidContainerSpecError, QueueClosedError, SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { InvalidContainerSpecError, QueueClosedError, SqliteQueue, truncateLogTail } from '../src/queue/sqlite-queue.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
   logTailBytes,
+  logTailMarker,
   type Container,
   type ContainerSpec,
   type ContainerState,
@@ -22,8 +23,8 @@ let t: number;
 const clock: Clock = { now: () => t, setTimeout, clearTimeout };
 const opened: SqliteQueue[] = [];
 
-function open(maxAttempts = 3): SqliteQueue {
-  const queue = new SqliteQueue({ path, maxAttempts, clock });
+function open(maxAttempts = 3, tailBytes?: number): SqliteQueue {
+  const queue = new SqliteQueue({ path, maxAttempts, clock, logTailBytes: tailBytes });
   opened.push(queue);
   return queue;
 }
@@ -311,7 +312,7 @@ describe('transitions', () => {
     queue.fail(a, 'runner crashed', 'x'.repeat(logTailBytes + 10));
     queue.fail(b, 'no instance type has 64 vCPUs');
     expect(queue.get(a)).toMatchObject({ state: 'failed', reason: 'runner crashed', finishedAt: 9_000 });
-    expect(queue.get(a)?.logTail).toHaveLength(logTailBytes);
+    expect(queue.get(a)?.logTail).toBe(logTailMarker(logTailBytes + 10, logTailBytes) + 'x'.repeat(logTailBytes));
     expect(queue.get(b)).toMatchObject({ state: 'failed', reason: 'no instance type has 64 vCPUs', logTail: '' });
   });
 
@@ -406,7 +407,7 @@ describe('cancel', () => {
 });
 
 describe('log tail', () => {
-  it('keeps only the last 64 KiB, the end of the log', () => {
+  it('keeps only the last 64 KiB, the end of the log, after a line saying how much was dropped', () => {
     const queue = open();
     const { uuid } = queue.submit(spec());
     queue.lock(uuid, 'i-1', 'small');
@@ -414,9 +415,44 @@ describe('log tail', () => {
     const log = 'HEAD'.padEnd(100_000, 'a') + 'THE END';
     queue.complete(uuid, 0, log);
     const tail = queue.get(uuid)?.logTail ?? '';
-    expect(Buffer.byteLength(tail)).toBe(logTailBytes);
-    expect(log.endsWith(tail)).toBe(true);
-    expect(tail.endsWith('THE END')).toBe(true);
+    const marker = '[drover: 100007 bytes of output; the first 34471 were dropped, the last 65536 kept]\n';
+    expect(tail.startsWith(marker)).toBe(true);
+    const kept = tail.slice(marker.length);
+    expect(Buffer.byteLength(kept)).toBe(logTailBytes);
+    expect(log.endsWith(kept)).toBe(true);
+    expect(kept.endsWith('THE END')).toBe(true);
+  });
+
+  it('keeps the configured number of bytes', () => {
+    const queue = open(3, 2048);
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid, 'i-1', 'small');
+    queue.complete(uuid, 0, 'y'.repeat(5000));
+    expect(queue.get(uuid)?.logTail).toBe(logTailMarker(5000, 2048) + 'y'.repeat(2048));
+    expect(() => open(3, 0)).toThrow(RangeError);
+    expect(() => open(3, 1.5)).toThrow(RangeError);
+  });
+
+  it('stores the runner\'s marked tail as it is, not counting the marker against the limit', () => {
+    const runnerTail = logTailMarker(52_428_800, logTailBytes) + 'z'.repeat(logTailBytes);
+    expect(truncateLogTail(runnerTail)).toBe(runnerTail);
+    const queue = open();
+    const { uuid } = queue.submit(spec());
+    queue.lock(uuid, 'i-1', 'small');
+    queue.complete(uuid, 0, runnerTail);
+    expect(queue.get(uuid)?.logTail).toBe(runnerTail);
+  });
+
+  it('cutting a marked tail further keeps the total the marker gave', () => {
+    const runnerTail = logTailMarker(52_428_800, 4096) + 'z'.repeat(4096);
+    expect(truncateLogTail(runnerTail, 1024)).toBe(
+      '[drover: 52428800 bytes of output; the first 52427776 were dropped, the last 1024 kept]\n' + 'z'.repeat(1024),
+    );
+  });
+
+  it('counts the bytes kept after a cut on a character boundary', () => {
+    // 3-byte characters: the last 1024 bytes hold 341 whole ones.
+    expect(truncateLogTail('€'.repeat(1000), 1024)).toBe(logTailMarker(3000, 1023) + '€'.repeat(341));
   });
 
   it('cuts on a UTF-8 character boundary', () => {
@@ -429,7 +465,8 @@ describe('log tail', () => {
     queue.complete(uuid, 0, log);
     const tail = queue.get(uuid)?.logTail ?? '';
     expect(tail).not.toContain('\uFFFD');
-    expect(tail).toBe('€'.repeat(Math.floor(logTailBytes / 3)));
+    const kept = Math.floor(logTailBytes / 3);
+    expect(tail).toBe(logTailMarker(90_000, kept * 3) + '€'.repeat(kept));
   });
 
   it('leaves a log under the limit as it is', () => {
@@ -810,8 +847,7 @@ describe('setLogTail', () => {
     queue.setLogTail(uuid, 'HEAD'.padEnd(100_000, 'a') + 'THE END');
     const container = queue.get(uuid);
     expect(container).toMatchObject({ state: 'complete', exitCode: 3, finishedAt: 4_000, updatedAt: 5_000 });
-    expect(Buffer.byteLength(container?.logTail ?? '')).toBe(logTailBytes);
-    expect(container?.logTail.endsWith('THE END')).toBe(true);
+    expect(container?.logTail).toBe(logTailMarker(100_007, logTailBytes) + ('HEAD'.padEnd(100_000, 'a') + 'THE END').slice(-logTailBytes));
     await tick();
     expect(calls).toBe(1);
   });

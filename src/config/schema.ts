@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import type { InstanceType } from '../cloud/driver.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
+import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
 
 export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
@@ -60,6 +61,12 @@ export interface PoolSettings {
   bootProbeCommand: string;
   /** How the runner is invoked on a VM. */
   runnerCommand: string;
+  /**
+   * Bytes of a finished container's output (its end) that are read from the runner and stored;
+   * a stored tail of longer output starts with a line saying how much was dropped. The config
+   * always fills it in (default 65536); absent, the pool uses that default too.
+   */
+  logTailBytes?: number;
 }
 
 export interface SshSettings {
@@ -251,6 +258,7 @@ const poolSchema = z
     quotaErrorTTL: duration.default(60_000),
     bootProbeCommand: nonEmpty.default('true'),
     runnerCommand: nonEmpty.default('drover-runner'),
+    logTailBytes: count(minLogTailBytes).max(maxLogTailBytes).default(logTailBytes),
   })
   .superRefine(
     (pool, ctx) => {

@@ -53,7 +53,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     locks.release();
     throw error;
   }
-  const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock });
+  const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock, logTailBytes: config.pool.logTailBytes });
   const { runnerCommand } = config.pool;
 
   // Layered, nothing bound late: the pool writes attempt outcomes to the queue; the dispatcher
@@ -96,9 +96,11 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         token,
         registry,
         logger,
+        docker: config.runner.docker,
+        runnerPath: runnerCommand,
         liveLogs: async (container) => {
           if (!container.instanceId) return null;
-          const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid));
+          const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid, config.pool.logTailBytes));
           return result.exitCode === 0 ? result.stdout : null;
         },
       },

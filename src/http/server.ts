@@ -15,6 +15,7 @@ import {
   type ContainerQueue,
   type ContainerState,
 } from '../queue/types.js';
+import { checkRunnable, UnrunnableSpecError } from './submit-limits.js';
 import { tokensMatch } from './token.js';
 
 /** The part of the Pool the API drives. */
@@ -35,6 +36,10 @@ export interface ApiDeps {
   logger: Logger;
   /** A running container's output so far, from its instance; null if unavailable. */
   liveLogs?: (container: Container) => Promise<string | null>;
+  /** `runner.docker`: submissions need an image when true and must not carry one when false (the default, as in the config). */
+  docker?: boolean;
+  /** The runner's path on the instances (`pool.runnerCommand`), counted in the start command's size; DEFAULT_RUNNER_PATH when absent. */
+  runnerPath?: string;
 }
 
 /** A pool instance in `GET /instances`: its InstanceView, fields unchanged, plus `orphan: false`. */
@@ -74,6 +79,12 @@ export interface SubmitRequest {
 export const defaultConstraints: Readonly<Constraints> = { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false };
 export const defaultListLimit = 100;
 export const maxListLimit = 1000;
+/**
+ * The largest request body accepted (fastify's default, stated): larger is 413 with a JSON reason.
+ * A spec the runner can carry is at most MAX_START_COMMAND_BYTES (32 KiB) once quoted, which JSON
+ * escaping can inflate up to six times; 1 MiB holds that with room, and bounds what a submit parses.
+ */
+export const maxBodyBytes = 1024 * 1024;
 
 const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
 
@@ -142,6 +153,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   const logger: FastifyBaseLogger = deps.logger;
   const app = Fastify({
     loggerInstance: logger,
+    bodyLimit: maxBodyBytes,
     // The CLI polls every 500 ms while waiting; a log line per request would drown the daemon's own.
     logController: new LogController({ disableRequestLogging: true }),
     ajv: {
@@ -184,10 +196,10 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
 
   app.post<{ Body: SubmitRequest }>('/containers', { schema: { body: submitBody, querystring: noQuery } }, async (request, reply) => {
     const body = request.body;
+    const spec = { command: body.command, image: body.image ?? null, env: body.env ?? {} };
+    checkRunnable(spec, { docker: deps.docker ?? false, runnerPath: deps.runnerPath });
     const container = queue.submit({
-      command: body.command,
-      image: body.image ?? null,
-      env: body.env ?? {},
+      ...spec,
       priority: body.priority ?? 0,
       constraints: { ...defaultConstraints, ...body.constraints },
     });
@@ -321,7 +333,7 @@ function mustGetInstance(pool: PoolControl, id: string): InstanceView {
 function classify(error: unknown): { status: number; message: string } {
   if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError) return { status: 404, message: error.message };
   if (error instanceof ContainerStateError) return { status: 409, message: error.message };
-  if (error instanceof InvalidContainerSpecError) return { status: 400, message: error.message };
+  if (error instanceof InvalidContainerSpecError || error instanceof UnrunnableSpecError) return { status: 400, message: error.message };
   if (error instanceof Error) {
     // Fastify's own client errors (validation, malformed or empty JSON, body too large, bad media type) carry their status.
     const status = (error as { statusCode?: unknown }).statusCode;

@@ -6,7 +6,7 @@
 import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import { ContainerStateError, type Container, type ContainerState } from '../queue/types.js';
+import { ContainerStateError, logTailBytes, type Container, type ContainerState } from '../queue/types.js';
 import { killCommand, logsCommand, removeCommand, runnerExit, startCommand, waitCommand } from '../runner/deploy.js';
 import type { CommandResult } from '../ssh/executor.js';
 import {
@@ -67,6 +67,8 @@ export interface AttemptsOptions {
   watchRetryMs: number;
   /** Starts of one container refused in a row (for the instances' reasons) before it is failed. */
   maxRefusals: number;
+  /** Bytes of a finished container's output to read (config `pool.logTailBytes`); default 65536. */
+  logTailBytes?: number;
 }
 
 type AttemptSnapshot = SnapshotFrom<ContainerMachine>;
@@ -99,7 +101,9 @@ export class Attempts {
           throw new Error(`runner kill exited with ${result.exitCode}: ${result.stderr.trim()}`);
         }),
         collectLogs: fromPromise<string, AttemptRef>(async ({ input }) => {
-          const result = await options.run(input.workerId, logsCommand(runnerCommand, input.uuid));
+          // The runner puts a line saying how much it dropped before a tail of longer output.
+          const bytes = options.logTailBytes ?? logTailBytes;
+          const result = await options.run(input.workerId, logsCommand(runnerCommand, input.uuid, bytes));
           if (result.exitCode !== runnerExit.ok) throw new Error(`runner logs exited with ${result.exitCode}: ${result.stderr.trim()}`);
           return result.stdout;
         }),

@@ -169,6 +169,7 @@ export class Pool implements WorkerPool {
       watchSeconds,
       watchRetryMs: Math.min(settings.probeInterval, 5_000),
       maxRefusals: maxRefusalsPerContainer,
+      logTailBytes: settings.logTailBytes,
     });
 
     this.workerMachine = instanceMachine.provide({

@@ -12,6 +12,8 @@ import {
   ContainerStateError,
   finalStates,
   logTailBytes,
+  logTailMarker,
+  logTailMarkerPattern,
   type Constraints,
   type Container,
   type ContainerQueue,
@@ -38,6 +40,8 @@ export interface SqliteQueueOptions {
   /** Starts of one container (lost ones included) before requeueOrFail fails it. */
   maxAttempts: number;
   clock?: Clock;
+  /** Bytes of output a stored log tail keeps, besides its marker line (config `pool.logTailBytes`); default 65536. */
+  logTailBytes?: number;
 }
 
 // Bump when the schema changes and add a migration step from the previous version in migrate().
@@ -120,6 +124,7 @@ export class SqliteQueue implements ContainerQueue {
   private readonly db: Database.Database;
   private readonly clock: Clock;
   private readonly maxAttempts: number;
+  private readonly logTailBytes: number;
   private readonly notifier = new Notifier();
   private readonly statements;
   /** update() in an immediate transaction of its own. Built once: db.transaction() makes four wrapper functions per call (~7 µs each time). */
@@ -135,6 +140,11 @@ export class SqliteQueue implements ContainerQueue {
       throw new RangeError(`maxAttempts must be an integer >= 1, got ${options.maxAttempts}`);
     }
     this.maxAttempts = options.maxAttempts;
+    const tailBytes = options.logTailBytes ?? logTailBytes;
+    if (!Number.isSafeInteger(tailBytes) || tailBytes < 1) {
+      throw new RangeError(`logTailBytes must be an integer >= 1, got ${tailBytes}`);
+    }
+    this.logTailBytes = tailBytes;
     this.clock = options.clock ?? systemClock;
     // The file holds submitted env values: a new one is created 0600 (in a 0700 directory) before
     // SQLite opens it, whatever the umask; SQLite gives its -wal and -shm the main file's mode. An
@@ -313,7 +323,7 @@ export class SqliteQueue implements ContainerQueue {
 
   complete(uuid: string, exitCode: number, logTail: string): void {
     if (!Number.isSafeInteger(exitCode)) throw new RangeError(`exit code must be an integer, got ${exitCode}`);
-    this.mutate(uuid, 'complete', this.statements.complete, { exitCode, logTail: truncateLogTail(logTail) });
+    this.mutate(uuid, 'complete', this.statements.complete, { exitCode, logTail: truncateLogTail(logTail, this.logTailBytes) });
   }
 
   recordExit(uuid: string, exitCode: number): void {
@@ -322,7 +332,7 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   setLogTail(uuid: string, logTail: string): void {
-    this.mutate(uuid, 'set log tail', this.statements.setLogTail, { logTail: truncateLogTail(logTail) });
+    this.mutate(uuid, 'set log tail', this.statements.setLogTail, { logTail: truncateLogTail(logTail, this.logTailBytes) });
   }
 
   requeueOrFail(uuid: string, reason: string): ContainerState {
@@ -350,7 +360,7 @@ export class SqliteQueue implements ContainerQueue {
   fail(uuid: string, reason: string, logTail?: string): void {
     this.mutate(uuid, 'fail', this.statements.fail, {
       reason,
-      logTail: logTail === undefined ? null : truncateLogTail(logTail),
+      logTail: logTail === undefined ? null : truncateLogTail(logTail, this.logTailBytes),
     });
   }
 
@@ -499,14 +509,24 @@ export class SqliteQueue implements ContainerQueue {
   }
 }
 
-/** The last `logTailBytes` bytes of `text` in UTF-8, starting on a character boundary. */
-export function truncateLogTail(text: string): string {
-  const bytes = Buffer.from(text, 'utf8');
-  if (bytes.length <= logTailBytes) return text;
-  let start = bytes.length - logTailBytes;
+/**
+ * `text` as stored: at most the last `limit` bytes of it in UTF-8, starting on a character
+ * boundary, after a logTailMarker line saying how much was dropped. A marker `text` already starts
+ * with (the runner's) is not counted in `limit`; if more is cut, the new marker keeps its total.
+ */
+export function truncateLogTail(text: string, limit: number = logTailBytes): string {
+  const marker = logTailMarkerPattern.exec(text);
+  const body = marker ? text.slice(marker[0].length) : text;
+  // At most 3 UTF-8 bytes per UTF-16 unit: most texts need no encoding.
+  if (body.length * 3 <= limit) return text;
+  const bytes = Buffer.from(body, 'utf8');
+  if (bytes.length <= limit) return text;
+  let start = bytes.length - limit;
   // Skip continuation bytes (10xxxxxx) so the tail does not start with half a character.
   while (start < bytes.length && ((bytes[start] ?? 0) & 0xc0) === 0x80) start++;
-  return bytes.subarray(start).toString('utf8');
+  const kept = bytes.length - start;
+  const total = Math.max(marker ? Number(marker[1]) : 0, bytes.length);
+  return logTailMarker(total, kept) + bytes.subarray(start).toString('utf8');
 }
 
 function fromRow(row: Row): Container {

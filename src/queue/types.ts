@@ -33,7 +33,10 @@ export interface Container extends ContainerSpec {
   exitCode: number | null;
   instanceId: string | null;
   instanceType: string | null;
-  /** Last 64 KiB of stdout+stderr, once finished. */
+  /**
+   * The end of stdout+stderr once finished: the last `pool.logTailBytes` (default 64 KiB), after a
+   * logTailMarker line when the start was dropped.
+   */
   logTail: string;
   /** Why it failed, was cancelled or was requeued last; null when nothing went wrong. */
   reason: string | null;
@@ -43,7 +46,22 @@ export interface Container extends ContainerSpec {
   updatedAt: number;
 }
 
+/** Default bytes of a finished container's output kept (config `pool.logTailBytes`). */
 export const logTailBytes = 64 * 1024;
+/** Bounds of config `pool.logTailBytes`. */
+export const minLogTailBytes = 1024;
+export const maxLogTailBytes = 16 * 1024 * 1024;
+
+/**
+ * The line a stored log tail starts with when the start of the output was dropped. The runner's
+ * `logs UUID BYTES` prints the same line (src/runner/drover-runner.sh), as does the stub cloud.
+ */
+export function logTailMarker(totalBytes: number, keptBytes: number): string {
+  return `[drover: ${totalBytes} bytes of output; the first ${totalBytes - keptBytes} were dropped, the last ${keptBytes} kept]\n`;
+}
+
+/** Matches a leading logTailMarker line; group 1 is the total size of the output. */
+export const logTailMarkerPattern = /^\[drover: (\d+) bytes of output; the first \d+ were dropped, the last \d+ kept\]\n/;
 
 export class ContainerNotFoundError extends Error {
   constructor(readonly uuid: string) {

@@ -113,7 +113,9 @@ export function startCommand(runnerPath: string, spec: StartSpec): string {
     words.push('--env', shellQuote(`${name}=${value}`));
   }
   if (spec.command.length === 0 && !spec.docker) throw new Error(`container ${spec.uuid}: no command`);
-  words.push('--', ...spec.command.map(shellQuote));
+  // One at a time: spreading 150,000 arguments into push() overflows the stack.
+  words.push('--');
+  for (const arg of spec.command) words.push(shellQuote(arg));
   return words.join(' ');
 }
 

@@ -24,7 +24,9 @@
 #           caller already knows ended), or SECONDS have passed; returns at once when one already
 #           has. Then prints what list prints. A long poll: completions are pushed, not probed for.
 #   kill    signals the container's whole process group (nothing to do once it has exited).
-#   logs    prints the last BYTES (default 65536) of the container's stdout and stderr.
+#   logs    prints the last BYTES (default 65536) of the container's stdout and stderr; when the
+#           output is longer, first a line saying how much was dropped (queue/types.ts logTailMarker):
+#           `[drover: TOTAL bytes of output; the first DROPPED were dropped, the last BYTES kept]`.
 #   remove  deletes a finished container's directory.
 #
 # Exit codes (deploy.ts has them as runnerExit):
@@ -506,6 +508,21 @@ cmd_logs() {
   case $bytes in '' | *[!0-9]*) die 2 "invalid byte count: $bytes" ;; esac
   existing_dir "$1"
   [ -f "$CDIR/output" ] || return 0
+  # Leading zeros would read as octal in $(( )).
+  bytes=${bytes#"${bytes%%[!0]*}"}
+  bytes=${bytes:-0}
+  # Over 15 digits is more than any output holds (and would overflow $(( )) and tail).
+  if [ ${#bytes} -gt 15 ]; then
+    cat "$CDIR/output"
+    return
+  fi
+  # The size as of now: output a running container writes after this is not counted.
+  total=$(wc -c <"$CDIR/output") || die 1 "cannot read $CDIR/output"
+  total=$((total))
+  if [ "$total" -gt "$bytes" ]; then
+    printf '[drover: %s bytes of output; the first %s were dropped, the last %s kept]\n' \
+      "$total" "$((total - bytes))" "$bytes"
+  fi
   tail -c "$bytes" "$CDIR/output"
 }
 

@@ -12,6 +12,7 @@ import {
 } from '../driver.js';
 import { CapacityError, CloudError, QuotaError, RateLimitError } from '../errors.js';
 import type { CommandResult, Executor, ExecutorTarget } from '../../ssh/executor.js';
+import { logTailMarker } from '../../queue/types.js';
 import { MAX_WAIT_SECONDS, runnerExit } from '../../runner/deploy.js';
 import { defaultStubFaults, type StubFaults } from './faults.js';
 
@@ -403,8 +404,16 @@ export class StubCloud implements CloudDriver {
         if (!container) return refuse(runnerExit.unknown, `no container ${uuid}`);
         if (container.state === 'running') vm.containers[uuid] = { state: 'exited', exitCode: 143 };
         return ok();
-      case 'logs':
-        return container ? ok(`stub output of ${uuid}\n`) : refuse(runnerExit.unknown, `no container ${uuid}`);
+      case 'logs': {
+        const bytesWord = args[1] ?? '65536';
+        if (!/^\d+$/.test(bytesWord)) return refuse(runnerExit.usage, `invalid byte count: ${bytesWord}`);
+        if (!container) return refuse(runnerExit.unknown, `no container ${uuid}`);
+        // As the runner answers: the last BYTES, after a line saying how much was dropped if any.
+        const output = Buffer.from(`stub output of ${uuid}\n`);
+        const bytes = Number(bytesWord);
+        if (output.length <= bytes) return ok(output.toString());
+        return ok(logTailMarker(output.length, bytes) + output.subarray(output.length - bytes).toString());
+      }
       case 'remove':
         if (container?.state === 'running') return refuse(runnerExit.exists, `container ${uuid} is still running`);
         delete vm.containers[uuid];
