@@ -5,6 +5,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stubRunMsEnv } from '../src/cloud/stub/stub-cloud.js';
+import { mulberry32 } from '../src/seeded-random.js';
 import type { ContainerSpec } from '../src/queue/types.js';
 
 export interface WorkloadOptions {
@@ -24,18 +25,6 @@ export interface WorkloadItem {
   vcpus: number;
   ramMiB: number;
   runMs: number;
-}
-
-/** mulberry32: a tiny seeded generator of floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** An integer drawn uniformly from [min, max]. */

@@ -6,7 +6,7 @@
 import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import { ContainerStateError, logTailBytes, type Container, type ContainerState } from '../queue/types.js';
+import { ContainerStateError, logTailBytes, type Container, type ContainerQueue } from '../queue/types.js';
 import { killCommand, logsCommand, removeCommand, runnerExit, startCommand, waitCommand } from '../runner/deploy.js';
 import type { CommandResult } from '../ssh/executor.js';
 import {
@@ -24,20 +24,10 @@ import { demandOf } from './resources.js';
 import { parseRunnerList, type RunnerListing } from './runner-list.js';
 
 /** The queue as the attempts see it: the durable record they read and write. */
-export interface AttemptRecords {
-  get(uuid: string): Readonly<Container> | undefined;
-  /** Locked and running containers recorded on the instance. */
-  liveOn(instanceId: string): readonly Readonly<Container>[];
-  lock(uuid: string, instanceId: string, instanceType: string): boolean;
-  unlock(uuid: string, reason: string): void;
-  markRunning(uuid: string, instanceId: string, instanceType: string): void;
-  recordExit(uuid: string, exitCode: number): void;
-  complete(uuid: string, exitCode: number, logTail: string): void;
-  /** Output of a container already final (cancelled), kept as it was when it ended. */
-  setLogTail(uuid: string, logTail: string): void;
-  requeueOrFail(uuid: string, reason: string): ContainerState;
-  fail(uuid: string, reason: string): void;
-}
+export type AttemptRecords = Pick<
+  ContainerQueue,
+  'get' | 'liveOn' | 'lock' | 'unlock' | 'markRunning' | 'recordExit' | 'complete' | 'setLogTail' | 'requeueOrFail' | 'fail'
+>;
 
 /** The worker a container is placed on, as the attempts need it. */
 export interface Placement {

@@ -15,6 +15,7 @@ import type { CommandResult, Executor, ExecutorTarget } from '../../ssh/executor
 import { logTailMarker } from '../../queue/types.js';
 import { MAX_WAIT_SECONDS, runnerExit } from '../../runner/deploy.js';
 import { defaultStubFaults, type StubFaults } from './faults.js';
+import { mulberry32 } from '../../seeded-random.js';
 
 /** A container on a stub VM; a running one started through the runner ends (exit 0) at endsAt. */
 export type ContainerOnVm = { state: 'running'; endsAt?: number } | { state: 'exited'; exitCode: number };
@@ -65,18 +66,6 @@ interface PendingWait {
   check: () => void;
   /** Rejects it, as a lost SSH session would. */
   drop: (error: Error) => void;
-}
-
-// mulberry32: tiny, fast and good enough for fault draws; seeded so a run can be repeated.
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function toInstance(vm: StubVm): CloudInstance {
