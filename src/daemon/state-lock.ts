@@ -6,11 +6,12 @@
 // locks it with POSIX fcntl locks, which the OS drops when the process dies, so a crashed or
 // SIGKILLed daemon never leaves a stale lock behind. Who holds it is written to a plain JSON
 // sidecar (`<lock>.holder`), since a refused daemon cannot read the locked database.
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Config } from '../config/schema.js';
+import { makePrivateDirectory } from '../private-directory.js';
 
 /** The daemon that holds a lock, as it recorded itself. */
 export interface LockHolder {
@@ -68,7 +69,7 @@ const held = new Set<Database.Database>();
 export function takeStateLock(options: TakeStateLockOptions): StateLock {
   const lockPath = resolve(options.lockPath);
   const holderPath = `${lockPath}.holder`;
-  mkdirSync(dirname(lockPath), { recursive: true });
+  makePrivateDirectory(dirname(lockPath));
   // timeout 0: better-sqlite3 would otherwise wait 5 s for a lock that will not come free.
   const db = new Database(lockPath, { timeout: 0 });
   try {
@@ -130,7 +131,6 @@ export function takeStateLocks(config: Config, configPath?: string): StateLock {
   const taken: StateLock[] = [];
   try {
     for (const options of wanted) {
-      if (options.key === 'cloud.loopback.directory') mkdirSync(options.resource, { recursive: true, mode: 0o700 });
       taken.push(takeStateLock(options));
     }
   } catch (err) {

@@ -46,6 +46,11 @@ export class AllocationLedger {
     return [...share.uuids].map((uuid) => this.byUuid.get(uuid)).filter((a): a is Allocation => a !== undefined);
   }
 
+  /** Allocations on the worker, holding or not (without building the list). */
+  countOn(workerId: string): number {
+    return this.byWorker.get(workerId)?.uuids.size ?? 0;
+  }
+
   /** Containers holding the worker's resources (starting, unconfirmed, running or being killed). */
   holdingOn(workerId: string): number {
     return this.byWorker.get(workerId)?.holding ?? 0;

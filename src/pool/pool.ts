@@ -24,7 +24,7 @@ import type { StartOutcome } from '../../machines/container.js';
 import type { ComingWorker, OpenWorker, PoolPicture, WorkerPool } from '../scheduler/worker-pool.js';
 import type { Container } from '../queue/types.js';
 import { Attempts, type AttemptRecords, type Placement } from './attempts.js';
-import { capacityOf, demandOf, fitsIn, minus } from './resources.js';
+import { capacityOf, demandOf, fitsIn, minus, type Resources } from './resources.js';
 import { poolMachine, throttledOperations, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
@@ -275,7 +275,7 @@ export class Pool implements WorkerPool {
     const counts: Record<string, number> = {};
     for (const worker of this.workers.values()) {
       if (!unallocatedStates.has(worker.lifecycle ?? 'failed') || worker.idleBehavior !== 'run') continue;
-      if (this.attempts.ledger.on(worker.id).length > 0) continue;
+      if (this.attempts.ledger.countOn(worker.id) > 0) continue;
       counts[worker.instanceType.name] = (counts[worker.instanceType.name] ?? 0) + 1;
     }
     return counts;
@@ -332,7 +332,7 @@ export class Pool implements WorkerPool {
 
   shutdownSurplus(workerId: string, state: 'idle' | 'booting'): boolean {
     const worker = this.workers.get(workerId);
-    if (!worker || worker.lifecycle !== state || worker.idleBehavior === 'hold' || this.attempts.ledger.on(workerId).length > 0) return false;
+    if (!worker || worker.lifecycle !== state || worker.idleBehavior === 'hold' || this.attempts.ledger.countOn(workerId) > 0) return false;
     worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: `surplus ${state} ${worker.instanceType.name}` });
     return lifecycleOf(worker.snapshot) === 'shutdown';
   }
@@ -348,8 +348,8 @@ export class Pool implements WorkerPool {
         const containers = ledger.holdingOn(worker.id);
         const instanceId = worker.snapshot.context.instance?.id;
         if (containers >= this.maxContainersPerInstance || !instanceId) continue;
-        open.push({ workerId: worker.id, instanceId, instanceType: worker.instanceType.name, free: minus(capacityOf(worker.instanceType), ledger.usedOn(worker.id)), containers });
-      } else if ((lifecycle === 'creating' || lifecycle === 'booting' || lifecycle === 'unknown') && ledger.on(worker.id).length === 0) {
+        open.push({ workerId: worker.id, instanceId, instanceType: worker.instanceType.name, free: this.freeOn(worker), containers });
+      } else if ((lifecycle === 'creating' || lifecycle === 'booting' || lifecycle === 'unknown') && ledger.countOn(worker.id) === 0) {
         coming.push({ workerId: worker.id, instanceType: worker.instanceType.name, state: lifecycle });
       }
     }
@@ -374,7 +374,7 @@ export class Pool implements WorkerPool {
     if (!worker || !instance || this.attempts.has(container.uuid)) return false;
     const { ledger } = this.attempts;
     if (ledger.holdingOn(workerId) >= this.maxContainersPerInstance) return false;
-    if (!fitsIn(demandOf(container.constraints), minus(capacityOf(worker.instanceType), ledger.usedOn(workerId)))) return false;
+    if (!fitsIn(demandOf(container.constraints), this.freeOn(worker))) return false;
     const assigned = { type: 'CONTAINER_ASSIGNED', containerUuid: container.uuid } as const;
     if (!worker.actor.getSnapshot().can(assigned)) return false;
     // Assigned first: an idle worker turns running on this event, so the ledger change that
@@ -421,6 +421,11 @@ export class Pool implements WorkerPool {
 
   private run(executor: Executor, instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
     return withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
+  }
+
+  /** What the worker's type offers less what its containers hold. */
+  private freeOn(worker: Worker): Resources {
+    return minus(capacityOf(worker.instanceType), this.attempts.ledger.usedOn(worker.id));
   }
 
   private placement(worker: Worker, instanceId: string): Placement {
