@@ -273,6 +273,15 @@ export const instanceMachine = setup({
             },
           },
           on: {
+            // Resumed (hold → run): a whole timeoutIdle from now, not what was left of the one that
+            // ran out while it was held. Guards see the behaviour before the event, so setting run
+            // on an instance already at run does not restart the count. The lifecycle stays idle,
+            // so the reason stays too.
+            IDLE_BEHAVIOR_SET: {
+              guard: and([{ type: 'requested', params: { idleBehavior: 'run' as const } }, not('behaviorIsRun')]),
+              target: '.recent',
+              reenter: true,
+            },
             PROBE_SUCCEEDED: {
               guard: 'containersRunning',
               target: 'running',

@@ -1,5 +1,4 @@
 // The drover client commands as an operator runs them: the real CLI process against a real API server and SQLite queue.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,36 +7,14 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdleBehavior } from '../machines/instance.js';
 import { tagKeys, type CloudInstance } from '../src/cloud/driver.js';
+import { exitCodes } from '../src/cli/exit-codes.js';
 import { startServer, type PoolControl } from '../src/http/server.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import type { ContainerSpec } from '../src/queue/types.js';
+import { closedUrl, runDrover } from './support/run-drover.js';
 
-const cli = ['--import', 'tsx', 'src/cli/main.ts'];
 const token = 'cli-test-token';
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs drover; `onStderr` sees the diagnostics so far (the uuid, with --wait) and may signal the child. */
-function runDrover(args: string[], env: NodeJS.ProcessEnv, onStderr?: (stderr: string, child: { kill(signal: NodeJS.Signals): void }) => void): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      onStderr?.(stderr, child);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
 
 const instance: InstanceView = {
   workerId: 'w-1',
@@ -57,6 +34,8 @@ const instance: InstanceView = {
 
 /** What the pool's orphans() answers; a test puts orphans here and takes them out again. */
 const orphans: CloudInstance[] = [];
+/** The instances the pool was told to shut down. */
+const shutdowns: string[] = [];
 
 const pool: PoolControl = {
   instances: () => [instance],
@@ -66,7 +45,10 @@ const pool: PoolControl = {
     if (id !== instance.instanceId) throw new UnknownInstanceError(id);
     instance.idleBehavior = b;
   },
-  shutdown: () => false,
+  shutdown: (target) => {
+    shutdowns.push(target.instanceId);
+    return true;
+  },
 };
 
 const spec: ContainerSpec = {
@@ -100,13 +82,22 @@ afterAll(async () => {
 
 /** Plays the dispatcher: runs the next queued container to completion with the given result. */
 function completeNextSubmitted(exitCode: number, logTail: string): () => void {
+  return onNextSubmitted((uuid) => {
+    queue.lock(uuid, 'i-1', 'small');
+    queue.markRunning(uuid, 'i-1', 'small');
+    queue.complete(uuid, exitCode, logTail);
+  });
+}
+
+/** Plays the dispatcher on the next container submitted from now on: `act` takes it from there. */
+function onNextSubmitted(act: (uuid: string) => void): () => void {
+  // A container a failed test left queued must not be taken for the one the CLI submits.
+  const earlier = new Set(queue.pending().map((c) => c.uuid));
   const timer = setInterval(() => {
-    const next = queue.pending().find((c) => c.state === 'queued');
+    const next = queue.pending().find((c) => c.state === 'queued' && !earlier.has(c.uuid));
     if (!next) return;
     clearInterval(timer);
-    queue.lock(next.uuid, 'i-1', 'small');
-    queue.markRunning(next.uuid, 'i-1', 'small');
-    queue.complete(next.uuid, exitCode, logTail);
+    act(next.uuid);
   }, 50);
   return () => clearInterval(timer);
 }
@@ -131,13 +122,70 @@ describe('drover client commands', () => {
 
   it('containers lists containers in a table', async () => {
     const container = queue.submit({ ...spec, priority: 7 });
-    const result = await runDrover(['containers', '--state', 'queued'], env);
-    expect(result.code).toBe(0);
-    const [header, ...rows] = result.stdout.trim().split('\n');
-    expect(header?.split(/\s+/)).toEqual(['UUID', 'STATE', 'PRIORITY', 'ATTEMPTS', 'EXIT', 'INSTANCE', 'AGE']);
-    const row = rows.find((line) => line.startsWith(container.uuid));
-    expect(row?.split(/\s+/).slice(0, 6)).toEqual([container.uuid, 'queued', '7', '0', '-', '-']);
-    queue.cancel(container.uuid);
+    try {
+      const result = await runDrover(['containers', '--state', 'queued'], env);
+      expect(result.code).toBe(0);
+      const [header, ...rows] = result.stdout.trim().split('\n');
+      expect(header?.split(/\s+/)).toEqual(['UUID', 'STATE', 'PRIORITY', 'ATTEMPTS', 'EXIT', 'INSTANCE', 'AGE', 'REASON']);
+      const row = rows.find((line) => line.startsWith(container.uuid))?.split(/\s+/);
+      expect(row?.slice(0, 6)).toEqual([container.uuid, 'queued', '7', '0', '-', '-']);
+      expect(row?.[7]).toBe('-');
+    } finally {
+      queue.cancel(container.uuid);
+    }
+  });
+
+  it("containers shows a failed container's reason on one line, shortened to fit the line width", async () => {
+    const container = queue.submit(spec);
+    const reason = `no instance type fits: needs 64 vCPUs,\n${'and much more besides '.repeat(10)}`;
+    queue.fail(container.uuid, reason);
+    const wide = await runDrover(['containers', '--state', 'failed'], { ...env, COLUMNS: '' });
+    expect(wide.code).toBe(0);
+    const fullRow = wide.stdout.split('\n').find((line) => line.startsWith(container.uuid));
+    expect(fullRow).toMatch(/ no instance type fits: needs 64 vCPUs, and much more besides and much .* besides$/);
+
+    const narrow = await runDrover(['containers', '--state', 'failed'], { ...env, COLUMNS: '130' });
+    const lines = narrow.stdout.trimEnd().split('\n');
+    const row = lines.find((line) => line.startsWith(container.uuid)) ?? '';
+    expect(row).toMatch(/ {2}no instance type fits: needs 64 vCPUs, and…$/);
+    expect(row.length).toBe(130);
+    expect(Math.max(...lines.map((line) => line.length))).toBeLessThanOrEqual(130);
+  });
+
+  it('show prints every field of one container, env names without their values; --json the record', async () => {
+    const container = queue.submit({
+      ...spec,
+      command: ['sh', '-c', "echo 'hi'; exit 3"],
+      env: { PASSWORD: 's3cret-value', HOME_DIR: '/x' },
+      constraints: { ...spec.constraints, vcpus: 2, gpus: 1 },
+      priority: 4,
+    });
+    queue.lock(container.uuid, 'i-1', 'small');
+    queue.markRunning(container.uuid, 'i-1', 'small');
+    queue.complete(container.uuid, 3, 'hi\n');
+    const result = await runDrover(['show', container.uuid], env);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).not.toContain('s3cret-value');
+    const fields = Object.fromEntries(result.stdout.trimEnd().split('\n').map((line) => [line.slice(0, 13).trim(), line.slice(13)]));
+    expect(fields).toMatchObject({
+      uuid: container.uuid,
+      state: 'complete',
+      'exit code': '3',
+      reason: '-',
+      attempts: '1',
+      instance: 'i-1',
+      type: 'small',
+      priority: '4',
+      constraints: '2 vCPUs, 256 MiB RAM, 0 GiB scratch, 1 GPU, not preemptible',
+      image: '-',
+      command: `sh -c 'echo '\\''hi'\\''; exit 3'`,
+      env: 'HOME_DIR PASSWORD (values not shown)',
+    });
+    for (const time of ['submitted', 'started', 'finished', 'updated']) expect(fields[time]).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z \(\d+s ago\)$/);
+
+    const json = await runDrover(['show', container.uuid, '--json'], env);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual(queue.get(container.uuid));
   });
 
   it('instances lists the instances without a hint while there is no orphan', async () => {
@@ -161,7 +209,7 @@ describe('drover client commands', () => {
       ]);
       expect(result.stderr).toBe(
         "hint: 1 orphan carries this pool's tag but an instance type the config does not define (its TYPE above); " +
-          'the pool neither counts nor manages it, and `drover kill` cannot reach it. ' +
+          'the pool neither counts nor manages it, and `drover instance kill` cannot reach it. ' +
           "Destroy it with the cloud's own tools, or add its type to instanceTypes in the config.\n",
       );
     } finally {
@@ -182,7 +230,7 @@ describe('drover client commands', () => {
     );
     const { DROVER_URL: _url, DROVER_TOKEN: _token, ...withoutDrover } = env;
     const result = await runDrover(['containers', '--config', config], withoutDrover);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(exitCodes.settings);
     expect(result.stderr).toContain(`drover: no API token file at ${tokenFile}`);
     expect(result.stderr).toContain('the daemon writes it on its first start');
     expect(result.stdout).toBe('');
@@ -193,7 +241,7 @@ describe('drover client commands', () => {
     const result = await runDrover(['submit', '--wait', '--', 'sleep', '100'], env, (stderr, child) => {
       if (uuid === undefined && (uuid = uuidLine.exec(stderr)?.[1]) !== undefined) child.kill('SIGINT');
     });
-    expect(result.code).toBe(130);
+    expect(result.code).toBe(exitCodes.interrupted);
     expect(result.stderr).toContain('not cancelled');
     expect(queue.get(uuid ?? '')?.state).toBe('queued');
     queue.cancel(uuid ?? '');
@@ -208,18 +256,94 @@ describe('drover client commands', () => {
     expect(queue.get(uuid ?? '')?.state).toBe('cancelled');
   });
 
-  it('hold, then run INSTANCE, set the idle behaviour through the API', async () => {
-    const held = await runDrover(['hold', 'i-1'], env);
+  it('instance hold, drain and resume set the idle behaviour through the API; instance kill shuts it down', async () => {
+    const held = await runDrover(['instance', 'hold', 'i-1'], env);
     expect(held).toMatchObject({ code: 0, stdout: 'i-1: idle behaviour hold (idle)\n' });
     expect(instance.idleBehavior).toBe('hold');
-    const resumed = await runDrover(['run', 'i-1'], env);
+    const drained = await runDrover(['instance', 'drain', 'i-1'], env);
+    expect(drained).toMatchObject({ code: 0, stdout: 'i-1: idle behaviour drain (idle)\n' });
+    const resumed = await runDrover(['instance', 'resume', 'i-1'], env);
     expect(resumed).toMatchObject({ code: 0, stdout: 'i-1: idle behaviour run (idle)\n' });
     expect(instance.idleBehavior).toBe('run');
+    const killed = await runDrover(['instance', 'kill', 'i-1'], env);
+    expect(killed).toMatchObject({ code: 0, stdout: 'i-1: idle\n' });
+    expect(shutdowns).toEqual(['i-1']);
+    const unknown = await runDrover(['instance', 'hold', 'i-nope'], env);
+    expect(unknown).toMatchObject({ code: exitCodes.refused, stderr: 'drover: no instance i-nope in this pool\n' });
   });
 
-  it('says the daemon refused a wrong DROVER_TOKEN, with exit code 1', async () => {
+  it('the old hold, drain and kill commands are gone: a usage error', async () => {
+    const shutdownsBefore = shutdowns.length;
+    for (const old of ['hold', 'drain', 'kill']) {
+      const result = await runDrover([old, 'i-1'], env);
+      expect(result.code).toBe(exitCodes.usage);
+      expect(result.stderr).toContain(`unknown command '${old}'`);
+    }
+    expect(instance.idleBehavior).toBe('run');
+    expect(shutdowns).toHaveLength(shutdownsBefore);
+  });
+
+  it('a usage error exits with the usage code, never 1; --help exits 0', async () => {
+    for (const args of [['submit', '--vcpus', 'many', '--', 'true'], ['containers', '--bogus'], ['show'], ['no-such-command'], ['instance'], []]) {
+      const result = await runDrover(args, env);
+      expect({ args, code: result.code }).toEqual({ args, code: exitCodes.usage });
+      expect(result.stdout).toBe('');
+    }
+    expect((await runDrover(['--help'], env)).code).toBe(0);
+  });
+
+  it('an unreachable daemon exits with the unreachable code at once, without --wait', async () => {
+    const url = await closedUrl();
+    const result = await runDrover(['containers'], { ...env, DROVER_URL: url });
+    expect(result.code).toBe(exitCodes.unreachable);
+    expect(result.stderr).toMatch(new RegExp(`^drover: cannot reach the drover daemon at ${url}: .*ECONNREFUSED`));
+    expect(result.stderr).not.toContain('retrying');
+  });
+
+  it('submit --wait exits with the container-failed code when no instance type fits (a failure with no exit code)', async () => {
+    const reason = 'no instance type fits: needs 64 vCPUs';
+    const stop = onNextSubmitted((uuid) => queue.fail(uuid, reason));
+    try {
+      const result = await runDrover(['submit', '--wait', '--vcpus', '64', '--', 'true'], env);
+      const uuid = uuidLine.exec(result.stderr)?.[1];
+      expect(result.code).toBe(exitCodes.containerFailed);
+      expect(result.stderr).toBe(`${uuid}\ndrover: ${uuid} failed: ${reason}\n`);
+    } finally {
+      stop();
+    }
+  });
+
+  it('submit --wait passes a failed container\'s own exit code through', async () => {
+    const stop = onNextSubmitted((uuid) => {
+      queue.lock(uuid, 'i-1', 'small');
+      queue.markRunning(uuid, 'i-1', 'small');
+      queue.recordExit(uuid, 7);
+      queue.fail(uuid, 'its instance was lost after it exited', 'partial\n');
+    });
+    try {
+      const result = await runDrover(['submit', '--wait', '--', 'sh', '-c', 'exit 7'], env);
+      expect(result.code).toBe(7);
+      expect(result.stdout).toBe('partial\n');
+    } finally {
+      stop();
+    }
+  });
+
+  it('submit --wait exits with the cancelled code when someone else cancels the container', async () => {
+    const stop = onNextSubmitted((uuid) => queue.cancel(uuid));
+    try {
+      const result = await runDrover(['submit', '--wait', '--', 'sleep', '100'], env);
+      const uuid = uuidLine.exec(result.stderr)?.[1];
+      expect(result.code).toBe(exitCodes.cancelled);
+      expect(result.stderr).toBe(`${uuid}\ndrover: ${uuid} was cancelled: cancelled by user\n`);
+    } finally {
+      stop();
+    }
+  });
+
+  it('says the daemon refused a wrong DROVER_TOKEN, with the refused code', async () => {
     const result = await runDrover(['containers'], { ...env, DROVER_TOKEN: 'not-the-token' });
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(exitCodes.refused);
     expect(result.stderr).toBe('drover: the daemon refused the token: check DROVER_TOKEN (the daemon says: invalid token)\n');
     expect(result.stdout).toBe('');
   });
@@ -238,13 +362,13 @@ describe('drover client commands', () => {
     );
     const { DROVER_TOKEN: _token, ...withoutToken } = env;
     const result = await runDrover(['cancel', 'some-uuid', '--config', config], withoutToken);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(exitCodes.refused);
     expect(result.stderr).toBe(`drover: the daemon refused the token: check DROVER_TOKEN or ${tokenFile} (the daemon says: invalid token)\n`);
   });
 
-  it('reports an API error as drover: <error> with exit code 1', async () => {
+  it('reports an API error as drover: <error> with the refused code', async () => {
     const result = await runDrover(['cancel', 'no-such-uuid'], env);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(exitCodes.refused);
     expect(result.stderr).toBe('drover: no container no-such-uuid\n');
   });
 });

@@ -5,6 +5,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseDocument, type Document } from 'yaml';
+import { loadConfig } from '../src/config/load.js';
 
 const cli = ['--import', 'tsx', 'src/cli/main.ts'];
 
@@ -27,11 +29,26 @@ function runDrover(args: string[], until?: (stdout: string) => boolean): Promise
   });
 }
 
+/**
+ * The stub config as shipped, with the daemon's files in a fresh temp directory and the API on a
+ * port the OS picks (or `port`); `edit` changes anything else. Keys are set in place, never added
+ * twice. Returns the new file's path.
+ */
+function stubConfig(edit: (doc: Document) => void = () => {}, port = 0): string {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
+  const doc = parseDocument(readFileSync('config/stub.yml', 'utf8'));
+  doc.setIn(['queue', 'path'], join(dir, 'queue.sqlite'));
+  doc.setIn(['http', 'tokenFile'], join(dir, 'token'));
+  doc.setIn(['http', 'port'], port);
+  edit(doc);
+  const path = join(dir, 'stub.yml');
+  writeFileSync(path, doc.toString());
+  return path;
+}
+
 describe('drover run', () => {
   it('refuses a bad config with the key and the reason, and exit code 2', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
-    const path = join(dir, 'bad.yml');
-    writeFileSync(path, readFileSync('config/stub.yml', 'utf8').replace('syncInterval: 5s', 'syncInterval: 5 seconds'));
+    const path = stubConfig((doc) => doc.setIn(['pool', 'syncInterval'], '5 seconds'));
     const result = await runDrover(['run', '--config', path]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('pool.syncInterval');
@@ -40,14 +57,7 @@ describe('drover run', () => {
   });
 
   it('starts the pool on the stub cloud and logs each instance transition as JSON', async () => {
-    // The stub config as shipped, but with the daemon's files and port kept out of the way.
-    const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
-    const path = join(dir, 'stub.yml');
-    writeFileSync(
-      path,
-      `${readFileSync('config/stub.yml', 'utf8')}\nqueue: { path: ${join(dir, 'queue.sqlite')} }\nhttp: { port: 0, tokenFile: ${join(dir, 'token')} }\n`,
-    );
-    const result = await runDrover(['run', '--config', path], (stdout) =>
+    const result = await runDrover(['run', '--config', stubConfig()], (stdout) =>
       stdout.includes('"to":"idle"'),
     );
     const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
@@ -63,17 +73,31 @@ describe('drover run', () => {
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as { port: number }).port;
-    const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
-    const path = join(dir, 'stub.yml');
-    writeFileSync(
-      path,
-      `${readFileSync('config/stub.yml', 'utf8')}\nqueue: { path: ${join(dir, 'queue.sqlite')} }\nhttp: { port: ${port}, tokenFile: ${join(dir, 'token')} }\n`,
-    );
-    const result = await runDrover(['run', '--config', path]);
+    const result = await runDrover(['run', '--config', stubConfig(() => {}, port)]);
     blocker.close();
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('drover: http.port:');
     expect(result.stderr).toContain('EADDRINUSE');
     expect(result.stdout).not.toContain('instance state changed');
+  });
+});
+
+describe('the stub demo (config/stub.yml)', () => {
+  it('keeps its own queue, token and port, apart from the loopback daemon\'s', () => {
+    const stub = loadConfig('config/stub.yml');
+    const loopback = loadConfig('config/loopback.yml');
+    expect(stub.cloud.driver).toBe('stub');
+    expect(stub.queue.path).not.toBe(loopback.queue.path);
+    expect(stub.http.tokenFile).not.toBe(loopback.http.tokenFile);
+    expect(stub.http.port).not.toBe(loopback.http.port);
+  });
+
+  it("runs nothing, and the sample container's output says so", async () => {
+    const result = await runDrover(['run', '--sample', '--config', stubConfig()], (stdout) => stdout.includes('sample container finished'));
+    const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const sample = lines.find((line) => line.msg === 'sample container finished');
+    expect(sample).toMatchObject({ state: 'complete', exitCode: 0 });
+    expect(sample?.output).toMatch(/^\[stub cloud: nothing ran; this is simulated output for [0-9a-f-]{36}\]\n$/);
+    expect(result.code).toBe(0);
   });
 });

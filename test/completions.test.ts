@@ -3,6 +3,7 @@
 // of each busy instance, not through probes, and an exit once recorded is never undone by the
 // instance vanishing.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { simulatedOutput } from '../src/cloud/stub/stub-cloud.js';
 import { parseConfig } from '../src/config/load.js';
 import { commandTimeoutMs } from '../src/pool/pool.js';
 import { DispatchHarness, spec } from './support/dispatch-harness.js';
@@ -103,7 +104,7 @@ describe('completions on the stub cloud', () => {
       const done = h.queue.get(container.uuid)!;
       expect(done).toMatchObject({ state: 'complete', exitCode: 7, attempts: 1, instanceId: vm.id });
       // Collected only where the VM outlived the exit by a moment.
-      expect(done.logTail).toBe(when === '1 ms after the exit' ? `stub output of ${container.uuid}\n` : '');
+      expect(done.logTail).toBe(when === '1 ms after the exit' ? simulatedOutput(container.uuid) : '');
       expect(h.starts.get(container.uuid)).toBe(1);
       expect(h.count('queued') + h.count('locked') + h.count('running')).toBe(0);
       h.stop();

@@ -1,12 +1,13 @@
 // Tests of config parsing: durations, defaults, and that every problem in a file is reported by key path.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultStubFaults } from '../src/cloud/stub/faults.js';
 import { formatDuration, parseDuration } from '../src/config/duration.js';
+import { defaultConfigPath, packagedConfigPath, packageRoot, packageVersion, stateHome } from '../src/config/home.js';
 import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -116,7 +117,7 @@ describe('parseConfig', () => {
       logTailBytes: 65_536,
     });
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
-    expect(config.log.level).toBe('info');
+    expect(config.log).toEqual({ level: 'info', format: 'auto' });
     expect(config.cloud.stub).toEqual({ ...defaultStubFaults, seedInstances: [] });
     expect(config.instanceTypes.small).toEqual({
       name: 'small',
@@ -309,5 +310,111 @@ describe('loadConfig', () => {
     const path = join(dir, 'bad.yml');
     writeFileSync(path, `${minimal}pool:\n  syncInterval: ten\n`);
     expect(() => loadConfig(path)).toThrow(`${path}: pool.syncInterval: `);
+  });
+});
+
+describe('state paths and DROVER_HOME', () => {
+  const home = mkdtempSync(join(tmpdir(), 'drover-config-home-'));
+  afterAll(() => rmSync(home, { recursive: true, force: true }));
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  const withState = (state: { queue?: string; token?: string; loopback?: string; runner?: string }) => `
+cloud:
+  driver: loopback
+  loopback: { directory: ${state.loopback ?? 'loopback'} }
+pool: { runnerCommand: ${state.runner ?? 'drover-runner'} }
+queue: { path: ${state.queue ?? 'queue.sqlite'} }
+http: { tokenFile: ${state.token ?? 'token'} }
+instanceTypes:
+  local: { providerType: loopback, vcpus: 1, ramMiB: 512, price: 0 }
+`;
+
+  it('resolves relative queue.path, http.tokenFile and cloud.loopback.directory against the home', () => {
+    const config = parseConfig(withState({ queue: 'state/q.sqlite', token: './secret/token', loopback: 'sandboxes' }), 'test.yml', { home });
+    expect(config.queue.path).toBe(join(home, 'state', 'q.sqlite'));
+    expect(config.http.tokenFile).toBe(join(home, 'secret', 'token'));
+    expect(config.cloud.loopback.directory).toBe(join(home, 'sandboxes'));
+  });
+
+  it('keeps absolute paths as written', () => {
+    const config = parseConfig(withState({ queue: '/srv/drover/q.sqlite', token: '/etc/drover/token', loopback: '/var/lib/drover' }), 'test.yml', { home });
+    expect(config.queue.path).toBe('/srv/drover/q.sqlite');
+    expect(config.http.tokenFile).toBe('/etc/drover/token');
+    expect(config.cloud.loopback.directory).toBe('/var/lib/drover');
+  });
+
+  it('leaves pool.runnerCommand, a path on the instance, as written', () => {
+    expect(parseConfig(withState({ runner: '.drover/drover-runner' }), 'test.yml', { home }).pool.runnerCommand).toBe('.drover/drover-runner');
+  });
+
+  it('puts the default state paths in the home', () => {
+    const config = parseConfig(minimal, 'test.yml', { home });
+    expect(config.queue.path).toBe(join(home, 'queue.sqlite'));
+    expect(config.http.tokenFile).toBe(join(home, 'token'));
+    expect(config.cloud.loopback.directory).toBe(join(home, 'loopback'));
+  });
+
+  it('takes the home from DROVER_HOME when none is given, in parseConfig and loadConfig alike', () => {
+    vi.stubEnv('DROVER_HOME', home);
+    expect(parseConfig(minimal, 'test.yml').queue.path).toBe(join(home, 'queue.sqlite'));
+    // Neither the config file's directory nor the working directory counts.
+    const elsewhere = join(home, 'configs');
+    mkdirSync(elsewhere, { recursive: true });
+    writeFileSync(join(elsewhere, 'drover.yml'), withState({}));
+    const config = loadConfig(join(elsewhere, 'drover.yml'));
+    expect(config.queue.path).toBe(join(home, 'queue.sqlite'));
+    expect(config.cloud.loopback.directory).toBe(join(home, 'loopback'));
+  });
+
+  it('stateHome is DROVER_HOME (made absolute), else ~/.drover', () => {
+    expect(stateHome({ DROVER_HOME: home })).toBe(home);
+    expect(stateHome({ DROVER_HOME: 'rel/state' })).toBe(join(process.cwd(), 'rel', 'state'));
+    expect(stateHome({})).toBe(join(homedir(), '.drover'));
+    expect(stateHome({ DROVER_HOME: '' })).toBe(join(homedir(), '.drover'));
+  });
+
+  it('every test runs with a DROVER_HOME of its own, never ~/.drover', () => {
+    expect(process.env.DROVER_HOME).toBeTruthy();
+    expect(stateHome()).not.toBe(join(homedir(), '.drover'));
+  });
+
+  it('the default config is <home>/config.yml when it exists, else the packaged config/loopback.yml', () => {
+    const fresh = mkdtempSync(join(home, 'fresh-'));
+    expect(packagedConfigPath()).toBe(join(repoRoot, 'config', 'loopback.yml'));
+    expect(defaultConfigPath(fresh)).toBe(packagedConfigPath());
+    writeFileSync(join(fresh, 'config.yml'), minimal);
+    expect(defaultConfigPath(fresh)).toBe(join(fresh, 'config.yml'));
+    vi.stubEnv('DROVER_HOME', fresh);
+    expect(defaultConfigPath()).toBe(join(fresh, 'config.yml'));
+  });
+
+  it('loads the shipped config/loopback.yml with its state in the home', () => {
+    const config = loadConfig(packagedConfigPath(), { home });
+    expect(config.cloud.driver).toBe('loopback');
+    expect(config.queue.path).toBe(join(home, 'queue.sqlite'));
+    expect(config.http.tokenFile).toBe(join(home, 'token'));
+    expect(config.cloud.loopback.directory).toBe(join(home, 'loopback'));
+    expect(config.pool.runnerCommand).toBe('.drover/drover-runner');
+    expect(config.http.port).toBe(8420);
+    expect(config.log.format).toBe('auto');
+  });
+
+  it('finds the package root and its version from the sources', () => {
+    expect(packageRoot()).toBe(repoRoot.replace(/\/$/, ''));
+    expect(packageVersion()).toBe((JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version);
+  });
+});
+
+describe('log.format', () => {
+  it('reads auto, pretty and json', () => {
+    for (const format of ['auto', 'pretty', 'json']) {
+      expect(parseConfig(`${minimal}log: { format: ${format} }\n`, 'test.yml').log.format).toBe(format);
+    }
+  });
+
+  it('names the choices for anything else', () => {
+    expect(configError(`${minimal}log: { format: fancy }\n`).message).toBe('test.yml: log.format: expected one of auto, pretty, json, got "fancy"');
   });
 });

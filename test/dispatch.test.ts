@@ -5,6 +5,7 @@ import { advance, createStub, settle, useFakeClock } from './support/pool-harnes
 import { DispatchHarness, queuePath, spec } from './support/dispatch-harness.js';
 import type { Container } from '../src/queue/types.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { simulatedOutput } from '../src/cloud/stub/stub-cloud.js';
 import { instanceTypes, poolTags } from './support/pool-harness.js';
 
 beforeEach(useFakeClock);
@@ -177,7 +178,7 @@ describe('dispatch on the stub cloud', () => {
     h.queue.cancel(container.uuid);
     expect(await h.runUntil(() => stub.getVm(instanceId)?.containers[container.uuid] === undefined, 30_000)).toBe(true);
     // Its output up to the kill is kept, and its exit code says how it ended (TERM: 128 + 15).
-    expect(h.queue.get(container.uuid)).toMatchObject({ state: 'cancelled', exitCode: 143, logTail: `stub output of ${container.uuid}\n` });
+    expect(h.queue.get(container.uuid)).toMatchObject({ state: 'cancelled', exitCode: 143, logTail: simulatedOutput(container.uuid) });
     h.stop();
   });
 

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient } from '../src/cli/client.js';
 import { parseConfig } from '../src/config/load.js';
 import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
+import { shippedConfig } from './support/shipped-config.js';
 
 const timeoutIdle = 60_000;
 const dir = mkdtempSync(join(tmpdir(), 'drover-e2e-'));
@@ -19,14 +20,11 @@ let daemon: Daemon;
 let api: ApiClient;
 let token: string;
 
+// The shipped config with its state in `dir` (its relative paths resolve against it) and any free port.
 const config = parseConfig(
-  readFileSync('config/loopback.yml', 'utf8')
-    .replace('directory: .drover/loopback', `directory: ${join(dir, 'loopback')}`)
-    .replace('path: .drover/queue.sqlite', `path: ${join(dir, 'queue.sqlite')}`)
-    .replace('tokenFile: .drover/token', `tokenFile: ${join(dir, 'token')}`)
-    .replace('port: 8420', 'port: 0')
-    .replace('timeoutIdle: 30s', `timeoutIdle: ${timeoutIdle / 1000}s`),
+  shippedConfig('loopback.yml', { 'http.port': 0, 'pool.timeoutIdle': `${timeoutIdle / 1000}s` }),
   'config/loopback.yml (test copy)',
+  { home: dir },
 );
 
 function sandboxes(): number {

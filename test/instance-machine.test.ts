@@ -180,10 +180,11 @@ describe('idle behaviour', () => {
     expect(h.lifecycle()).toBe('idle');
     expect(h.started).toEqual([]);
 
-    // Released after its idle time ran out: it goes at once.
+    // Resumed long after its idle time ran out: it takes work again (the resume tests below time it).
     h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
     await h.settle();
-    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.lifecycle()).toBe('idle');
+    expect(h.assign('c-2')).toBe(true);
 
     const booting = new InstanceHarness({ ...created, idleBehavior: 'hold' });
     await booting.settle();
@@ -222,6 +223,59 @@ describe('idle behaviour', () => {
     expect(h.lifecycle()).toBe('shutdown');
     expect(h.destroyed).toEqual(['i-1']);
     expect(h.actor.getSnapshot().context.reason).toBe('drained');
+  });
+
+  it('resume: an idle instance held past timeoutIdle and set back to run gets a whole timeoutIdle from the resume', async () => {
+    const h = await bootedIdle();
+    await h.advance(timeouts.timeoutIdle / 2);
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    await h.advance(timeouts.timeoutIdle * 3);
+    expect(h.lifecycle()).toBe('idle');
+
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.settle();
+    expect(h.lifecycle()).toBe('idle');
+    expect(h.savedBehaviors).toEqual(['hold', 'run']);
+    await h.advance(timeouts.timeoutIdle - 1);
+    expect(h.lifecycle()).toBe('idle');
+    expect(h.destroyed).toEqual([]);
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toBe('idle for longer than timeoutIdle');
+  });
+
+  it('resume counts from the resume even when the idle time had not run out; run set again on a running-behaviour instance does not restart it', async () => {
+    const h = await bootedIdle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    await h.advance(timeouts.timeoutIdle - 10);
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.advance(timeouts.timeoutIdle - 1);
+    expect(h.lifecycle()).toBe('idle');
+    // Already run: the count from the resume goes on.
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+  });
+
+  it('drain → run: a draining running instance set back to run is kept once its containers end, until timeoutIdle', async () => {
+    const h = await bootedIdle();
+    h.assign('c-1');
+    await h.settle();
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
+    await h.advance(timeouts.timeoutIdle * 3);
+    expect(h.lifecycle()).toBe('running');
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.advance(timeouts.timeoutIdle * 3);
+
+    h.setContainers([]);
+    await h.settle();
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(timeouts.timeoutIdle - 1);
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.actor.getSnapshot().context.reason).toBe('idle for longer than timeoutIdle');
   });
 
   it('three starts in a row failing for the instance\'s reasons drain it; a start that works resets the count; a container\'s own fault does not count', async () => {

@@ -1,6 +1,7 @@
 // The loopback cloud end to end: sandboxes on this machine, a real SSH connection, the real runner.
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -174,6 +175,22 @@ describe('LoopbackCloud', () => {
     await cloud.destroy(doomed.id);
     await cloud.destroy('lo-ffffffff');
     await expect(executor.run('true')).rejects.toThrow();
+  });
+
+  it('destroy kills a container the runner could not give a process group (no setsid), with what it started', async () => {
+    const doomed = await cloud.create({ instanceType: small, tags: { pool: 'p' } });
+    // As the runner leaves it without setsid: the wrapper's pid recorded, in no group of its own
+    // (this one is in the test's group), its command a child and that command's own child.
+    const wrapper = spawn('sh', ['-c', 'sh -c "sleep 600 & echo \\$!; wait" & wait'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const grandchild = Number(await new Promise<string>((resolve) => wrapper.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString()))));
+    const state = join(cloud.homeOf(doomed.id), '.drover', 'containers', 'no-group');
+    await mkdir(state, { recursive: true });
+    await writeFile(join(state, 'pid'), `${wrapper.pid}\n`);
+    expect(await processEnded(grandchild)).toBe(false);
+
+    await cloud.destroy(doomed.id);
+    await waitFor('the wrapper to be killed', async () => ((await processEnded(wrapper.pid!)) ? true : undefined));
+    await waitFor('what the container started to be killed', async () => ((await processEnded(grandchild)) ? true : undefined));
   });
 
   it('hands its instances, containers and host keys over to the next daemon on the same directory', async () => {

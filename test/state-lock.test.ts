@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { StateLockedError, takeStateLocks } from '../src/daemon/state-lock.js';
+import { shippedConfig } from './support/shipped-config.js';
 
 interface TakeResult {
   taken: boolean;
@@ -87,11 +88,12 @@ function writeConfig(dir: string, name: string, options: { queue?: string; port?
   const path = join(dir, name);
   writeFileSync(
     path,
-    readFileSync('config/loopback.yml', 'utf8')
-      .replace('directory: .drover/loopback', `directory: ${join(dir, 'loopback')}`)
-      .replace('path: .drover/queue.sqlite', `path: ${join(dir, options.queue ?? 'queue.sqlite')}`)
-      .replace('tokenFile: .drover/token', `tokenFile: ${join(dir, 'token')}`)
-      .replace('port: 8420', `port: ${options.port ?? 0}`),
+    shippedConfig('loopback.yml', {
+      'cloud.loopback.directory': join(dir, 'loopback'),
+      'queue.path': join(dir, options.queue ?? 'queue.sqlite'),
+      'http.tokenFile': join(dir, 'token'),
+      'http.port': options.port ?? 0,
+    }),
   );
   return path;
 }

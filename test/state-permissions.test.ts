@@ -2,7 +2,7 @@
 // and start-up refuses state that group or others can read or write, naming the key, the path,
 // its mode and the fix, without changing the operator's file.
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { loadConfig } from '../src/config/load.js';
 import { ensurePrivateState, StatePermissionError } from '../src/daemon/state-permissions.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import { spec } from './support/dispatch-harness.js';
+import { shippedConfig } from './support/shipped-config.js';
 
 const modeOf = (path: string) => statSync(path).mode & 0o777;
 
@@ -29,15 +30,12 @@ function tempDir(): string {
 /** A config file with the daemon's state under `dir`; the stub driver unless `loopback`. */
 function writeConfig(dir: string, state: { queue: string; token: string; loopback?: string }): string {
   const path = join(dir, 'config.yml');
+  const settings = { 'queue.path': state.queue, 'http.tokenFile': state.token, 'http.port': 0 };
   writeFileSync(
     path,
     state.loopback
-      ? readFileSync('config/loopback.yml', 'utf8')
-          .replace('directory: .drover/loopback', `directory: ${state.loopback}`)
-          .replace('path: .drover/queue.sqlite', `path: ${state.queue}`)
-          .replace('tokenFile: .drover/token', `tokenFile: ${state.token}`)
-          .replace('port: 8420', 'port: 0')
-      : `${readFileSync('config/stub.yml', 'utf8')}\nqueue: { path: ${state.queue} }\nhttp: { port: 0, tokenFile: ${state.token} }\n`,
+      ? shippedConfig('loopback.yml', { ...settings, 'cloud.loopback.directory': state.loopback })
+      : shippedConfig('stub.yml', settings),
   );
   return path;
 }

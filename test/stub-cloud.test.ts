@@ -1,10 +1,13 @@
 // Tests of the stub cloud: every fault knob, held operations, and the simulated SSH sessions.
 
+import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import type { CloudInstance } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { StubCloud } from '../src/cloud/stub/stub-cloud.js';
+import { cloudFromConfig, stubDriverNotice } from '../src/cloud/from-config.js';
+import { loadConfig } from '../src/config/load.js';
 import type { StubFaults } from '../src/cloud/stub/faults.js';
 import type { CommandResult, Executor } from '../src/ssh/executor.js';
 import { instanceTypeFixture } from './support/fixtures.js';
@@ -622,5 +625,27 @@ describe('simulated runner wait and start', () => {
     const session = ssh(cloud, vm);
     await session.run(`${runnerCommand} start 'c1' -- 'true'`);
     expect((await session.run(`${runnerCommand} list`)).stdout).toBe('c1 exited 0\n');
+  });
+});
+
+describe('nothing runs on the stub, and it says so', () => {
+  it("a container's output is one line saying nothing ran, cut like the runner's", async () => {
+    const cloud = makeCloud({ containerRunMs: 0 });
+    const vm = cloud.addInstance({ instanceType: small, tags: poolTags });
+    const session = ssh(cloud, vm);
+    await session.run(`${runnerCommand} start 'c1' -- 'make' 'results'`);
+    const whole = '[stub cloud: nothing ran; this is simulated output for c1]\n';
+    expect(await session.run(`${runnerCommand} logs 'c1'`)).toEqual({ stdout: whole, stderr: '', exitCode: 0 });
+    expect((await session.run(`${runnerCommand} logs 'c1' 10`)).stdout).toMatch(/ were dropped, the last 10 kept\]\nt for c1]\n$/);
+  });
+
+  it('warns once when the stub driver is built', async () => {
+    const warnings: unknown[][] = [];
+    const cloud = await cloudFromConfig(loadConfig('config/stub.yml'), systemClock, new Registry(), {
+      logger: { warn: (...args: unknown[]) => warnings.push(args) },
+    });
+    await cloud.close();
+    expect(warnings).toEqual([[{ driver: 'stub' }, stubDriverNotice]]);
+    expect(stubDriverNotice).toMatch(/simulated; nothing runs/);
   });
 });

@@ -1,14 +1,21 @@
 // A typed client for the daemon's HTTP API, and how the CLI finds the daemon's URL and token.
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { IdleBehavior } from '../../machines/instance.js';
+import { defaultConfigPath } from '../config/home.js';
 import { loadConfig } from '../config/load.js';
-import type { Config } from '../config/schema.js';
-import type { InstanceEntry, InstancesResponse, SubmitRequest } from '../http/server.js';
+import type { Config, HttpSettings } from '../config/schema.js';
+import { daemonUrlFile, readDaemonUrl } from '../daemon/url-file.js';
+import { outputBytesHeader, type InstanceEntry, type InstancesResponse, type SubmitRequest } from '../http/server.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container, ContainerState } from '../queue/types.js';
 
 export type { SubmitRequest };
+
+/** A piece of a container's output: `text` from a given byte on, and the output's size in bytes so far. */
+export interface OutputSince {
+  text: string;
+  totalBytes: number;
+}
 
 /** The daemon answered with a non-2xx status; `message` is its `error` text. */
 export class ApiError extends Error {
@@ -53,6 +60,11 @@ export class ApiClient {
     this.tokenSource = options.tokenSource ?? defaultTokenSource;
   }
 
+  /** The daemon's URL, as messages name it. */
+  get url(): string {
+    return this.base;
+  }
+
   submit(spec: SubmitRequest, signal?: AbortSignal): Promise<Container> {
     return this.json<Container>('POST', '/containers', { body: spec, signal });
   }
@@ -75,6 +87,19 @@ export class ApiClient {
 
   async logs(uuid: string, signal?: AbortSignal): Promise<string> {
     return (await this.request('GET', `/containers/${encodeURIComponent(uuid)}/logs`, { signal })).text();
+  }
+
+  /**
+   * The container's output from byte `since` on (after a line saying so when the daemon no longer
+   * holds some of it), and how many bytes of output there are in all: the `since` of the next call.
+   */
+  async logsSince(uuid: string, since: number, signal?: AbortSignal): Promise<OutputSince> {
+    const response = await this.request('GET', `/containers/${encodeURIComponent(uuid)}/logs?since=${since}`, { signal });
+    const total = Number(response.headers.get(outputBytesHeader) ?? Number.NaN);
+    if (!Number.isSafeInteger(total) || total < 0) {
+      throw new ApiError(response.status, `the daemon at ${this.base} sent no ${outputBytesHeader} header; it is older than this drover, upgrade it to follow output`);
+    }
+    return { text: await response.text(), totalBytes: total };
   }
 
   /** The pool's instances, then its orphans; a daemon older than orphan listing sends no `orphan` field. */
@@ -145,23 +170,24 @@ async function errorText(response: Response): Promise<string> {
   return text.trim() || `HTTP ${response.status} ${response.statusText}`;
 }
 
-export const defaultClientConfig = 'config/loopback.yml';
-
 /**
  * Where the daemon is and its token: the URL from `url`, else DROVER_URL, else the config's
- * http.address/port; the token from DROVER_TOKEN, else the config's http.tokenFile. The config
- * file is read only when one of them has to come from it.
+ * http.address/port (with http.port 0, the URL the daemon wrote to daemon.url next to its token
+ * file); the token from DROVER_TOKEN, else the config's http.tokenFile. The config, `config` or the
+ * one the daemon reads by default, is read only when one of them has to come from it.
  */
 export function resolveClientSettings(options: { config?: string; url?: string }): Required<ApiClientOptions> {
-  const configPath = options.config ?? defaultClientConfig;
+  const configPath = options.config ?? defaultConfigPath();
+  // What starts a daemon on this same config, for the messages.
+  const runCommand = options.config === undefined ? 'drover run' : `drover run --config ${options.config}`;
   let config: Config | undefined;
   const http = () => (config ??= loadConfig(configPath)).http;
 
-  const url = nonEmpty(options.url) ?? nonEmpty(process.env.DROVER_URL) ?? urlOf(http().address, http().port);
+  const url = nonEmpty(options.url) ?? nonEmpty(process.env.DROVER_URL) ?? configuredUrl(http(), configPath, runCommand);
 
   const fromEnv = nonEmpty(process.env.DROVER_TOKEN);
   if (fromEnv !== undefined) return { url, token: fromEnv, tokenSource: 'DROVER_TOKEN' };
-  const tokenFile = resolve(http().tokenFile);
+  const tokenFile = http().tokenFile;
   const tokenSource = `DROVER_TOKEN or ${tokenFile}`;
   try {
     return { url, token: readFileSync(tokenFile, 'utf8').trim(), tokenSource };
@@ -171,9 +197,23 @@ export function resolveClientSettings(options: { config?: string; url?: string }
     }
     throw new ClientSettingsError(
       `no API token file at ${tokenFile} (http.tokenFile in ${configPath}); the daemon writes it on its first start ` +
-        `(drover run --config ${configPath}), or set DROVER_TOKEN`,
+        `(${runCommand}), or set DROVER_TOKEN`,
     );
   }
+}
+
+function configuredUrl(http: HttpSettings, configPath: string, runCommand: string): string {
+  if (http.port !== 0) return urlOf(http.address, http.port);
+  // Port 0: the daemon took whichever port was free and wrote down its URL.
+  const file = daemonUrlFile(http);
+  const url = readDaemonUrl(file);
+  if (url === undefined) {
+    throw new ClientSettingsError(
+      `http.port is 0 in ${configPath}, so the daemon's URL is read from ${file}, which does not exist; ` +
+        `is the daemon running (${runCommand})? Or set DROVER_URL`,
+    );
+  }
+  return url;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

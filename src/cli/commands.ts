@@ -1,18 +1,28 @@
 // The drover subcommands that talk to a running daemon over its HTTP API.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { IdleBehavior } from '../../machines/instance.js';
-import type { InstanceEntry } from '../http/server.js';
-import type { InstanceView } from '../pool/pool.js';
-import { finalStates, type Container, type ContainerState } from '../queue/types.js';
-import { ApiClient, ApiError, ApiUnreachableError, ClientSettingsError, defaultClientConfig, resolveClientSettings, type SubmitRequest } from './client.js';
+import { ConfigError } from '../config/load.js';
+import type { ContainerState } from '../queue/types.js';
+import { defaultConfigDescription } from '../config/home.js';
+import { ApiClient, ApiError, ApiUnreachableError, ClientSettingsError, resolveClientSettings, type SubmitRequest } from './client.js';
+import { exitCodes, exitWithUsageCode } from './exit-codes.js';
+import { followLogs } from './follow.js';
+import { containerDetails, containerTable, instanceName, instanceTable, orphanHint } from './format.js';
+import { listenForInterrupt } from './interrupt.js';
+import { defaultRetryForMs } from './retry.js';
+import { waitFor } from './wait.js';
 
 export interface ClientOptions {
   config?: string;
   url?: string;
 }
 
-interface SubmitOptions extends ClientOptions {
+interface RetryOptions {
+  /** Seconds to keep retrying a daemon that does not answer. */
+  retryFor?: number;
+}
+
+interface SubmitOptions extends ClientOptions, RetryOptions {
   vcpus?: number;
   ram?: number;
   scratch?: number;
@@ -25,9 +35,8 @@ interface SubmitOptions extends ClientOptions {
   cancelOnInterrupt?: boolean;
 }
 
+/** The pause between two polls of `submit --wait` and `logs --follow`. */
 export const pollIntervalMs = 500;
-/** The shell's convention for "stopped by Ctrl-C". */
-const interruptedExitCode = 130;
 
 const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
 
@@ -35,6 +44,8 @@ export function registerClientCommands(program: Command): void {
   // Lets `submit` hand everything after its first operand to the container untouched, so
   // `drover submit sh -c 'ls -l'` works without `--` (program-level options must then come first).
   program.enablePositionalOptions();
+  // Here because main.ts hands every command to this module; it covers `drover run` too.
+  exitWithUsageCode(program);
 
   clientCommand(program, 'submit')
     .description('queue a container; prints its uuid (on stderr with --wait, where stdout is the output)')
@@ -47,8 +58,9 @@ export function registerClientCommands(program: Command): void {
     .option('--priority <n>', 'higher runs first (default 0)', integer(Number.MIN_SAFE_INTEGER))
     .option('--image <image>', 'image to run under docker')
     .option('--env <K=V>', 'environment variable (repeatable)', envPair, {})
-    .option('--wait', 'wait until it finishes, print its output and exit with its exit code')
+    .option('--wait', "wait until it finishes, print its output and exit with its exit code (drover's own failures exit 100 or above)")
     .option('--cancel-on-interrupt', 'with --wait: Ctrl-C also cancels the container')
+    .addOption(retryOption('with --wait: '))
     .passThroughOptions()
     .action(
       handled(async (command: string[], options: SubmitOptions) => {
@@ -63,7 +75,12 @@ export function registerClientCommands(program: Command): void {
         try {
           // stdout carries the container's own output alone, so `> file` captures just that.
           process.stderr.write(`${container.uuid}\n`);
-          process.exitCode = await waitFor(client, container.uuid, options.cancelOnInterrupt ?? false, interrupt);
+          process.exitCode = await waitFor(client, container.uuid, {
+            cancelOnInterrupt: options.cancelOnInterrupt ?? false,
+            interrupt,
+            retryForMs: retryForMs(options),
+            intervalMs: pollIntervalMs,
+          });
         } finally {
           interrupt.stop();
         }
@@ -77,16 +94,39 @@ export function registerClientCommands(program: Command): void {
     .action(
       handled(async (options: ClientOptions & { state?: ContainerState; limit?: number }) => {
         const containers = await clientFor(options).list({ state: options.state, limit: options.limit });
-        process.stdout.write(containerTable(containers, Date.now()));
+        process.stdout.write(containerTable(containers, Date.now(), lineWidth()));
+      }),
+    );
+
+  clientCommand(program, 'show')
+    .description('print every field of a container (the names of its environment variables, not their values)')
+    .argument('<uuid>')
+    .option('--json', 'print the record as the API returns it, environment values included')
+    .action(
+      handled(async (uuid: string, options: ClientOptions & { json?: boolean }) => {
+        const container = await clientFor(options).get(uuid);
+        process.stdout.write(options.json ? `${JSON.stringify(container, null, 2)}\n` : containerDetails(container, Date.now()));
       }),
     );
 
   clientCommand(program, 'logs')
     .description("print a container's output (so far, if it is running)")
     .argument('<uuid>')
+    .option('-f, --follow', 'then print new output as it comes, until the container is final (how it ended goes to stderr)')
+    .addOption(retryOption('with --follow: '))
     .action(
-      handled(async (uuid: string, options: ClientOptions) => {
-        process.stdout.write(await clientFor(options).logs(uuid));
+      handled(async (uuid: string, options: ClientOptions & RetryOptions & { follow?: boolean }) => {
+        const client = clientFor(options);
+        if (!options.follow) {
+          process.stdout.write(await client.logs(uuid));
+          return;
+        }
+        const interrupt = listenForInterrupt();
+        try {
+          process.exitCode = await followLogs(client, uuid, { interrupt, retryForMs: retryForMs(options), intervalMs: pollIntervalMs });
+        } finally {
+          interrupt.stop();
+        }
       }),
     );
 
@@ -112,37 +152,36 @@ export function registerClientCommands(program: Command): void {
       }),
     );
 
-  for (const [behavior, description] of [
-    ['hold', 'give an instance no new containers and never shut it down automatically'],
-    ['drain', 'let an instance finish its containers, then shut it down'],
+  registerInstanceCommands(program);
+}
+
+/** `drover instance hold|drain|resume|kill ID`: one instance's idle behaviour, or its end. */
+function registerInstanceCommands(program: Command): void {
+  const instance = program.command('instance').description('change one instance of the pool (`drover instances` lists them)');
+  for (const [name, behavior, description] of [
+    ['hold', 'hold', 'give the instance no new containers and never shut it down automatically; `resume` undoes it'],
+    ['drain', 'drain', 'let the instance finish its containers, then shut it down; `resume` undoes it'],
+    ['resume', 'run', 'give the instance containers again, and let it shut down when idle (idle behaviour run)'],
   ] as const) {
-    clientCommand(program, behavior)
-      .description(`${description}; \`drover run INSTANCE\` undoes it`)
-      .argument('<instance>')
+    clientCommand(instance, name)
+      .description(description)
+      .argument('<id>', 'its instance id (or worker id while it is being created)')
       .action(
-        handled(async (instance: string, options: ClientOptions) => {
-          await setIdleBehavior(instance, behavior, options);
+        handled(async (id: string, options: ClientOptions) => {
+          await setIdleBehavior(id, behavior, options);
         }),
       );
   }
 
-  clientCommand(program, 'kill')
-    .description('shut an instance down now, whatever it runs')
-    .argument('<instance>')
+  clientCommand(instance, 'kill')
+    .description('shut the instance down now, whatever it runs')
+    .argument('<id>', 'its instance id (or worker id while it is being created)')
     .action(
-      handled(async (instance: string, options: ClientOptions) => {
-        const view = await clientFor(options).kill(instance);
+      handled(async (id: string, options: ClientOptions) => {
+        const view = await clientFor(options).kill(id);
         process.stdout.write(`${instanceName(view)}: ${view.state}\n`);
       }),
     );
-}
-
-/**
- * `drover hold|drain|run INSTANCE`; exported for `run`, which is also the daemon command. Reports
- * failures like the other client commands: `drover: <error>` and exit code 1.
- */
-export async function setIdleBehaviorCommand(instance: string, behavior: IdleBehavior, options: ClientOptions): Promise<void> {
-  await handled(() => setIdleBehavior(instance, behavior, options))();
 }
 
 async function setIdleBehavior(instance: string, behavior: IdleBehavior, options: ClientOptions): Promise<void> {
@@ -150,31 +189,56 @@ async function setIdleBehavior(instance: string, behavior: IdleBehavior, options
   process.stdout.write(`${instanceName(view)}: idle behaviour ${view.idleBehavior} (${view.state})\n`);
 }
 
-function clientCommand(program: Command, name: string): Command {
-  return program
+function clientCommand(parent: Command, name: string): Command {
+  return parent
     .command(name)
-    .option('-c, --config <path>', `config file naming the daemon's address and token file (default ${defaultClientConfig})`)
+    .option('-c, --config <path>', `config file naming the daemon's address and token file (default ${defaultConfigDescription})`)
     .option('--url <url>', "the daemon's URL (default: DROVER_URL, else from the config)");
+}
+
+function retryOption(prefix: string): Option {
+  return new Option('--retry-for <seconds>', `${prefix}how long to keep retrying a daemon that does not answer (default ${defaultRetryForMs / 1000})`).argParser(
+    integer(0),
+  );
+}
+
+function retryForMs(options: RetryOptions): number {
+  return options.retryFor === undefined ? defaultRetryForMs : options.retryFor * 1000;
 }
 
 function clientFor(options: ClientOptions): ApiClient {
   return new ApiClient(resolveClientSettings({ config: options.config, url: options.url }));
 }
 
+/** The width a table line should fit: the terminal's, else COLUMNS (as ls and ps read it), else none. */
+function lineWidth(): number | undefined {
+  if (process.stdout.isTTY && process.stdout.columns > 0) return process.stdout.columns;
+  const columns = Number(process.env.COLUMNS);
+  return Number.isSafeInteger(columns) && columns > 0 ? columns : undefined;
+}
+
 /**
- * Wraps an action so the failures an operator can act on print as `drover: <reason>` with exit
- * code 1. Anything else (a bug) still escapes with its stack, and ConfigError reaches main's handler.
+ * Wraps an action so its failures print as `drover: <reason>` and exit with the code exitCodes
+ * gives them; anything else is a bug, printed with its stack as exitCodes.internal.
  */
 function handled<A extends unknown[]>(action: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args) => {
     try {
       await action(...args);
     } catch (err) {
-      if (!(err instanceof ApiError || err instanceof ApiUnreachableError || err instanceof ClientSettingsError)) throw err;
-      process.stderr.write(`drover: ${err.message}\n`);
-      process.exitCode = 1;
+      const code = exitCodeOf(err);
+      process.stderr.write(code === exitCodes.internal ? `drover: internal error: ${(err as Error).stack ?? String(err)}\n` : `drover: ${(err as Error).message}\n`);
+      process.exitCode = code;
     }
   };
+}
+
+function exitCodeOf(err: unknown): number {
+  if (err instanceof ApiUnreachableError) return exitCodes.unreachable;
+  if (err instanceof ApiError) return exitCodes.refused;
+  // A ConfigError here is the client's config file, read for the daemon's address and token file.
+  if (err instanceof ClientSettingsError || err instanceof ConfigError) return exitCodes.settings;
+  return exitCodes.internal;
 }
 
 function integer(min: number): (value: string) => number {
@@ -204,119 +268,4 @@ function submitRequest(command: string[], options: SubmitOptions): SubmitRequest
   if (options.image !== undefined) request.image = options.image;
   if (options.priority !== undefined) request.priority = options.priority;
   return request;
-}
-
-interface Interrupt {
-  signal: AbortSignal;
-  /** Gives Ctrl-C back its default effect: ending the process. */
-  stop(): void;
-}
-
-function listenForInterrupt(): Interrupt {
-  const controller = new AbortController();
-  const onInterrupt = () => controller.abort();
-  process.on('SIGINT', onInterrupt);
-  return { signal: controller.signal, stop: () => process.off('SIGINT', onInterrupt) };
-}
-
-/** Polls until the container is final, prints its output and returns the exit code the CLI should end with. */
-async function waitFor(client: ApiClient, uuid: string, cancelOnInterrupt: boolean, interrupt: Interrupt): Promise<number> {
-  let container: Container;
-  try {
-    for (;;) {
-      container = await client.get(uuid, interrupt.signal);
-      if (finalStates.has(container.state)) break;
-      await sleep(pollIntervalMs, undefined, { signal: interrupt.signal });
-    }
-  } catch (err) {
-    if (!interrupt.signal.aborted) throw err;
-    // Waiting is over; a second Ctrl-C (say, while the cancel hangs) should end the CLI the usual way.
-    interrupt.stop();
-    if (cancelOnInterrupt) {
-      const cancelled = await client.cancel(uuid);
-      process.stderr.write(`drover: interrupted; ${uuid} is ${cancelled.state}\n`);
-    } else {
-      process.stderr.write(`drover: stopped waiting; ${uuid} was not cancelled (drover cancel ${uuid} cancels it)\n`);
-    }
-    return interruptedExitCode;
-  }
-
-  process.stdout.write(await client.logs(uuid));
-  switch (container.state) {
-    case 'complete':
-      return exitCodeOf(container.exitCode ?? 0);
-    case 'cancelled':
-      process.stderr.write(`drover: ${uuid} was cancelled${container.reason ? `: ${container.reason}` : ''}\n`);
-      return interruptedExitCode;
-    default:
-      process.stderr.write(`drover: ${uuid} failed${container.reason ? `: ${container.reason}` : ''}\n`);
-      return container.exitCode === null ? 1 : exitCodeOf(container.exitCode);
-  }
-}
-
-// A process exit status is one byte; a code outside it (a runner's -1, say) must not wrap around to 0.
-function exitCodeOf(code: number): number {
-  return code >= 0 && code <= 255 ? code : 1;
-}
-
-function containerTable(containers: Container[], now: number): string {
-  return table(
-    ['UUID', 'STATE', 'PRIORITY', 'ATTEMPTS', 'EXIT', 'INSTANCE', 'AGE'],
-    containers.map((c) => [
-      c.uuid,
-      c.state,
-      String(c.priority),
-      String(c.attempts),
-      c.exitCode === null ? '-' : String(c.exitCode),
-      c.instanceId ?? '-',
-      formatAge(now - c.submittedAt),
-    ]),
-  );
-}
-
-// An orphan's TYPE is its unknown type tag and its STATE is `orphan`; it has no idle behaviour or containers.
-function instanceTable(instances: InstanceEntry[]): string {
-  return table(
-    ['INSTANCE', 'TYPE', 'STATE', 'IDLE', 'RUNNING'],
-    instances.map((i) =>
-      i.orphan
-        ? [i.instanceId, i.instanceTypeTag ?? '-', 'orphan', '-', '-']
-        : [instanceName(i), i.instanceType, i.state, i.idleBehavior, String(i.running.length)],
-    ),
-  );
-}
-
-/** What the operator should do about the orphans in the listing; null if there are none. */
-function orphanHint(instances: InstanceEntry[]): string | null {
-  const orphans = instances.filter((i) => i.orphan).length;
-  if (orphans === 0) return null;
-  const [count, carry, it, its] = orphans === 1 ? ['1 orphan', 'carries', 'it', 'its'] : [`${orphans} orphans`, 'carry', 'them', 'their'];
-  return (
-    `hint: ${count} ${carry} this pool's tag but an instance type the config does not define (${its} TYPE above); ` +
-    `the pool neither counts nor manages ${it}, and \`drover kill\` cannot reach ${it}. ` +
-    `Destroy ${it} with the cloud's own tools, or add ${its} type to instanceTypes in the config.\n`
-  );
-}
-
-// An instance still being created has no cloud id yet; its worker id is what the pool accepts instead.
-function instanceName(view: InstanceView): string {
-  return view.instanceId ?? view.workerId;
-}
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .concat('\n');
-  return [header, ...rows].map(line).join('');
-}
-
-function formatAge(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h`;
-  return `${Math.floor(s / 86_400)}d`;
 }

@@ -1,39 +1,50 @@
 #!/usr/bin/env node
 // The drover command line.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { UnsupportedDriverError } from '../cloud/from-config.js';
+import { defaultConfigDescription, defaultConfigPath, packageVersion } from '../config/home.js';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { logFormats, type LogFormat } from '../config/schema.js';
 import { startDaemon } from '../daemon/daemon.js';
 import { StateLockedError } from '../daemon/state-lock.js';
 import { StatePermissionError } from '../daemon/state-permissions.js';
 import { runSample } from '../daemon/sample.js';
-import { registerClientCommands, setIdleBehaviorCommand } from './commands.js';
+import { QueueStorageError } from '../queue/storage.js';
+import { daemonUrlFile, removeDaemonUrl, writeDaemonUrl } from '../daemon/url-file.js';
+import { createLogger } from '../log/logger.js';
+import { registerClientCommands } from './commands.js';
+import { registerTeardownCommand } from './teardown-command.js';
 
-const program = new Command('drover').description('Dispatches containers onto a pool of cloud VMs it manages itself.');
+const program = new Command('drover')
+  .description('Dispatches containers onto a pool of cloud VMs it manages itself.')
+  .version(packageVersion(), '-V, --version', "print drover's version");
 
 program
   .command('run')
-  .description("run the daemon; with INSTANCE, set that instance's idle behaviour back to run (undoes hold and drain)")
-  .argument('[instance]', 'an instance of the running daemon')
-  .option('-c, --config <path>', 'config file', 'config/loopback.yml')
-  .option('--url <url>', "with INSTANCE: the daemon's URL (default: DROVER_URL, else from the config)")
+  .description('run the daemon until SIGINT or SIGTERM')
+  .option('-c, --config <path>', `config file (default ${defaultConfigDescription})`)
   .option('--sample', 'also dispatch one sample container and log its output when it finishes')
-  .action(async (instance: string | undefined, options: { config: string; url?: string; sample?: boolean }, command: Command) => {
-    if (instance !== undefined) {
-      const config = command.getOptionValueSource('config') === 'default' ? undefined : options.config;
-      await setIdleBehaviorCommand(instance, 'run', { config, url: options.url });
-      return;
-    }
-    const daemon = await startDaemon(loadConfig(options.config), { configPath: options.config });
+  .addOption(
+    new Option('--log-format <format>', 'log lines: pretty, json, or auto (pretty on a terminal, else JSON); overrides log.format').choices(logFormats),
+  )
+  .action(async (options: { config?: string; sample?: boolean; logFormat?: LogFormat }) => {
+    const configPath = options.config ?? defaultConfigPath();
+    const config = loadConfig(configPath);
+    const logger = createLogger({ ...config.log, format: options.logFormat ?? config.log.format });
+    const daemon = await startDaemon(config, { configPath, logger });
+    // With http.port 0 this is the only way the CLI learns the port; it is written in any case.
+    const urlFile = daemonUrlFile(config.http);
+    writeDaemonUrl(urlFile, daemon.url);
     if (options.sample) {
       void runSample(daemon.queue).then((container) => {
         daemon.logger.info(
-          { containerUuid: container.uuid, state: container.state, exitCode: container.exitCode, instanceId: container.instanceId, output: container.logTail, reason: container.reason },
+          { containerUuid: container.uuid, state: container.state, exitCode: container.exitCode, instanceId: container.instanceId, output: container.logTail, reason: container.reason ?? undefined },
           'sample container finished',
         );
       });
     }
     const stop = () => {
+      removeDaemonUrl(urlFile, daemon.url);
       daemon.stop().then(
         () => process.exit(0),
         (err: unknown) => {
@@ -47,6 +58,7 @@ program
   });
 
 registerClientCommands(program);
+registerTeardownCommand(program);
 
 try {
   await program.parseAsync();
@@ -54,7 +66,7 @@ try {
   // Operator mistakes get their message alone, no stack: it already names the key and the fix.
   if (
     error instanceof ConfigError || error instanceof UnsupportedDriverError || error instanceof StateLockedError ||
-    error instanceof StatePermissionError
+    error instanceof StatePermissionError || error instanceof QueueStorageError
   ) {
     process.stderr.write(`drover: ${error.message}\n`);
     process.exit(2);

@@ -2,6 +2,7 @@
 // executor factory that reaches its instances.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
@@ -26,11 +27,20 @@ export interface Cloud {
 
 export class UnsupportedDriverError extends Error {}
 
-export async function cloudFromConfig(config: Config, clock: Clock, registry: Registry): Promise<Cloud> {
+export interface CloudFromConfigOptions {
+  /** Where a driver that only pretends (the stub) says so once, when it is built. */
+  logger?: Pick<Logger, 'warn'>;
+}
+
+/** Logged once when the stub driver is built, so nobody takes the demo's output for real work. */
+export const stubDriverNotice = 'cloud.driver is stub: instances and containers are simulated; nothing runs, and container output only says so';
+
+export async function cloudFromConfig(config: Config, clock: Clock, registry: Registry, options: CloudFromConfigOptions = {}): Promise<Cloud> {
   const wrap = (driver: CloudDriver) =>
     rateLimited(metered(driver, registry), { maxOpsPerSecond: config.cloud.maxCloudOpsPerSecond, clock });
   switch (config.cloud.driver) {
     case 'stub': {
+      options.logger?.warn({ driver: 'stub' }, stubDriverNotice);
       const stub = new StubCloud({
         clock,
         faults: config.cloud.stub,

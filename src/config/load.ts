@@ -1,8 +1,10 @@
 // Reads a YAML config file into a Config, reporting every problem at once as `<key path>: <reason>`.
 
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { stateHome } from './home.js';
 import { configSchema, type Config } from './schema.js';
 
 export interface ConfigIssue {
@@ -24,8 +26,16 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses and validates `yamlText`; `source` names it in error messages. Throws ConfigError. */
-export function parseConfig(yamlText: string, source: string): Config {
+export interface ConfigOptions {
+  /** The state directory relative state paths resolve against; default stateHome() (DROVER_HOME, else ~/.drover). */
+  home?: string;
+}
+
+/**
+ * Parses and validates `yamlText`; `source` names it in error messages. The state paths come back
+ * absolute (see resolveStatePaths). Throws ConfigError.
+ */
+export function parseConfig(yamlText: string, source: string, options: ConfigOptions = {}): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(yamlText, { lineCounter, prettyErrors: false });
   if (doc.errors.length > 0) {
@@ -43,11 +53,26 @@ export function parseConfig(yamlText: string, source: string): Config {
   if (!result.success) {
     throw new ConfigError(source, result.error.issues.flatMap(toConfigIssues));
   }
-  return result.data;
+  return resolveStatePaths(result.data, options.home ?? stateHome());
+}
+
+/**
+ * The daemon's state paths, made absolute: a relative queue.path, http.tokenFile or
+ * cloud.loopback.directory is relative to the state directory `home`, never to the working
+ * directory or the config file's, so one config means the same state wherever it is run from.
+ * pool.runnerCommand is a path on the instance and stays as written.
+ */
+function resolveStatePaths(config: Config, home: string): Config {
+  return {
+    ...config,
+    queue: { ...config.queue, path: resolve(home, config.queue.path) },
+    http: { ...config.http, tokenFile: resolve(home, config.http.tokenFile) },
+    cloud: { ...config.cloud, loopback: { ...config.cloud.loopback, directory: resolve(home, config.cloud.loopback.directory) } },
+  };
 }
 
 /** Reads and parses the config file at `path`. Throws ConfigError, also when the file cannot be read. */
-export function loadConfig(path: string): Config {
+export function loadConfig(path: string, options: ConfigOptions = {}): Config {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -61,7 +86,7 @@ export function loadConfig(path: string): Config {
           : `cannot read file: ${(err as Error).message}`;
     throw new ConfigError(path, [{ path: '', message }]);
   }
-  return parseConfig(text, path);
+  return parseConfig(text, path, options);
 }
 
 function toConfigIssues(issue: z.core.$ZodIssue): ConfigIssue[] {

@@ -15,6 +15,10 @@ export type IdleBehavior = (typeof idleBehaviors)[number];
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof logLevels)[number];
 
+/** `pretty`: one readable line per entry; `json`: pino's JSON lines; `auto`: pretty on a terminal, else JSON. */
+export const logFormats = ['auto', 'pretty', 'json'] as const;
+export type LogFormat = (typeof logFormats)[number];
+
 /** Instances the simulated cloud already holds when the stub starts, as if left by an earlier run. */
 export interface SeedInstance {
   /** A key of `instanceTypes`. */
@@ -59,7 +63,7 @@ export interface PoolSettings {
   quotaErrorTTL: number;
   /** Shell command that succeeds once the VM has booted. */
   bootProbeCommand: string;
-  /** How the runner is invoked on a VM. */
+  /** How the runner is invoked on a VM: a path on the instance (relative to the login directory), never resolved here. */
   runnerCommand: string;
   /**
    * Bytes of a finished container's output (its end) that are read from the runner and stored;
@@ -77,6 +81,7 @@ export interface SshSettings {
 
 export interface LogSettings {
   level: LogLevel;
+  format: LogFormat;
 }
 
 /** The `scheduler` section; durations in ms. null limits mean "no limit". */
@@ -90,8 +95,12 @@ export interface SchedulerSettings {
   maxStartsPerPass: number;
 }
 
+// The state paths below (queue.path, http.tokenFile, cloud.loopback.directory) may be written
+// relative in a file; loadConfig and parseConfig make them absolute against the state directory
+// (DROVER_HOME, default ~/.drover), so a Config holds them absolute.
+
 export interface QueueSettings {
-  /** SQLite file of the queue; relative paths are relative to the working directory. */
+  /** SQLite file of the queue. */
   path: string;
 }
 
@@ -221,7 +230,7 @@ const cloudSchema = z.strictObject({
   driver: z.enum(cloudDriverNames),
   maxCloudOpsPerSecond: z.number().positive().default(10),
   stub: section(stubSchema),
-  loopback: section(z.strictObject({ directory: nonEmpty.default('.drover/loopback') })),
+  loopback: section(z.strictObject({ directory: nonEmpty.default('loopback') })),
 });
 
 const schedulerSchema = z.strictObject({
@@ -232,12 +241,12 @@ const schedulerSchema = z.strictObject({
   maxStartsPerPass: count(1).default(500),
 });
 
-const queueSchema = z.strictObject({ path: nonEmpty.default('.drover/queue.sqlite') });
+const queueSchema = z.strictObject({ path: nonEmpty.default('queue.sqlite') });
 
 const httpSchema = z.strictObject({
   address: nonEmpty.default('127.0.0.1'),
   port: z.number().int().min(0).max(65535).default(8420),
-  tokenFile: nonEmpty.default('.drover/token'),
+  tokenFile: nonEmpty.default('token'),
 });
 
 const runnerSchema = z.strictObject({ docker: z.boolean().default(false) });
@@ -285,7 +294,7 @@ const sshSchema = z.strictObject({
   hostKeysFile: nonEmpty.nullable().default(null),
 });
 
-const logSchema = z.strictObject({ level: z.enum(logLevels).default('info') });
+const logSchema = z.strictObject({ level: z.enum(logLevels).default('info'), format: z.enum(logFormats).default('auto') });
 
 const instanceTypeSchema = z.strictObject({
   providerType: nonEmpty,

@@ -43,17 +43,26 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   // Before anything else: a second daemon on the same queue or loopback pool must create nothing.
   // Throws StateLockedError naming the holder.
   const locks = takeStateLocks(config, options.configPath);
+  // Next the queue: a file it cannot use (read-only, not a database, corrupt) stops start-up
+  // before the token or the cloud are touched. Throws QueueStorageError naming the file.
+  let queue: SqliteQueue;
+  try {
+    queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock, logTailBytes: config.pool.logTailBytes, logger });
+  } catch (error) {
+    locks.release();
+    throw error;
+  }
   const registry = new Registry();
   let token: string;
   let cloud: Cloud;
   try {
     token = ensureToken(config.http.tokenFile);
-    cloud = await cloudFromConfig(config, clock, registry);
+    cloud = await cloudFromConfig(config, clock, registry, { logger });
   } catch (error) {
+    queue.close();
     locks.release();
     throw error;
   }
-  const queue = new SqliteQueue({ path: config.queue.path, maxAttempts: config.scheduler.maxAttempts, clock, logTailBytes: config.pool.logTailBytes });
   const { runnerCommand } = config.pool;
 
   // Layered, nothing bound late: the pool writes attempt outcomes to the queue; the dispatcher
@@ -98,6 +107,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         logger,
         docker: config.runner.docker,
         runnerPath: runnerCommand,
+        health: () => queue.health(),
         liveLogs: async (container) => {
           if (!container.instanceId) return null;
           const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid, config.pool.logTailBytes));

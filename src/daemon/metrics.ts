@@ -1,11 +1,12 @@
 // Prometheus gauges for the pool and the queue, computed when /metrics is scraped (never on a timer).
 import { Gauge, type Registry } from 'prom-client';
 import type { Pool } from '../pool/pool.js';
+import type { QueueHealth } from '../queue/storage.js';
 import type { ContainerQueue, ContainerState } from '../queue/types.js';
 
 const activeStates: ContainerState[] = ['queued', 'locked', 'running'];
 
-export function registerDroverMetrics(registry: Registry, pool: Pool, queue: ContainerQueue): void {
+export function registerDroverMetrics(registry: Registry, pool: Pool, queue: ContainerQueue & { health(): QueueHealth }): void {
   new Gauge({
     name: 'drover_instances',
     help: 'Instances the pool knows, by lifecycle state, idle behaviour and instance type.',
@@ -56,6 +57,14 @@ export function registerDroverMetrics(registry: Registry, pool: Pool, queue: Con
       const counts = new Map<ContainerState, number>(activeStates.map((state) => [state, 0]));
       for (const container of queue.pending()) counts.set(container.state, (counts.get(container.state) ?? 0) + 1);
       for (const [state, count] of counts) this.set({ state }, count);
+    },
+  });
+  new Gauge({
+    name: 'drover_queue_healthy',
+    help: 'Whether the queue file takes changes (0 from a refused write, such as a full disk, until one succeeds; for good once it is found corrupt).',
+    registers: [registry],
+    collect() {
+      this.set(queue.health().ok ? 1 : 0);
     },
   });
 }

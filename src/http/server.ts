@@ -7,6 +7,7 @@ import { idleBehaviors, type IdleBehavior } from '../../machines/instance.js';
 import { tagKeys, type CloudInstance } from '../cloud/driver.js';
 import { UnknownInstanceError, type InstanceView } from '../pool/pool.js';
 import { InvalidContainerSpecError } from '../queue/sqlite-queue.js';
+import { QueueUnavailableError, type QueueHealth } from '../queue/storage.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
@@ -14,6 +15,7 @@ import {
   type Container,
   type ContainerQueue,
   type ContainerState,
+  logTailMarkerPattern,
 } from '../queue/types.js';
 import { checkRunnable, UnrunnableSpecError } from './submit-limits.js';
 import { tokensMatch } from './token.js';
@@ -40,6 +42,8 @@ export interface ApiDeps {
   docker?: boolean;
   /** The runner's path on the instances (`pool.runnerCommand`), counted in the start command's size; DEFAULT_RUNNER_PATH when absent. */
   runnerPath?: string;
+  /** What `/healthz` answers: 200 when ok, else 503 with the reason; always ok when absent. */
+  health?: () => QueueHealth;
 }
 
 /** A pool instance in `GET /instances`: its InstanceView, fields unchanged, plus `orphan: false`. */
@@ -140,6 +144,15 @@ const listQuery = {
   },
 } as const;
 
+const logsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { since: { type: 'integer', minimum: 0 } },
+} as const;
+
+/** The header of `GET /containers/:uuid/logs` giving the output's size in bytes so far: the `since` to ask for next. */
+export const outputBytesHeader = 'drover-output-bytes';
+
 const idleBehaviorBody = {
   type: 'object',
   required: ['behavior'],
@@ -190,7 +203,8 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
 
   app.setErrorHandler((error, request, reply) => {
     const { status, message } = classify(error);
-    if (status >= 500) request.log.error({ err: error }, 'API request failed');
+    // The queue logs its own storage failures once; a request it refused is no news.
+    if (status >= 500 && !(error instanceof QueueUnavailableError)) request.log.error({ err: error }, 'API request failed');
     return reply.code(status).send({ error: message });
   });
 
@@ -232,9 +246,17 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     async (request) => queue.cancel(request.params.uuid),
   );
 
-  app.get<{ Params: { uuid: string } }>(
+  // The output's tail as text; with `since`, only the output from that byte on (see outputSince).
+  // Either way the Drover-Output-Bytes header says how many bytes of output there are so far.
+  app.get<{ Params: { uuid: string }; Querystring: { since?: number } }>(
     '/containers/:uuid/logs',
-    { schema: { params: uuidParams, querystring: noQuery } },
+    {
+      schema: { params: uuidParams, querystring: logsQuery },
+      preValidation: async (request) => {
+        const query = request.query as Record<string, unknown>;
+        if (typeof query.since === 'string' && /^\d+$/.test(query.since)) query.since = Number(query.since);
+      },
+    },
     async (request, reply) => {
       const container = mustGet(queue, request.params.uuid);
       let text = container.logTail;
@@ -246,7 +268,8 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
           request.log.warn({ err, uuid: container.uuid }, 'could not fetch live logs; returning the stored tail');
         }
       }
-      return reply.type('text/plain; charset=utf-8').send(text);
+      const piece = outputSince(text, request.query.since);
+      return reply.type('text/plain; charset=utf-8').header(outputBytesHeader, String(piece.totalBytes)).send(piece.text);
     },
   );
 
@@ -282,7 +305,11 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     },
   );
 
-  app.get('/healthz', { schema: { querystring: noQuery } }, async () => ({ ok: true }));
+  // A supervisor or load balancer learns that the queue cannot take changes (disk full, corrupt file).
+  app.get('/healthz', { schema: { querystring: noQuery } }, async (_request, reply) => {
+    const health = deps.health?.() ?? { ok: true };
+    return reply.code(health.ok ? 200 : 503).send(health);
+  });
 
   app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 
@@ -313,6 +340,32 @@ function mustGet(queue: ContainerQueue, uuid: string): Container {
   return container;
 }
 
+/**
+ * What the logs route answers for a tail `text` (the runner's or the stored one, after a
+ * logTailMarker line when its start was dropped), and the output's size in bytes. Without `since`,
+ * the tail as it is. With it, the output from byte `since` on: when the tail starts after that
+ * byte, a line saying how many bytes were dropped comes first, so a client polling with the last
+ * size it saw prints every byte once or says what it missed. Offsets count the UTF-8 bytes of the
+ * text, from its end; a piece never starts inside a character.
+ */
+function outputSince(text: string, since: number | undefined): { text: string; totalBytes: number } {
+  const marker = logTailMarkerPattern.exec(text);
+  const tail = Buffer.from(marker ? text.slice(marker[0].length) : text, 'utf8');
+  // At least the tail: bytes that were not UTF-8 come back as U+FFFD, which can make the tail longer than the runner counted.
+  const totalBytes = Math.max(marker ? Number(marker[1]) : 0, tail.length);
+  if (since === undefined) return { text, totalBytes };
+  const tailStart = totalBytes - tail.length;
+  if (since >= totalBytes) return { text: '', totalBytes };
+  if (since < tailStart) {
+    const dropped = `[drover: ${tailStart - since} bytes of output, from byte ${since} to ${tailStart}, were dropped before they were read; the daemon keeps the last ${tail.length}]\n`;
+    return { text: dropped + tail.toString('utf8'), totalBytes };
+  }
+  let start = since - tailStart;
+  // Skip continuation bytes (10xxxxxx): the character they belong to was in the previous piece.
+  while (start < tail.length && ((tail[start] ?? 0) & 0xc0) === 0x80) start++;
+  return { text: tail.subarray(start).toString('utf8'), totalBytes };
+}
+
 function orphanEntry(instance: CloudInstance): OrphanEntry {
   return {
     orphan: true,
@@ -334,6 +387,8 @@ function classify(error: unknown): { status: number; message: string } {
   if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError) return { status: 404, message: error.message };
   if (error instanceof ContainerStateError) return { status: 409, message: error.message };
   if (error instanceof InvalidContainerSpecError || error instanceof UnrunnableSpecError) return { status: 400, message: error.message };
+  // The queue file refused it (disk full, read-only, corrupt): nothing changed, and /healthz says why.
+  if (error instanceof QueueUnavailableError) return { status: 503, message: error.message };
   if (error instanceof Error) {
     // Fastify's own client errors (validation, malformed or empty JSON, body too large, bad media type) carry their status.
     const status = (error as { statusCode?: unknown }).statusCode;

@@ -6,7 +6,7 @@
 import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import { ContainerStateError, logTailBytes, type Container, type ContainerQueue } from '../queue/types.js';
+import { ContainerStateError, finalStates, logTailBytes, type Container, type ContainerQueue } from '../queue/types.js';
 import { killCommand, logsCommand, removeCommand, runnerExit, startCommand, waitCommand } from '../runner/deploy.js';
 import type { CommandResult } from '../ssh/executor.js';
 import {
@@ -75,6 +75,8 @@ export class Attempts {
    * They are no attempt of this process: nothing about them is written to the queue.
    */
   private readonly straysCleared = new Map<string, Map<string, 'TERM' | 'KILL' | 'remove'>>();
+  /** Starts the runner confirmed but the queue could not record (disk full): it still has them locked. */
+  private readonly unrecordedStarts = new Set<string>();
   private readonly timers = new Set<unknown>();
   private stopped = false;
 
@@ -98,6 +100,12 @@ export class Attempts {
           return result.stdout;
         }),
         removeContainer: fromPromise<void, AttemptRef>(async ({ input }) => {
+          // Its exit could not be written (disk full): the runner's copy is the only record of it,
+          // for the next list to find exited rather than absent, which would run it again.
+          const container = records.get(input.uuid);
+          if (container && !finalStates.has(container.state) && container.instanceId === input.instanceId && container.exitCode === null) {
+            throw new Error('kept on the instance: its exit is not in the queue yet');
+          }
           const result = await options.run(input.workerId, removeCommand(runnerCommand, input.uuid));
           if (result.exitCode !== runnerExit.ok && result.exitCode !== runnerExit.unknown) {
             throw new Error(`runner remove exited with ${result.exitCode}: ${result.stderr.trim()}`);
@@ -105,11 +113,14 @@ export class Attempts {
         }),
       },
       actions: {
-        recordRunning: (_, params: { uuid: string; instanceId: string }) =>
+        recordRunning: (_, params: { uuid: string; instanceId: string }) => {
           this.write(params.uuid, 'mark running', () => {
             const allocation = this.ledger.get(params.uuid);
             records.markRunning(params.uuid, params.instanceId, allocation?.instanceType ?? '');
-          }),
+          });
+          // Still locked: the write failed for the file's sake, not because a cancel won the race.
+          if (records.get(params.uuid)?.state === 'locked') this.unrecordedStarts.add(params.uuid);
+        },
         // The exit code first, durably: should the instance vanish now, the container is complete, not rerun.
         recordExit: (_, params: { uuid: string; exitCode: number }) =>
           this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode)),
@@ -264,13 +275,21 @@ export class Attempts {
         'container state changed',
       );
     }
+    // The queue says locked, as after a restart: so must the attempt. As an uncertain start, the
+    // runner's next list decides it (and its record is written again), never a running attempt the
+    // queue knows nothing of, whose end would be recorded nowhere.
+    if (this.unrecordedStarts.delete(allocation.uuid) && snapshot.matches('running')) {
+      this.reconsider(allocation, snapshot.context.since);
+      return state;
+    }
     // Logged by name only; what the pool does depends on tags and status.
     if (snapshot.hasTag('allocated')) this.watch(allocation);
     if (snapshot.status === 'done') {
       if (snapshot.output?.outcome !== 'requeued') this.refusals.delete(allocation.uuid);
       const { exitCode } = snapshot.context;
-      // Its logs could not be read: complete it with the exit code alone.
-      if (exitCode !== null && this.options.records.get(allocation.uuid)?.state === 'running') {
+      // Its logs could not be read, or the queue could not record it: complete it with the exit code alone.
+      const recorded = this.options.records.get(allocation.uuid)?.state;
+      if (exitCode !== null && (recorded === 'running' || recorded === 'locked')) {
         this.write(allocation.uuid, 'complete', () => this.options.records.complete(allocation.uuid, exitCode, ''));
       }
       this.forget(allocation);
@@ -278,6 +297,15 @@ export class Attempts {
       this.options.changed(allocation.workerId);
     }
     return state;
+  }
+
+  /** Replaces a running attempt whose start the queue could not record with an uncertain one, from the same `since`. */
+  private reconsider(allocation: Allocation, since: number): void {
+    const { uuid, workerId, instanceId, instanceType, demand } = allocation;
+    this.options.logger.warn({ containerUuid: uuid, instanceId }, 'its start could not be recorded in the queue; the runner list decides it');
+    this.ledger.remove(uuid);
+    allocation.actor.stop();
+    this.spawn(uuid, { workerId, instanceId, instanceType }, demand, 'uncertain', since);
   }
 
   private forget(allocation: Allocation): void {

@@ -4,9 +4,11 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, fchmodSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
 import { makePrivateDirectory } from '../private-directory.js';
 import { Notifier } from '../pool/notifier.js';
+import { openRefusal, QueueStorageError, QueueUnavailableError, storageProblem, type QueueHealth, type StorageProblem } from './storage.js';
 import {
   ContainerNotFoundError,
   ContainerStateError,
@@ -42,6 +44,8 @@ export interface SqliteQueueOptions {
   clock?: Clock;
   /** Bytes of output a stored log tail keeps, besides its marker line (config `pool.logTailBytes`); default 65536. */
   logTailBytes?: number;
+  /** Where a storage failure (disk full, corruption, ...) is logged, once each time it begins. */
+  logger?: Logger;
 }
 
 // Bump when the schema changes and add a migration step from the previous version in migrate().
@@ -121,6 +125,8 @@ export class QueueClosedError extends Error {
 }
 
 export class SqliteQueue implements ContainerQueue {
+  private readonly path: string;
+  private readonly logger: Logger | undefined;
   private readonly db: Database.Database;
   private readonly clock: Clock;
   private readonly maxAttempts: number;
@@ -134,6 +140,8 @@ export class SqliteQueue implements ContainerQueue {
   private readonly live = new Map<string, Readonly<Container>>();
   private readonly order: ScheduleOrder;
   private readonly byInstance = new Map<string, Map<string, Readonly<Container>>>();
+  /** Why the file last refused a change, until one commits; corruption stays. */
+  private problem: StorageProblem | null = null;
 
   constructor(options: SqliteQueueOptions) {
     if (!Number.isSafeInteger(options.maxAttempts) || options.maxAttempts < 1) {
@@ -146,21 +154,28 @@ export class SqliteQueue implements ContainerQueue {
     }
     this.logTailBytes = tailBytes;
     this.clock = options.clock ?? systemClock;
+    this.path = options.path;
+    this.logger = options.logger;
     // The file holds submitted env values: a new one is created 0600 (in a 0700 directory) before
     // SQLite opens it, whatever the umask; SQLite gives its -wal and -shm the main file's mode. An
     // existing file is left as it is (the daemon's start-up check refuses one others can read).
-    makePrivateDirectory(dirname(options.path));
+    // A file that cannot be used (read-only, not a database, corrupt, ...) is a QueueStorageError.
     try {
-      const fd = openSync(options.path, 'wx', 0o600);
+      makePrivateDirectory(dirname(options.path));
       try {
-        fchmodSync(fd, 0o600);
-      } finally {
-        closeSync(fd);
+        const fd = openSync(options.path, 'wx', 0o600);
+        try {
+          fchmodSync(fd, 0o600);
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
+      this.db = new Database(options.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      throw openRefusal(options.path, err);
     }
-    this.db = new Database(options.path);
     try {
       this.db.pragma('busy_timeout = 5000');
       this.db.pragma('journal_mode = WAL');
@@ -169,7 +184,7 @@ export class SqliteQueue implements ContainerQueue {
       this.migrate();
     } catch (err) {
       this.db.close();
-      throw err;
+      throw openRefusal(options.path, err);
     }
     const db = this.db;
     this.statements = {
@@ -236,7 +251,13 @@ export class SqliteQueue implements ContainerQueue {
         RETURNING *`),
     };
     this.updateAlone = db.transaction((uuid: string, action: string, statement: Update, params: Params) => this.update(uuid, action, statement, params)).immediate;
-    const loaded = this.statements.live.all().map((row) => freeze(fromRow(row)));
+    let loaded: Readonly<Container>[];
+    try {
+      loaded = this.statements.live.all().map((row) => freeze(fromRow(row)));
+    } catch (err) {
+      this.db.close();
+      throw openRefusal(options.path, err);
+    }
     for (const container of loaded) {
       this.live.set(container.uuid, container);
       this.index(container);
@@ -246,18 +267,18 @@ export class SqliteQueue implements ContainerQueue {
 
   submit(spec: ContainerSpec): Readonly<Container> {
     const valid = validateSpec(spec);
-    const container = this.insert(valid);
+    const container = this.change(() => this.insert(valid));
     this.remember(container);
-    this.notifier.notify();
+    this.committed();
     return container;
   }
 
   /** submit() of every spec in one transaction, for bulk loads: all are valid and queued, or none. */
   submitMany(specs: readonly ContainerSpec[]): Readonly<Container>[] {
     const valid = specs.map(validateSpec);
-    const containers = this.db.transaction(() => valid.map((spec) => this.insert(spec))).immediate();
+    const containers = this.transact(() => valid.map((spec) => this.insert(spec)));
     for (const container of containers) this.remember(container);
-    if (containers.length > 0) this.notifier.notify();
+    if (containers.length > 0) this.committed();
     return containers;
   }
 
@@ -265,7 +286,7 @@ export class SqliteQueue implements ContainerQueue {
     this.assertOpen();
     const live = this.live.get(uuid);
     if (live !== undefined) return live;
-    const row = this.statements.get.get(uuid);
+    const row = this.read(() => this.statements.get.get(uuid));
     return row === undefined ? undefined : fromRow(row);
   }
 
@@ -274,9 +295,8 @@ export class SqliteQueue implements ContainerQueue {
     if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 0)) {
       throw new RangeError(`limit must be a non-negative integer, got ${limit}`);
     }
-    return this.statements.list
-      .all({ states: states === undefined ? null : JSON.stringify(states), limit: limit ?? -1 })
-      .map(fromRow);
+    const filterParams = { states: states === undefined ? null : JSON.stringify(states), limit: limit ?? -1 };
+    return this.read(() => this.statements.list.all(filterParams)).map(fromRow);
   }
 
   pending(): readonly Readonly<Container>[] {
@@ -296,20 +316,18 @@ export class SqliteQueue implements ContainerQueue {
 
   lockMany(requests: ReadonlyArray<LockRequest>): string[] {
     const now = this.clock.now();
-    const locked = this.db
-      .transaction(() => {
-        const rows: Scalars[] = [];
-        for (const { uuid, instanceId, instanceType } of requests) {
-          const row = this.statements.lock.get({ uuid, instanceId, instanceType, now });
-          // Not queued is an answer; an unknown uuid is a caller's bug, and rolls back the rest.
-          if (row === undefined) this.status(uuid);
-          else rows.push(row);
-        }
-        return rows;
-      })
-      .immediate();
+    const locked = this.transact(() => {
+      const rows: Scalars[] = [];
+      for (const { uuid, instanceId, instanceType } of requests) {
+        const row = this.statements.lock.get({ uuid, instanceId, instanceType, now });
+        // Not queued is an answer; an unknown uuid is a caller's bug, and rolls back the rest.
+        if (row === undefined) this.status(uuid);
+        else rows.push(row);
+      }
+      return rows;
+    });
     for (const row of locked) this.applied(row);
-    if (locked.length > 0) this.notifier.notify();
+    if (locked.length > 0) this.committed();
     return locked.map((row) => row.uuid);
   }
 
@@ -336,24 +354,22 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   requeueOrFail(uuid: string, reason: string): ContainerState {
-    const row = this.db
-      .transaction(() => {
-        const { state, attempts, exit_code: exitCode } = this.status(uuid);
-        if (state !== 'running' && state !== 'locked') throw new ContainerStateError(uuid, state, 'requeue');
-        if (state === 'running' && exitCode !== null) {
-          return this.update(uuid, 'complete', this.statements.completeLost, {
-            reason: `exited with ${exitCode}; its output was not collected: ${reason}`,
-          });
-        }
-        if (attempts < this.maxAttempts) return this.update(uuid, 'requeue', this.statements.requeue, { reason });
-        const times = attempts === 1 ? 'time' : 'times';
-        return this.update(uuid, 'fail', this.statements.failLost, {
-          reason: `lost ${attempts} ${times} (maxAttempts ${this.maxAttempts}); last: ${reason}`,
+    const row = this.transact(() => {
+      const { state, attempts, exit_code: exitCode } = this.status(uuid);
+      if (state !== 'running' && state !== 'locked') throw new ContainerStateError(uuid, state, 'requeue');
+      if (state === 'running' && exitCode !== null) {
+        return this.update(uuid, 'complete', this.statements.completeLost, {
+          reason: `exited with ${exitCode}; its output was not collected: ${reason}`,
         });
-      })
-      .immediate();
+      }
+      if (attempts < this.maxAttempts) return this.update(uuid, 'requeue', this.statements.requeue, { reason });
+      const times = attempts === 1 ? 'time' : 'times';
+      return this.update(uuid, 'fail', this.statements.failLost, {
+        reason: `lost ${attempts} ${times} (maxAttempts ${this.maxAttempts}); last: ${reason}`,
+      });
+    });
     this.applied(row);
-    this.notifier.notify();
+    this.committed();
     return row.state;
   }
 
@@ -365,18 +381,16 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   cancel(uuid: string): Container {
-    const { row, changed } = this.db
-      .transaction(() => {
-        const cancelled = this.statements.cancel.get({ uuid, now: this.clock.now() });
-        if (cancelled !== undefined) return { row: cancelled, changed: true };
-        const row = this.statements.get.get(uuid);
-        if (row === undefined) throw new ContainerNotFoundError(uuid);
-        return { row, changed: false };
-      })
-      .immediate();
+    const { row, changed } = this.transact(() => {
+      const cancelled = this.statements.cancel.get({ uuid, now: this.clock.now() });
+      if (cancelled !== undefined) return { row: cancelled, changed: true };
+      const row = this.statements.get.get(uuid);
+      if (row === undefined) throw new ContainerNotFoundError(uuid);
+      return { row, changed: false };
+    });
     if (changed) {
       this.applied(row);
-      this.notifier.notify();
+      this.committed();
     }
     return fromRow(row);
   }
@@ -390,6 +404,14 @@ export class SqliteQueue implements ContainerQueue {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+
+  /** Healthy unless the last change the file refused (disk full, read-only, I/O error) has had no successful one after it, or corruption was found. */
+  health(): QueueHealth {
+    if (this.problem === null) return { ok: true };
+    const consequence =
+      this.problem.kind === 'corrupt' ? 'nothing more is written to it' : 'containers cannot be submitted or change state until a write succeeds';
+    return { ok: false, error: `queue file ${this.path}: ${this.problem.text}; ${consequence}; ${this.problem.fix}` };
   }
 
   // Writes a new container; memory is the caller's to update once the write has committed.
@@ -421,8 +443,57 @@ export class SqliteQueue implements ContainerQueue {
   }
 
   private mutate(uuid: string, action: string, statement: Update, params: Params): void {
-    const row = this.updateAlone(uuid, action, statement, params);
+    const row = this.change(() => this.updateAlone(uuid, action, statement, params));
     this.applied(row);
+    this.committed();
+  }
+
+  // Every change to the file goes through here, and memory follows only once it has returned, so
+  // a change the file refuses leaves memory as the file is. A storage failure becomes a
+  // QueueUnavailableError and makes the queue unhealthy until a change commits; corruption
+  // makes it unhealthy for good, and the file is not written again.
+  private change<T>(write: () => T): T {
+    if (this.problem?.kind === 'corrupt') throw new QueueUnavailableError(this.path, this.problem);
+    try {
+      return write();
+    } catch (err) {
+      throw this.refused(err, true);
+    }
+  }
+
+  // change() of an immediate transaction.
+  private transact<T>(body: () => T): T {
+    return this.change(() => this.db.transaction(body).immediate());
+  }
+
+  // Reads change no health, unless they find the file corrupt.
+  private read<T>(query: () => T): T {
+    try {
+      return query();
+    } catch (err) {
+      throw this.refused(err, false);
+    }
+  }
+
+  // A storage failure is logged when it begins, not at every refused write; corruption, once found, stays.
+  private refused(err: unknown, writing: boolean): unknown {
+    const problem = storageProblem(err);
+    if (problem === undefined) return err;
+    const counts = writing || problem.kind === 'corrupt';
+    if (counts && this.problem?.kind !== 'corrupt' && this.problem?.text !== problem.text) {
+      this.problem = problem;
+      const message = problem.kind === 'corrupt' ? 'queue file is corrupt; nothing more is written to it' : 'queue file refuses changes';
+      this.logger?.error({ queuePath: this.path, problem: problem.text }, message);
+    }
+    return new QueueUnavailableError(this.path, problem, { cause: err });
+  }
+
+  // A change committed: the file takes writes again. Then the subscribers hear of it.
+  private committed(): void {
+    if (this.problem !== null && this.problem.kind !== 'corrupt') {
+      this.logger?.info({ queuePath: this.path, problem: this.problem.text }, 'queue file takes changes again');
+      this.problem = null;
+    }
     this.notifier.notify();
   }
 
@@ -498,12 +569,15 @@ export class SqliteQueue implements ContainerQueue {
       .transaction(() => {
         const version = this.db.pragma('user_version', { simple: true }) as number;
         if (version > schemaVersion) {
-          throw new Error(
-            `queue database schema version ${version} is newer than this Drover understands (${schemaVersion})`,
+          throw new QueueStorageError(
+            this.path,
+            `queue database schema version ${version} is newer than this Drover understands (${schemaVersion}); run a newer Drover`,
           );
         }
         this.db.exec(schema);
-        if (version < schemaVersion) this.db.pragma(`user_version = ${schemaVersion}`);
+        // Written even when unchanged: a file that takes no writes (read-only) stops start-up here,
+        // not at the first submit.
+        this.db.pragma(`user_version = ${schemaVersion}`);
       })
       .immediate();
   }

@@ -27,8 +27,9 @@ export interface StartSpec {
   docker: boolean;
 }
 
-// tsc does not copy the script into dist/, so from dist/src/runner/ it is found back in the sources.
-const SCRIPT_CANDIDATES = ['./drover-runner.sh', '../../../src/runner/drover-runner.sh', '../../src/runner/drover-runner.sh'];
+// Next to this module under tsx; tsc does not copy it into dist/, so from dist/src/runner/ it is
+// found back in the sources (which a packed install ships too, see "files" in package.json).
+const SCRIPT_CANDIDATES = ['./drover-runner.sh', '../../../src/runner/drover-runner.sh'];
 
 let cachedScript: string | undefined;
 let cachedHash: string | undefined;

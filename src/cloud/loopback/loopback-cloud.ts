@@ -373,7 +373,7 @@ async function closeServer(server: InstanceServer): Promise<void> {
 
 /**
  * Kills whatever still runs in a sandbox (every container the runner started there, by process
- * group), then deletes it.
+ * group, or by process tree when the runner could not give it a group), then deletes it.
  */
 async function removeSandbox(dir: string): Promise<void> {
   const state = join(dir, 'home', RUNNER_STATE);
@@ -403,15 +403,41 @@ async function killContainer(containerDir: string, uuid: string): Promise<void> 
       execFile('docker', ['kill', `drover-${uuid}`], { timeout: 30_000 }, () => resolve());
     });
   }
-  for (const target of [-pid, pid]) {
-    try {
-      process.kill(target, 'SIGKILL');
-      return;
-    } catch (err) {
-      // ESRCH on the group: not a group leader (started without setsid); try the pid alone.
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-    }
+  if (signal(-pid)) return;
+  // Not a group leader (the runner had no setsid, as on macOS): the container is the wrapper's
+  // child, and whatever that started, so the whole tree goes, found before the wrapper dies and
+  // its children are handed to init.
+  const tree = [pid, ...(await descendantsOf(pid))];
+  for (const target of tree) signal(target);
+}
+
+/** SIGKILL to `target` (a pid, or a group when negative); false when there is no such process or group. */
+function signal(target: number): boolean {
+  try {
+    process.kill(target, 'SIGKILL');
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    return false;
   }
+}
+
+/** Every process below `pid`, by `pgrep -P` a generation at a time (the same on Linux and macOS). */
+async function descendantsOf(pid: number): Promise<number[]> {
+  const found: number[] = [];
+  let parents = [pid];
+  // Bounded, in case pids are reused into a loop while this walks.
+  for (let depth = 0; parents.length > 0 && depth < 64; depth++) {
+    const children = await new Promise<number[]>((resolve) => {
+      execFile('pgrep', ['-P', parents.join(',')], { timeout: 10_000 }, (_error, stdout) => {
+        // pgrep exits 1 when nothing matches; no pgrep at all leaves only the pid itself to kill.
+        resolve(String(stdout).split(/\s+/).filter((word) => /^\d+$/.test(word)).map(Number));
+      });
+    });
+    parents = children.filter((child) => !found.includes(child) && child !== pid);
+    found.push(...parents);
+  }
+  return found;
 }
 
 /** "BOOT_ID START_TIME" as drover-runner.sh records it, or undefined without /proc. */

@@ -398,7 +398,7 @@ export class StubCloud implements CloudDriver {
         if (!/^\d+$/.test(bytesWord)) return refuse(runnerExit.usage, `invalid byte count: ${bytesWord}`);
         if (!container) return refuse(runnerExit.unknown, `no container ${uuid}`);
         // As the runner answers: the last BYTES, after a line saying how much was dropped if any.
-        const output = Buffer.from(`stub output of ${uuid}\n`);
+        const output = Buffer.from(simulatedOutput(uuid));
         const bytes = Number(bytesWord);
         if (output.length <= bytes) return ok(output.toString());
         return ok(logTailMarker(output.length, bytes) + output.subarray(output.length - bytes).toString());
@@ -507,6 +507,11 @@ export class StubCloud implements CloudDriver {
     if (probability >= 1) return true;
     return this.random() < probability;
   }
+}
+
+/** A stub container's whole output: it says plainly that nothing ran, so no demo output is mistaken for a result. */
+export function simulatedOutput(uuid: string): string {
+  return `[stub cloud: nothing ran; this is simulated output for ${uuid}]\n`;
 }
 
 /** Env var a container may set to run on the stub for that many ms instead of faults.containerRunMs. */

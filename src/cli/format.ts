@@ -1,0 +1,138 @@
+// How the client commands print containers and instances: tables for listings, labelled lines for one container.
+import type { InstanceEntry } from '../http/server.js';
+import type { InstanceView } from '../pool/pool.js';
+import type { Container } from '../queue/types.js';
+
+/** The fewest characters of a REASON kept, however narrow the line. */
+const minReasonWidth = 20;
+
+/**
+ * The containers as a table, REASON last: one line each (whitespace collapsed), shortened with an
+ * ellipsis so the line fits `lineWidth` when one is given, '-' when there is none.
+ */
+export function containerTable(containers: Container[], now: number, lineWidth?: number): string {
+  const header = ['UUID', 'STATE', 'PRIORITY', 'ATTEMPTS', 'EXIT', 'INSTANCE', 'AGE', 'REASON'];
+  const rows = containers.map((c) => [
+    c.uuid,
+    c.state,
+    String(c.priority),
+    String(c.attempts),
+    c.exitCode === null ? '-' : String(c.exitCode),
+    c.instanceId ?? '-',
+    formatAge(now - c.submittedAt),
+    oneLine(c.reason) ?? '-',
+  ]);
+  if (lineWidth !== undefined) {
+    // Every column but the last is padded to its widest cell, two spaces apart.
+    const before = columnWidths(header, rows).slice(0, -1).reduce((sum, width) => sum + width + 2, 0);
+    const room = Math.max(minReasonWidth, lineWidth - before);
+    for (const row of rows) row[row.length - 1] = shorten(row[row.length - 1] ?? '', room);
+  }
+  return table(header, rows);
+}
+
+// An orphan's TYPE is its unknown type tag and its STATE is `orphan`; it has no idle behaviour or containers.
+export function instanceTable(instances: InstanceEntry[]): string {
+  return table(
+    ['INSTANCE', 'TYPE', 'STATE', 'IDLE', 'RUNNING'],
+    instances.map((i) =>
+      i.orphan
+        ? [i.instanceId, i.instanceTypeTag ?? '-', 'orphan', '-', '-']
+        : [instanceName(i), i.instanceType, i.state, i.idleBehavior, String(i.running.length)],
+    ),
+  );
+}
+
+/** What the operator should do about the orphans in the listing; null if there are none. */
+export function orphanHint(instances: InstanceEntry[]): string | null {
+  const orphans = instances.filter((i) => i.orphan).length;
+  if (orphans === 0) return null;
+  const [count, carry, it, its] = orphans === 1 ? ['1 orphan', 'carries', 'it', 'its'] : [`${orphans} orphans`, 'carry', 'them', 'their'];
+  return (
+    `hint: ${count} ${carry} this pool's tag but an instance type the config does not define (${its} TYPE above); ` +
+    `the pool neither counts nor manages ${it}, and \`drover instance kill\` cannot reach ${it}. ` +
+    `Destroy ${it} with the cloud's own tools, or add ${its} type to instanceTypes in the config.\n`
+  );
+}
+
+/**
+ * Every field of one container, a labelled line each. The environment shows its names only: its
+ * values may be secrets, and `drover show --json` prints them for whoever needs them.
+ */
+export function containerDetails(c: Container, now: number): string {
+  const { vcpus, ramMiB, scratchGiB, gpus, preemptible } = c.constraints;
+  const envNames = Object.keys(c.env).sort();
+  const fields: [string, string][] = [
+    ['uuid', c.uuid],
+    ['state', c.state],
+    ['exit code', c.exitCode === null ? '-' : String(c.exitCode)],
+    ['reason', c.reason ?? '-'],
+    ['attempts', String(c.attempts)],
+    ['instance', c.instanceId ?? '-'],
+    ['type', c.instanceType ?? '-'],
+    ['priority', String(c.priority)],
+    [
+      'constraints',
+      `${plural(vcpus, 'vCPU')}, ${ramMiB} MiB RAM, ${scratchGiB} GiB scratch, ${plural(gpus, 'GPU')}, ${preemptible ? 'preemptible' : 'not preemptible'}`,
+    ],
+    ['image', c.image ?? '-'],
+    ['command', c.command.map(quoteWord).join(' ')],
+    ['env', envNames.length === 0 ? '-' : `${envNames.join(' ')} (values not shown)`],
+    ['submitted', formatTime(c.submittedAt, now)],
+    ['started', c.startedAt === null ? '-' : formatTime(c.startedAt, now)],
+    ['finished', c.finishedAt === null ? '-' : formatTime(c.finishedAt, now)],
+    ['updated', formatTime(c.updatedAt, now)],
+  ];
+  const width = Math.max(...fields.map(([label]) => label.length)) + 2;
+  // A value of several lines (a long reason, say) keeps them, indented under its first.
+  return fields.map(([label, value]) => `${label.padEnd(width)}${value.replace(/\n/g, `\n${' '.repeat(width)}`)}\n`).join('');
+}
+
+// An instance still being created has no cloud id yet; its worker id is what the pool accepts instead.
+export function instanceName(view: InstanceView): string {
+  return view.instanceId ?? view.workerId;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = columnWidths(header, rows);
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .concat('\n');
+  return [header, ...rows].map(line).join('');
+}
+
+function columnWidths(header: string[], rows: string[][]): number[] {
+  return header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)));
+}
+
+function oneLine(text: string | null): string | null {
+  const line = text?.replace(/\s+/g, ' ').trim();
+  return line ? line : null;
+}
+
+function shorten(text: string, width: number): string {
+  return text.length <= width ? text : `${text.slice(0, width - 1)}…`;
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+// As a POSIX shell would need it to read the word back: bare when that is safe, else single-quoted.
+function quoteWord(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+function formatTime(ms: number, now: number): string {
+  return `${new Date(ms).toISOString()} (${formatAge(now - ms)} ago)`;
+}
+
+function formatAge(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86_400)}d`;
+}

@@ -1,0 +1,198 @@
+// `drover logs UUID --follow` and the logs route's `since`: every byte of output printed once, a drop said in a line.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exitCodes } from '../src/cli/exit-codes.js';
+import { buildServer, startServer, type ApiDeps } from '../src/http/server.js';
+import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { logTailMarker, type Container, type ContainerSpec } from '../src/queue/types.js';
+import { runDrover } from './support/run-drover.js';
+
+const token = 'follow-token';
+/** What the fake runner keeps of a container's output, as `drover-runner logs UUID 64` would. */
+const tailBytes = 64;
+
+const spec: ContainerSpec = {
+  image: null,
+  command: ['sh', '-c', 'echo hi'],
+  env: {},
+  constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
+  priority: 0,
+};
+
+/** Each running container's output so far, as the runner on its instance holds it. */
+const outputs = new Map<string, string>();
+
+/** What `drover-runner logs UUID BYTES` prints: the last BYTES, after a line saying what was dropped. */
+function runnerTail(output: string, bytes: number): string {
+  const all = Buffer.from(output, 'utf8');
+  if (all.length <= bytes) return output;
+  return logTailMarker(all.length, bytes) + all.subarray(all.length - bytes).toString('utf8');
+}
+
+let dir: string;
+let queue: SqliteQueue;
+let deps: ApiDeps;
+let app: FastifyInstance;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'drover-follow-'));
+  queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
+  deps = {
+    queue,
+    pool: { instances: () => [], orphans: () => [], instance: () => undefined, setIdleBehavior: () => undefined, shutdown: () => false },
+    token,
+    registry: new Registry(),
+    logger: pino({ level: 'silent' }),
+    liveLogs: async (container: Container) => {
+      const output = outputs.get(container.uuid);
+      return output === undefined ? null : runnerTail(output, tailBytes);
+    },
+  };
+  app = buildServer(deps);
+  await app.ready();
+});
+
+afterAll(async () => {
+  await app.close();
+  queue.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function running(output: string): string {
+  const { uuid } = queue.submit(spec);
+  queue.lock(uuid, 'i-1', 'small');
+  queue.markRunning(uuid, 'i-1', 'small');
+  outputs.set(uuid, output);
+  return uuid;
+}
+
+async function logs(uuid: string, query = ''): Promise<{ status: number; text: string; total: string | undefined }> {
+  const response = await app.inject({ method: 'GET', url: `/containers/${uuid}/logs${query}`, headers: { authorization: `Bearer ${token}` } });
+  return { status: response.statusCode, text: response.body, total: response.headers['drover-output-bytes'] as string | undefined };
+}
+
+describe('GET /containers/:uuid/logs', () => {
+  it('says how many bytes of output there are, and answers the tail as before without since', async () => {
+    const long = `${'x'.repeat(100)}\n`;
+    const uuid = running(long);
+    expect(await logs(uuid)).toEqual({ status: 200, text: runnerTail(long, tailBytes), total: '101' });
+    expect(await logs(running('short\n'))).toEqual({ status: 200, text: 'short\n', total: '6' });
+  });
+
+  it('with since, answers the output from that byte on, nothing past its end', async () => {
+    const uuid = running('line one\nline two\n');
+    expect(await logs(uuid, '?since=0')).toEqual({ status: 200, text: 'line one\nline two\n', total: '18' });
+    expect(await logs(uuid, '?since=9')).toEqual({ status: 200, text: 'line two\n', total: '18' });
+    expect(await logs(uuid, '?since=18')).toEqual({ status: 200, text: '', total: '18' });
+    expect(await logs(uuid, '?since=50')).toEqual({ status: 200, text: '', total: '18' });
+  });
+
+  it('with since before what the tail holds, says in a line how many bytes were dropped, then gives the tail', async () => {
+    const output = `${'a'.repeat(20)}${'b'.repeat(60)}${'c'.repeat(20)}`;
+    const uuid = running(output);
+    const { text, total } = await logs(uuid, '?since=20');
+    expect(total).toBe('100');
+    expect(text).toBe(`[drover: 16 bytes of output, from byte 20 to 36, were dropped before they were read; the daemon keeps the last 64]\n${output.slice(36)}`);
+    // Inside the tail, nothing is dropped.
+    expect((await logs(uuid, '?since=90')).text).toBe('c'.repeat(10));
+  });
+
+  it('counts bytes, and never starts a piece inside a character', async () => {
+    const uuid = running('é€x');
+    expect(await logs(uuid, '?since=2')).toMatchObject({ text: '€x', total: '6' });
+    // Byte 3 is inside '€' (bytes 2 to 4), which the piece ending at byte 3 held the start of.
+    expect((await logs(uuid, '?since=3')).text).toBe('x');
+  });
+
+  it('refuses a since that is no byte count', async () => {
+    const uuid = running('x');
+    for (const since of ['-1', 'abc', '1.5']) {
+      const { status, text } = await logs(uuid, `?since=${since}`);
+      expect(status).toBe(400);
+      expect(text).toContain('querystring/since');
+    }
+  });
+
+  it("reads a finished container's stored tail the same way", async () => {
+    const uuid = running('');
+    outputs.delete(uuid);
+    queue.complete(uuid, 0, runnerTail(`${'y'.repeat(90)}end\n`, tailBytes));
+    expect(await logs(uuid, '?since=80')).toMatchObject({ text: `${'y'.repeat(10)}end\n`, total: '94' });
+  });
+});
+
+describe('drover logs --follow', () => {
+  it('prints the output so far, then each new byte once, says what the tail dropped, and ends when the container is final', async () => {
+    const server = await startServer(deps, { address: '127.0.0.1', port: 0 });
+    const uuid = running('first\n');
+    const big = `${'m'.repeat(99)}\n`;
+    const dropped = `[drover: 36 bytes of output, from byte 13 to 49, were dropped before they were read; the daemon keeps the last 64]\n`;
+    // Each step waits for the CLI to print what came before, so every poll sees at most one change.
+    const steps: [string, () => void][] = [
+      ['first\n', () => outputs.set(uuid, 'first\nsecond\n')],
+      ['second\n', () => outputs.set(uuid, `first\nsecond\n${big}`)],
+      [
+        big.slice(-64),
+        () => {
+          // The last output comes as it ends: only the stored tail has it.
+          queue.complete(uuid, 3, runnerTail(`first\nsecond\n${big}last\n`, tailBytes));
+          outputs.delete(uuid);
+        },
+      ],
+    ];
+    try {
+      const result = await runDrover(['logs', uuid, '--follow'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
+        onStdout: (stdout) => {
+          const next = steps[0];
+          if (next && stdout.endsWith(next[0])) {
+            steps.shift();
+            next[1]();
+          }
+        },
+      });
+      expect(result.stdout).toBe(`first\nsecond\n${dropped}${big.slice(-64)}last\n`);
+      expect(result.stderr).toBe(`drover: ${uuid} complete, exit code 3\n`);
+      expect(result.code).toBe(exitCodes.ok);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('starts afresh, after a line saying so, when the container is started again', async () => {
+    const server = await startServer(deps, { address: '127.0.0.1', port: 0 });
+    const uuid = running('attempt one\n');
+    const steps: [string, () => void][] = [
+      [
+        'attempt one\n',
+        () => {
+          queue.requeueOrFail(uuid, 'instance i-1 was lost');
+          queue.lock(uuid, 'i-2', 'small');
+          queue.markRunning(uuid, 'i-2', 'small');
+          outputs.set(uuid, 'attempt two\n');
+        },
+      ],
+      ['attempt two\n', () => queue.complete(uuid, 0, 'attempt two\n')],
+    ];
+    try {
+      const result = await runDrover(['logs', uuid, '-f'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
+        onStdout: (stdout) => {
+          const next = steps[0];
+          if (next && stdout.endsWith(next[0])) {
+            steps.shift();
+            next[1]();
+          }
+        },
+      });
+      expect(result.stdout).toBe('attempt one\n[drover: attempt 2 started; its output follows]\nattempt two\n');
+      expect(result.stderr).toBe(`drover: ${uuid} complete, exit code 0\n`);
+      expect(result.code).toBe(exitCodes.ok);
+    } finally {
+      await server.close();
+    }
+  });
+});
