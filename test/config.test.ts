@@ -345,6 +345,13 @@ instanceTypes:
     expect(config.cloud.loopback.directory).toBe('/var/lib/drover');
   });
 
+  it('resolves relative ssh.privateKeyFile and ssh.hostKeysFile against the home, and leaves them null when unset', () => {
+    const config = parseConfig(`${withState({})}ssh: { privateKeyFile: keys/id_ed25519, hostKeysFile: /etc/drover/known_hosts }\n`, 'test.yml', { home });
+    expect(config.ssh.privateKeyFile).toBe(join(home, 'keys', 'id_ed25519'));
+    expect(config.ssh.hostKeysFile).toBe('/etc/drover/known_hosts');
+    expect(parseConfig(withState({}), 'test.yml', { home }).ssh).toMatchObject({ privateKeyFile: null, hostKeysFile: null });
+  });
+
   it('leaves pool.runnerCommand, a path on the instance, as written', () => {
     expect(parseConfig(withState({ runner: '.drover/drover-runner' }), 'test.yml', { home }).pool.runnerCommand).toBe('.drover/drover-runner');
   });

@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { pino, type Logger } from 'pino';
@@ -258,6 +259,30 @@ describe('a start the queue could not record, on the stub cloud', () => {
   });
 });
 
+/** The QueueStorageError message `nobody` gets opening the queue at `path` (run as root only; needs setpriv). */
+async function refusalAsNobody(path: string): Promise<string> {
+  chmodSync(join(path, '..'), 0o755);
+  const script = `
+    const { SqliteQueue } = await import(${JSON.stringify(pathToFileURL(resolve('src/queue/sqlite-queue.ts')).href)});
+    const { QueueStorageError } = await import(${JSON.stringify(pathToFileURL(resolve('src/queue/storage.ts')).href)});
+    try { new SqliteQueue({ path: ${JSON.stringify(path)}, maxAttempts: 3 }); process.stdout.write('opened'); }
+    catch (error) { process.stdout.write(error instanceof QueueStorageError ? error.message : 'other: ' + error); }`;
+  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HOME: tmpdir() },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((done, reject) => {
+    child.on('error', reject);
+    child.on('close', done);
+  });
+  expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+  return stdout;
+}
+
 describe('a queue file that cannot be used stops start-up', () => {
   const tempQueue = (content?: Buffer): string => {
     const path = join(mkdtempSync(join(tmpdir(), 'drover-storage-')), 'queue.sqlite');
@@ -288,12 +313,13 @@ describe('a queue file that cannot be used stops start-up', () => {
     );
   });
 
-  // Root writes through file modes, so this needs an ordinary user.
-  it.skipIf(process.getuid?.() === 0)('a read-only file: read-only', () => {
+  // Root writes through file modes, so as root the queue is opened by `nobody` in a child process.
+  it('a read-only file: read-only', async () => {
     const path = tempQueue();
     new SqliteQueue({ path, maxAttempts: 3 }).close();
-    chmodSync(path, 0o400);
-    expect(refusal(path).message).toMatch(new RegExp(`^queue\\.path: ${path}: the file is read-only \\(SQLite: .*\\); make it, its -wal`));
+    chmodSync(path, 0o444);
+    const message = process.getuid?.() === 0 ? await refusalAsNobody(path) : refusal(path).message;
+    expect(message).toMatch(new RegExp(`^queue\\.path: ${path}: the file is read-only \\(SQLite: .*\\); make it, its -wal`));
   });
 
   it('startDaemon throws it before the token or the cloud are touched', async () => {

@@ -57,8 +57,8 @@ export function parseConfig(yamlText: string, source: string, options: ConfigOpt
 }
 
 /**
- * The daemon's state paths, made absolute: a relative queue.path, http.tokenFile or
- * cloud.loopback.directory is relative to the state directory `home`, never to the working
+ * The daemon's state paths, made absolute: a relative queue.path, http.tokenFile,
+ * cloud.loopback.directory, ssh.privateKeyFile or ssh.hostKeysFile is relative to the state directory `home`, never to the working
  * directory or the config file's, so one config means the same state wherever it is run from.
  * pool.runnerCommand is a path on the instance and stays as written.
  */
@@ -68,6 +68,11 @@ function resolveStatePaths(config: Config, home: string): Config {
     queue: { ...config.queue, path: resolve(home, config.queue.path) },
     http: { ...config.http, tokenFile: resolve(home, config.http.tokenFile) },
     cloud: { ...config.cloud, loopback: { ...config.cloud.loopback, directory: resolve(home, config.cloud.loopback.directory) } },
+    ssh: {
+      ...config.ssh,
+      privateKeyFile: config.ssh.privateKeyFile === null ? null : resolve(home, config.ssh.privateKeyFile),
+      hostKeysFile: config.ssh.hostKeysFile === null ? null : resolve(home, config.ssh.hostKeysFile),
+    },
   };
 }
 
