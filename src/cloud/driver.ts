@@ -30,7 +30,16 @@ export interface CloudInstance {
 
 export interface CreateRequest {
   instanceType: InstanceType;
+  /** Put on the instance (and, where the cloud has them, its volumes) in the same call that creates it. */
   tags: Tags;
+  /**
+   * A shell script the instance runs as root at first boot (EC2 user data, GCE startup-script):
+   * it installs `sshPublicKey` and writes the instance secret. Drivers whose instances are not VMs
+   * (stub, loopback) may ignore it.
+   */
+  initScript?: string;
+  /** The dispatcher's SSH public key in OpenSSH form (`ssh-ed25519 AAAA... drover`), for drivers that install it themselves. */
+  sshPublicKey?: string;
 }
 
 export interface CloudDriver {
@@ -51,4 +60,6 @@ export const tagKeys = {
   instanceType: 'drover-instance-type',
   idleBehavior: 'drover-idle-behavior',
   createToken: 'drover-create-token',
+  /** A random value per create, also written onto the instance, checked on first SSH contact. */
+  secret: 'drover-secret',
 } as const;

@@ -31,11 +31,17 @@ export class CapacityError extends CloudError {
   override readonly kind = 'capacity' as const;
   /** The instance type name that is out of capacity; undefined means every type (zone-wide). */
   readonly instanceType: string | undefined;
-  constructor(message: string, instanceType?: string, options?: { cause?: unknown }) {
+  /** The zone that is out, when the provider said; undefined means wherever the create was tried. */
+  readonly zone: string | undefined;
+  constructor(message: string, instanceType?: string, options?: { cause?: unknown; zone?: string }) {
     super(message, options);
     this.instanceType = instanceType;
+    this.zone = options?.zone;
   }
 }
+
+/** The driver's credentials are missing or refused: nothing will work until the operator fixes them. */
+export class CredentialsError extends CloudError {}
 
 /** The class name logged and counted for an error, e.g. QuotaError, or Error for anything else. */
 export function errorClass(error: unknown): string {
