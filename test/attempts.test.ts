@@ -1,4 +1,6 @@
-// How the pool reads a runner `start` answer: whose fault a refusal is, and when only a list can tell.
+// How the pool reads a runner `start` answer: whose fault a refusal is, and when only a list can tell;
+// the ledger's sums; copies on the wrong instance; what a long spell of refused queue writes logs.
+import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
@@ -58,27 +60,27 @@ describe('AllocationLedger', () => {
   });
 });
 
-describe('Attempts: copies of a container on the wrong instance', () => {
-  const container = (uuid: string, state: Container['state'], instanceId: string | null): Container => ({
-    uuid,
-    state,
-    image: null,
-    command: ['true'],
-    env: {},
-    constraints: { vcpus: 1, ramMiB: 64, scratchGiB: 0, gpus: 0, preemptible: false },
-    priority: 0,
-    attempts: 1,
-    exitCode: null,
-    instanceId,
-    instanceType: 't',
-    logTail: '',
-    reason: null,
-    submittedAt: 0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-  });
+const container = (uuid: string, state: Container['state'], instanceId: string | null): Container => ({
+  uuid,
+  state,
+  image: null,
+  command: ['true'],
+  env: {},
+  constraints: { vcpus: 1, ramMiB: 64, scratchGiB: 0, gpus: 0, preemptible: false },
+  priority: 0,
+  attempts: 1,
+  exitCode: null,
+  instanceId,
+  instanceType: 't',
+  logTail: '',
+  reason: null,
+  submittedAt: 0,
+  startedAt: null,
+  finishedAt: null,
+  updatedAt: 0,
+});
 
+describe('Attempts: copies of a container on the wrong instance', () => {
   function setUp() {
     const queue = new Map<string, Container>();
     const writes: string[] = [];
@@ -157,6 +159,85 @@ describe('Attempts: copies of a container on the wrong instance', () => {
     await settle();
     expect(commands()).toEqual(["B: 'r' kill TERM 'y'"]);
     expect(attempts.ledger.on('B')).toEqual([]);
+    attempts.stop();
+  });
+});
+
+describe('Attempts: a long spell of refused queue writes', () => {
+  it("logs each container's failure once a spell (repeats at debug), and again once a write has committed", async () => {
+    const queue = new Map([
+      ['x', container('x', 'locked', 'iA')],
+      ['y', container('y', 'locked', 'iA')],
+    ]);
+    // The disk is full for these containers' writes.
+    const refusing = new Set(['x', 'y']);
+    const lines: Array<{ level: number; msg: string; containerUuid?: string; error?: string }> = [];
+    const sink = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as (typeof lines)[number]);
+        done();
+      },
+    });
+    const refused = 'the queue file q cannot be used: the disk is full (SQLite: database or disk is full)';
+    const unused = () => {
+      throw new Error('not expected here');
+    };
+    const attempts = new Attempts({
+      records: {
+        get: (uuid) => queue.get(uuid),
+        liveOn: (instanceId) => [...queue.values()].filter((c) => c.instanceId === instanceId && (c.state === 'locked' || c.state === 'running')),
+        lock: () => false,
+        markRunning: (uuid) => {
+          if (refusing.has(uuid)) throw new Error(refused);
+          queue.set(uuid, { ...queue.get(uuid)!, state: 'running' });
+        },
+        unlock: unused,
+        recordExit: unused,
+        complete: unused,
+        setLogTail: unused,
+        requeueOrFail: unused,
+        fail: unused,
+      },
+      clock: systemClock,
+      logger: pino({ level: 'debug' }, sink),
+      runnerCommand: 'r',
+      docker: false,
+      // The watch session never answers within the test; nothing else is run.
+      run: () => new Promise(() => {}),
+      changed: () => {},
+      startSettled: () => {},
+      uncertainDeadlineMs: 600_000,
+      killRetryMs: 30_000,
+      watchSeconds: 25,
+      watchRetryMs: 5_000,
+      maxRefusals: 10,
+    });
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    const logged = (level: number, msg: string) => lines.filter((line) => line.level === level && line.msg === msg).map((line) => line.containerUuid);
+    const writeFailed = 'queue write failed: mark running';
+    const unrecorded = 'its start could not be recorded in the queue; the runner list decides it';
+    const a = { workerId: 'A', instanceId: 'iA', instanceType: 't' };
+
+    // A probe a second: each list shows both running, and each time their start cannot be recorded.
+    for (let second = 1; second <= 5; second++) {
+      attempts.listed(a, { running: ['x', 'y'], exited: new Map() }, second * 1_000);
+      await settle();
+    }
+    expect(logged(50, writeFailed)).toEqual(['x', 'y']);
+    expect(lines.find((line) => line.msg === writeFailed)?.error).toBe(refused);
+    expect(logged(40, unrecorded)).toEqual(['x', 'y']);
+    expect(logged(20, writeFailed)).toHaveLength(8);
+    expect(logged(20, unrecorded)).toHaveLength(8);
+
+    // y's start is recorded: the file takes writes, so x's next failure begins a new spell.
+    refusing.delete('y');
+    attempts.listed(a, { running: ['x', 'y'], exited: new Map() }, 6_000);
+    await settle();
+    expect(queue.get('y')?.state).toBe('running');
+    attempts.listed(a, { running: ['x', 'y'], exited: new Map() }, 7_000);
+    await settle();
+    expect(logged(50, writeFailed)).toEqual(['x', 'y', 'x']);
+    expect(logged(40, unrecorded)).toEqual(['x', 'y', 'x']);
     attempts.stop();
   });
 });

@@ -231,8 +231,19 @@ describe('drover client commands', () => {
     const { DROVER_URL: _url, DROVER_TOKEN: _token, ...withoutDrover } = env;
     const result = await runDrover(['containers', '--config', config], withoutDrover);
     expect(result.code).toBe(exitCodes.settings);
-    expect(result.stderr).toContain(`drover: no API token file at ${tokenFile}`);
-    expect(result.stderr).toContain('the daemon writes it on its first start');
+    expect(result.stderr).toContain(`drover: no daemon has been started with ${config}: there is no API token file at ${tokenFile}`);
+    expect(result.stderr).toContain(`which the daemon writes on its first start; start it with \`drover run --config ${config}\``);
+    expect(result.stdout).toBe('');
+  });
+
+  it('on a DROVER_HOME where no daemon ever ran, says so and how to start one, with the settings code', async () => {
+    const home = mkdtempSync(join(dir, 'fresh-home-'));
+    const { DROVER_URL: _url, DROVER_TOKEN: _token, ...inherited } = env;
+    const result = await runDrover(['containers'], { ...inherited, DROVER_HOME: home });
+    expect(result.code).toBe(exitCodes.settings);
+    expect(result.stderr).toMatch(
+      new RegExp(`^drover: no daemon has been started in DROVER_HOME ${home}: there is no API token file at ${home}/token .*; start it with \`drover run\` \\(\`npm start\` in the repository\\), or set DROVER_TOKEN`),
+    );
     expect(result.stdout).toBe('');
   });
 

@@ -24,13 +24,16 @@ const spec: ContainerSpec = {
   priority: 0,
 };
 
-/** Each running container's output so far, as the runner on its instance holds it. */
-const outputs = new Map<string, string>();
+/** Each running container's output so far, as the runner on its instance holds it: bytes, which may end inside a character. */
+const outputs = new Map<string, string | Buffer>();
 
-/** What `drover-runner logs UUID BYTES` prints: the last BYTES, after a line saying what was dropped. */
-function runnerTail(output: string, bytes: number): string {
-  const all = Buffer.from(output, 'utf8');
-  if (all.length <= bytes) return output;
+/**
+ * What the daemon makes of `drover-runner logs UUID BYTES`: the last BYTES, after a line saying
+ * what was dropped, decoded as the SSH executor does (bytes that are no whole character become U+FFFD).
+ */
+function runnerTail(output: string | Buffer, bytes: number): string {
+  const all = typeof output === 'string' ? Buffer.from(output, 'utf8') : output;
+  if (all.length <= bytes) return all.toString('utf8');
   return logTailMarker(all.length, bytes) + all.subarray(all.length - bytes).toString('utf8');
 }
 
@@ -63,7 +66,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function running(output: string): string {
+function running(output: string | Buffer): string {
   const { uuid } = queue.submit(spec);
   queue.lock(uuid, 'i-1', 'small');
   queue.markRunning(uuid, 'i-1', 'small');
@@ -74,6 +77,11 @@ function running(output: string): string {
 async function logs(uuid: string, query = ''): Promise<{ status: number; text: string; total: string | undefined }> {
   const response = await app.inject({ method: 'GET', url: `/containers/${uuid}/logs${query}`, headers: { authorization: `Bearer ${token}` } });
   return { status: response.statusCode, text: response.body, total: response.headers['drover-output-bytes'] as string | undefined };
+}
+
+/** Bytes as printf would write them: `bytes('a', [0xe2, 0x82])`. */
+function bytes(...parts: (string | number[])[]): Buffer {
+  return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part, 'utf8') : Buffer.from(part))));
 }
 
 describe('GET /containers/:uuid/logs', () => {
@@ -107,6 +115,47 @@ describe('GET /containers/:uuid/logs', () => {
     expect(await logs(uuid, '?since=2')).toMatchObject({ text: '€x', total: '6' });
     // Byte 3 is inside '€' (bytes 2 to 4), which the piece ending at byte 3 held the start of.
     expect((await logs(uuid, '?since=3')).text).toBe('x');
+  });
+
+  it('leaves a live read ending inside a character out of the text and the count, so the next read gives the character whole', async () => {
+    // printf 'a\342\202', then later printf '\254b\n': the euro sign is split across two reads.
+    const uuid = running(bytes('a', [0xe2, 0x82]));
+    expect(await logs(uuid, '?since=0')).toMatchObject({ text: 'a', total: '1' });
+    expect(await logs(uuid)).toMatchObject({ text: 'a', total: '1' });
+    outputs.set(uuid, bytes('a', [0xe2, 0x82, 0xac], 'b\n'));
+    expect(await logs(uuid, '?since=1')).toMatchObject({ text: '€b\n', total: '6' });
+  });
+
+  it('does the same past the kept tail, where the count comes from the runner', async () => {
+    // 100 bytes, then the first two of a three-byte character: the runner counts 102.
+    const uuid = running(bytes('x'.repeat(100), [0xe2, 0x82]));
+    expect(await logs(uuid, '?since=90')).toMatchObject({ text: 'x'.repeat(10), total: '100' });
+    outputs.set(uuid, bytes('x'.repeat(100), [0xe2, 0x82, 0xac], 'b\n'));
+    expect(await logs(uuid, '?since=100')).toMatchObject({ text: '€b\n', total: '105' });
+
+    // The kept tail also starts inside a character: 40 euro signs (120 bytes) and half of another.
+    const euros = running(bytes('€'.repeat(40), [0xe2, 0x82]));
+    expect(await logs(euros, '?since=117')).toMatchObject({ text: '€', total: '120' });
+    outputs.set(euros, bytes('€'.repeat(41), 'b\n'));
+    expect(await logs(euros, '?since=120')).toMatchObject({ text: '€b\n', total: '125' });
+  });
+
+  it("keeps a finished container's last U+FFFD: its output will not grow", async () => {
+    const uuid = running('');
+    outputs.delete(uuid);
+    queue.complete(uuid, 0, bytes('a', [0xe2, 0x82]).toString('utf8'));
+    expect(await logs(uuid, '?since=1')).toMatchObject({ text: '\uFFFD', total: '4' });
+  });
+
+  it('names the attempt the output belongs to', async () => {
+    const uuid = running('one\n');
+    const first = await app.inject({ method: 'GET', url: `/containers/${uuid}/logs?since=0`, headers: { authorization: `Bearer ${token}` } });
+    expect(first.headers['drover-attempt']).toBe('1');
+    queue.requeueOrFail(uuid, 'instance i-1 was lost');
+    queue.lock(uuid, 'i-2', 'small');
+    queue.markRunning(uuid, 'i-2', 'small');
+    const second = await app.inject({ method: 'GET', url: `/containers/${uuid}/logs`, headers: { authorization: `Bearer ${token}` } });
+    expect(second.headers['drover-attempt']).toBe('2');
   });
 
   it('refuses a since that is no byte count', async () => {
@@ -190,6 +239,59 @@ describe('drover logs --follow', () => {
       });
       expect(result.stdout).toBe('attempt one\n[drover: attempt 2 started; its output follows]\nattempt two\n');
       expect(result.stderr).toBe(`drover: ${uuid} complete, exit code 0\n`);
+      expect(result.code).toBe(exitCodes.ok);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('prints a new attempt once when it starts between reading the state and reading the output', async () => {
+    // Runs `between` once, right after the next read of a container, so what the CLI reads next
+    // (the output) already belongs to the attempt that read did not see.
+    let between: (() => void) | undefined;
+    const racing = new Proxy(queue, {
+      get(target, key) {
+        if (key === 'get') {
+          return (uuid: string) => {
+            const container = target.get(uuid);
+            const run = between;
+            between = undefined;
+            run?.();
+            return container;
+          };
+        }
+        const value: unknown = Reflect.get(target, key, target);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const server = await startServer({ ...deps, queue: racing }, { address: '127.0.0.1', port: 0 });
+    const uuid = running('attempt one\n');
+    const second = 'attempt two: a longer line\n';
+    const steps: [string, () => void][] = [
+      [
+        'attempt one\n',
+        () => {
+          between = () => {
+            queue.requeueOrFail(uuid, 'instance i-1 was lost');
+            queue.lock(uuid, 'i-2', 'small');
+            queue.markRunning(uuid, 'i-2', 'small');
+            outputs.set(uuid, second);
+          };
+        },
+      ],
+      [second, () => queue.complete(uuid, 0, second)],
+    ];
+    try {
+      const result = await runDrover(['logs', uuid, '-f'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
+        onStdout: (stdout) => {
+          const next = steps[0];
+          if (next && stdout.endsWith(next[0])) {
+            steps.shift();
+            next[1]();
+          }
+        },
+      });
+      expect(result.stdout).toBe(`attempt one\n[drover: attempt 2 started; its output follows]\n${second}`);
       expect(result.code).toBe(exitCodes.ok);
     } finally {
       await server.close();

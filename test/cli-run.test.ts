@@ -1,14 +1,20 @@
 // `drover run` as an operator starts it: a bad config stops start-up naming the key; the stub
 // config from README's first command starts the pool and logs instance transitions.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { parseDocument, type Document } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 
 const cli = ['--import', 'tsx', 'src/cli/main.ts'];
+
+// The temp directories stubConfig made, removed after each test (its daemon has stopped by then).
+const made: string[] = [];
+afterEach(() => {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
 
 function runDrover(args: string[], until?: (stdout: string) => boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -36,6 +42,7 @@ function runDrover(args: string[], until?: (stdout: string) => boolean): Promise
  */
 function stubConfig(edit: (doc: Document) => void = () => {}, port = 0): string {
   const dir = mkdtempSync(join(tmpdir(), 'drover-cli-'));
+  made.push(dir);
   const doc = parseDocument(readFileSync('config/stub.yml', 'utf8'));
   doc.setIn(['queue', 'path'], join(dir, 'queue.sqlite'));
   doc.setIn(['http', 'tokenFile'], join(dir, 'token'));

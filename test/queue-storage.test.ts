@@ -4,7 +4,7 @@
 // that cannot be used at all stops start-up, naming queue.path, the file and what is wrong.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -18,9 +18,26 @@ import { parseConfig } from '../src/config/load.js';
 import { startDaemon } from '../src/daemon/daemon.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import { QueueStorageError, QueueUnavailableError } from '../src/queue/storage.js';
+import type { Container } from '../src/queue/types.js';
 import type { Executor } from '../src/ssh/executor.js';
-import { DispatchHarness, queuePath, spec } from './support/dispatch-harness.js';
+import { DispatchHarness, spec } from './support/dispatch-harness.js';
 import { createStub, useFakeClock, type LogLine } from './support/pool-harness.js';
+
+// Every temp directory a test makes goes when it ends.
+const made: string[] = [];
+afterEach(() => {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-storage-'));
+  made.push(dir);
+  return dir;
+}
+
+function queuePath(): string {
+  return join(tempDir(), 'queue.sqlite');
+}
 
 /**
  * Fills the disk under the queue, as far as the queue's own connection can tell: SQLite itself
@@ -161,7 +178,7 @@ function stubConfigText(dir: string, queue: string): string {
 
 describe('/healthz and POST /containers on a full disk, through the daemon', () => {
   it('503 with the reason while the queue cannot be written, 200 again once a write succeeds', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'drover-storage-'));
+    const dir = tempDir();
     const config = parseConfig(stubConfigText(dir, join(dir, 'queue.sqlite')), 'config/stub.yml (test copy)');
     // Nothing moves on this clock: no pass, probe or sync interferes.
     const daemon = await startDaemon(config, { clock: new SimulatedClock(), logger: pino({ level: 'silent' }) });
@@ -210,6 +227,7 @@ describe('a start the queue could not record, on the stub cloud', () => {
     let free: (() => void) | null = null;
     const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 }, containerRunMs });
     const h: DispatchHarness = new DispatchHarness(stub, {
+      queuePath: queuePath(),
       wrapExecutor: (executor): Executor => ({
         run: async (command, options) => {
           const result = await executor.run(command, options);
@@ -220,7 +238,40 @@ describe('a start the queue could not record, on the stub cloud', () => {
         close: () => executor.close(),
       }),
     });
-    return { h, free: () => free?.() };
+    return {
+      h,
+      free: () => {
+        free?.();
+        free = () => {};
+      },
+    };
+  }
+
+  type Row = Pick<Container, 'state' | 'attempts' | 'exitCode' | 'startedAt'>;
+  const row = (h: DispatchHarness, uuid: string): Row => {
+    const { state, attempts, exitCode, startedAt } = h.queue.get(uuid)!;
+    return { state, attempts, exitCode, startedAt };
+  };
+
+  /**
+   * Runs `around` at the container's first exit record, which follows a new try at its start record
+   * (the attempt writes both on an exit): the disk was full for the start until then. Returns the
+   * rows the queue held right before and right after each exit record, and whether it was healthy.
+   */
+  function atFirstExit(h: DispatchHarness, around: (recordExit: () => void) => void): Array<{ before: Row; healthy: boolean; after: Row }> {
+    const recordExit = h.queue.recordExit.bind(h.queue);
+    const exits: Array<{ before: Row; healthy: boolean; after: Row }> = [];
+    h.queue.recordExit = (uuid, exitCode, instanceId) => {
+      const before = row(h, uuid);
+      const healthy = h.queue.health().ok;
+      try {
+        if (exits.length > 0) recordExit(uuid, exitCode, instanceId);
+        else around(() => recordExit(uuid, exitCode, instanceId));
+      } finally {
+        exits.push({ before, healthy, after: row(h, uuid) });
+      }
+    };
+    return exits;
   }
 
   it('is an uncertain start: the runner list decides, and records it running once the disk has room', async () => {
@@ -257,6 +308,62 @@ describe('a start the queue could not record, on the stub cloud', () => {
     expect(h.starts.get(container.uuid)).toBe(1);
     h.stop();
   });
+
+  it('a disk full across its start and free by its exit: the exit is recorded with the start (attempts 1, a start time)', async () => {
+    const { h, free } = fullOnStart(3_000);
+    const exits = atFirstExit(h, (recordExit) => {
+      free();
+      recordExit();
+    });
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => exits.length > 0, 60_000, 100)).toBe(true);
+    // The start was refused by the full disk, so the queue still had it locked.
+    expect(exits[0]).toMatchObject({ before: { state: 'locked', attempts: 0 }, healthy: false });
+    expect(exits[0]?.after).toEqual({ state: 'running', attempts: 1, exitCode: 0, startedAt: expect.any(Number) });
+
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'complete', 30_000, 500)).toBe(true);
+    expect(row(h, container.uuid)).toEqual({ state: 'complete', attempts: 1, exitCode: 0, startedAt: exits[0]?.after.startedAt });
+    expect(h.starts.get(container.uuid)).toBe(1);
+    h.stop();
+  });
+
+  it('its instance vanishing after an exit recorded while the queue had it locked: completed with that exit, never run again', async () => {
+    const { h, free } = fullOnStart(3_000);
+    const vanished = { instanceId: '', refill: (): void => {} };
+    const exits = atFirstExit(h, (recordExit) => {
+      // Room for the exit alone: the disk is full again for the completion, and the instance goes
+      // with the container's output before the disk has room again.
+      free();
+      try {
+        recordExit();
+      } finally {
+        vanished.refill = fillDisk(h.queue);
+        vanished.instanceId = h.stub.liveInstances()[0]?.id ?? '';
+        h.stub.vanish(vanished.instanceId);
+      }
+    });
+    h.start();
+    const container = h.queue.submit(spec());
+    expect(await h.runUntil(() => exits.length > 0, 60_000, 100)).toBe(true);
+    expect(exits[0]).toMatchObject({ before: { state: 'locked', attempts: 0 }, healthy: false, after: { state: 'running', attempts: 1, exitCode: 0 } });
+    // The pool forgets the instance and the attempt ends, all while the disk is full.
+    expect(await h.runUntil(() => h.pool.isGone(vanished.instanceId) && !h.pool.hasContainer(container.uuid), 120_000, 1_000)).toBe(true);
+    expect(h.queue.get(container.uuid)?.state).toBe('running');
+
+    vanished.refill();
+    expect(await h.runUntil(() => h.queue.get(container.uuid)?.state !== 'running', 30_000, 1_000)).toBe(true);
+    // Whatever the next minute brings, it is not a second run.
+    await h.runUntil(() => false, 60_000, 1_000);
+    expect(h.queue.get(container.uuid)).toMatchObject({
+      state: 'complete',
+      exitCode: 0,
+      attempts: 1,
+      reason: expect.stringMatching(/^exited with 0; its output was not collected: instance \S+ is gone$/),
+    });
+    expect(h.starts.get(container.uuid)).toBe(1);
+    h.stop();
+  });
 });
 
 /** The QueueStorageError message `nobody` gets opening the queue at `path` (run as root only; needs setpriv). */
@@ -285,7 +392,7 @@ async function refusalAsNobody(path: string): Promise<string> {
 
 describe('a queue file that cannot be used stops start-up', () => {
   const tempQueue = (content?: Buffer): string => {
-    const path = join(mkdtempSync(join(tmpdir(), 'drover-storage-')), 'queue.sqlite');
+    const path = queuePath();
     if (content) writeFileSync(path, content, { mode: 0o600 });
     return path;
   };

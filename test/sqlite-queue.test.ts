@@ -871,6 +871,78 @@ describe('setLogTail', () => {
   }
 });
 
+describe('recordExit', () => {
+  it('stores the code of a running container, which stays running until complete brings its logs', () => {
+    const queue = open();
+    const uuid = inState(queue, 'running');
+    t = 7_000;
+    queue.recordExit(uuid, 4, 'i-1');
+    expect(queue.get(uuid)).toMatchObject({ state: 'running', exitCode: 4, attempts: 1, startedAt: 1_000, updatedAt: 7_000 });
+    expect(queue.requeueOrFail(uuid, 'instance i-1 is gone')).toBe('complete');
+  });
+
+  it('records the start with the exit of a container still locked on that instance, in one change', async () => {
+    const queue = open();
+    const uuid = inState(queue, 'locked');
+    let calls = 0;
+    queue.subscribe(() => calls++);
+    t = 7_000;
+    queue.recordExit(uuid, 0, 'i-1');
+    const recorded = { state: 'running', exitCode: 0, attempts: 1, instanceId: 'i-1', instanceType: 'small', startedAt: 7_000, updatedAt: 7_000 };
+    expect(queue.get(uuid)).toMatchObject(recorded);
+    expect(open().get(uuid)).toMatchObject(recorded);
+    await tick();
+    expect(calls).toBe(1);
+    // Its instance gone before its logs came: complete with that code, not queued to run again.
+    expect(queue.requeueOrFail(uuid, 'instance i-1 is gone')).toBe('complete');
+    expect(queue.get(uuid)).toMatchObject({ state: 'complete', exitCode: 0, attempts: 1 });
+  });
+
+  it('refuses a locked container without the instance, or locked on another one', () => {
+    const queue = open();
+    const uuid = inState(queue, 'locked');
+    const before = queue.get(uuid);
+    expect(() => queue.recordExit(uuid, 0)).toThrow(expect.objectContaining({ uuid, from: 'locked' }));
+    expect(() => queue.recordExit(uuid, 0, 'i-2')).toThrow(ContainerStateError);
+    expect(queue.get(uuid)).toEqual(before);
+  });
+
+  it('gives a cancelled container the code it was killed with, once', () => {
+    const queue = open();
+    const uuid = inState(queue, 'running');
+    queue.cancel(uuid);
+    queue.recordExit(uuid, 143, 'i-1');
+    expect(queue.get(uuid)).toMatchObject({ state: 'cancelled', exitCode: 143 });
+    expect(() => queue.recordExit(uuid, 137, 'i-1')).toThrow(ContainerStateError);
+  });
+
+  for (const state of ['queued', 'complete', 'failed'] as const) {
+    it(`refuses a ${state} container`, () => {
+      const queue = open();
+      const uuid = inState(queue, state);
+      expect(() => queue.recordExit(uuid, 0, 'i-1')).toThrow(expect.objectContaining({ uuid, from: state }));
+    });
+  }
+});
+
+describe('complete of a locked container', () => {
+  it('counts its start: it ran, though its start was never recorded', () => {
+    const queue = open();
+    const uuid = inState(queue, 'locked');
+    t = 9_000;
+    queue.complete(uuid, 2, 'out\n');
+    expect(queue.get(uuid)).toMatchObject({ state: 'complete', exitCode: 2, attempts: 1, startedAt: 9_000, finishedAt: 9_000 });
+  });
+
+  it('keeps the start time and attempts of a running one', () => {
+    const queue = open();
+    const uuid = inState(queue, 'running');
+    t = 9_000;
+    queue.complete(uuid, 0, '');
+    expect(queue.get(uuid)).toMatchObject({ state: 'complete', attempts: 1, startedAt: 1_000, finishedAt: 9_000 });
+  });
+});
+
 describe('liveOn', () => {
   it('lists the locked and running containers recorded on an instance, in scheduling order', () => {
     const queue = open(2);

@@ -1,6 +1,6 @@
 // SshExecutor and host key pinning against a real ssh2 server on 127.0.0.1.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -16,7 +16,9 @@ import {
   MemoryHostKeyStore,
   type HostKeyStore,
 } from '../src/ssh/host-keys.js';
+import { InstanceSecretMismatchError } from '../src/ssh/instance-secret.js';
 import { SshExecutor } from '../src/ssh/ssh-executor.js';
+import { instanceSecretFile } from '../src/cloud/init-script.js';
 import { generateKeyPair, startSshServer, type KeyPair, type TestSshServer } from './support/ssh-server.js';
 
 const clientKey = generateKeyPair();
@@ -242,6 +244,73 @@ describe('SshExecutor', () => {
     await expect(e.run('true')).rejects.toThrow('SSH executor for i-1 is closed');
     await s.waitForOpenConnections(0);
     writeFileSync(fifo, '');
+  });
+});
+
+describe('instance secret on first contact', () => {
+  const secret = 'a1'.repeat(32);
+
+  /** A server whose $HOME holds `written` as its instance secret (none when undefined). */
+  async function serverHolding(written: string | undefined): Promise<TestSshServer> {
+    const home = join(dir, 'home');
+    mkdirSync(join(home, '.drover'), { recursive: true });
+    if (written !== undefined) writeFileSync(join(home, instanceSecretFile), `${written}\n`, { mode: 0o600 });
+    const s = await startSshServer({ clientPublicKey: clientKey.public, home });
+    cleanups.push(() => s.close());
+    return s;
+  }
+
+  it('pins the host key and runs the command when the instance holds the secret', async () => {
+    const s = await serverHolding(secret);
+    const hostKeys = new MemoryHostKeyStore();
+    const e = executor({ ...target(s), secret }, hostKeys);
+    expect((await e.run('echo hi')).stdout).toBe('hi\n');
+    expect(hostKeys.get('i-1')).toBe(fingerprint(publicBlob(s.hostKey)));
+    // The read-back, then the command, on one connection.
+    expect(s.execCount).toBe(2);
+    expect(s.connectionCount).toBe(1);
+  });
+
+  it('refuses an instance with another secret: nothing pinned, nothing run, connection closed', async () => {
+    const other = 'b2'.repeat(32);
+    const s = await serverHolding(other);
+    const hostKeys = new MemoryHostKeyStore();
+    const e = executor({ ...target(s), secret }, hostKeys);
+    const marker = join(dir, 'ran');
+    const err: unknown = await e.run(`touch ${marker}`).catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(InstanceSecretMismatchError);
+    expect((err as InstanceSecretMismatchError).instanceId).toBe('i-1');
+    expect((err as Error).message).toContain('i-1');
+    expect((err as Error).message).not.toContain(secret);
+    expect((err as Error).message).not.toContain(other);
+    expect(hostKeys.get('i-1')).toBeUndefined();
+    expect(existsSync(marker)).toBe(false);
+    expect(s.execCount).toBe(1);
+    await s.waitForOpenConnections(0);
+  });
+
+  it('does not pin while the secret is not there yet, and pins once it is', async () => {
+    const s = await serverHolding(undefined);
+    const hostKeys = new MemoryHostKeyStore();
+    const e = executor({ ...target(s), secret }, hostKeys);
+    const err: unknown = await e.run('true').catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(InstanceSecretMismatchError);
+    expect(hostKeys.get('i-1')).toBeUndefined();
+
+    writeFileSync(join(dir, 'home', instanceSecretFile), `${secret}\n`, { mode: 0o600 });
+    await s.waitForOpenConnections(0);
+    await e.run('true');
+    expect(hostKeys.get('i-1')).toBe(fingerprint(publicBlob(s.hostKey)));
+  });
+
+  it('checks no secret once a key is pinned', async () => {
+    const s = await serverHolding('b2'.repeat(32));
+    const hostKeys = new MemoryHostKeyStore();
+    hostKeys.pin('i-1', fingerprint(publicBlob(s.hostKey)));
+    const e = executor({ ...target(s), secret }, hostKeys);
+    await e.run('true');
+    expect(s.execCount).toBe(1);
   });
 });
 

@@ -1,8 +1,9 @@
 // `drover teardown`: every instance with the pool's tag destroyed (orphans too), with the
-// containers running on them; refused while a daemon holds the state; bounded retries; nothing
-// destroyed without a confirmation.
+// containers running on them, which the queue then records as failed; refused while a daemon
+// holds the state; bounded retries; nothing destroyed without a confirmation.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,6 +18,8 @@ import { loadConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { StateLockedError, takeStateLocks } from '../src/daemon/state-lock.js';
 import { everythingGone, teardown, type TeardownOptions } from '../src/daemon/teardown.js';
+import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import type { ContainerSpec } from '../src/queue/types.js';
 import { DEFAULT_RUNNER_PATH, ensureRunner, startCommand } from '../src/runner/deploy.js';
 import { instanceTypeFixture, waitFor } from './support/fixtures.js';
 
@@ -93,11 +96,11 @@ function recorder(answer: boolean): Pick<TeardownOptions, 'confirm' | 'print'> &
 }
 
 /**
- * What a stopped loopback daemon leaves: two sandboxes of the pool, one with a container running
- * (a shell and the sleep it waits for), an orphan of a type the config lacks, and another pool's
- * sandbox. Returns their ids and the container's pids.
+ * What a stopped loopback daemon leaves: two sandboxes of the pool, one (`busy`) with container
+ * `uuid` running (a shell and the sleep it waits for), an orphan of a type the config lacks, and
+ * another pool's sandbox. Returns their ids and the container's pids.
  */
-async function leftBehind(): Promise<{ ours: string[]; other: string; pids: number[] }> {
+async function leftBehind(uuid = 'c-1'): Promise<{ ours: string[]; busy: string; idle: string; other: string; pids: number[] }> {
   const cloud = await LoopbackCloud.start({ directory: join(dir, 'loopback') });
   try {
     const busy = await cloud.create({ instanceType: local, tags: tags('local') });
@@ -108,7 +111,7 @@ async function leftBehind(): Promise<{ ours: string[]; other: string; pids: numb
     try {
       await ensureRunner(executor, DEFAULT_RUNNER_PATH);
       const start = startCommand(DEFAULT_RUNNER_PATH, {
-        uuid: 'c-1',
+        uuid,
         command: ['sh', '-c', 'sleep 600 & echo $! > sleep.pid; wait'],
         env: {},
         image: null,
@@ -116,12 +119,12 @@ async function leftBehind(): Promise<{ ours: string[]; other: string; pids: numb
       });
       expect((await executor.run(start)).exitCode).toBe(0);
       const read = async (file: string) => {
-        const result = await executor.run(`cat .drover/containers/c-1/${file}`);
+        const result = await executor.run(`cat .drover/containers/${uuid}/${file}`);
         return result.exitCode === 0 && result.stdout.trim() !== '' ? Number(result.stdout) : undefined;
       };
       const pids = [await waitFor('the wrapper pid', () => read('pid')), await waitFor('the sleep pid', () => read('work/sleep.pid'))];
       for (const pid of pids) expect(await processEnded(pid)).toBe(false);
-      return { ours: [busy.id, idle.id, orphan.id].sort(), other: other.id, pids };
+      return { ours: [busy.id, idle.id, orphan.id].sort(), busy: busy.id, idle: idle.id, other: other.id, pids };
     } finally {
       executor.close();
     }
@@ -160,6 +163,84 @@ describe('teardown on the loopback driver', () => {
     expect((await listLoopback()).map((instance) => instance.id)).toEqual([other]);
     for (const id of ours) expect(existsSync(join(dir, 'loopback', 'instances', id))).toBe(false);
     for (const pid of pids) await waitFor(`process ${pid} to be killed`, async () => ((await processEnded(pid)) ? true : undefined));
+  });
+
+  const sample: ContainerSpec = {
+    image: null,
+    command: ['true'],
+    env: {},
+    constraints: { vcpus: 1, ramMiB: 64, scratchGiB: 0, gpus: 0, preemptible: false },
+    priority: 0,
+  };
+
+  it('fails the containers the queue has on the destroyed sandboxes; queued ones stay queued', async () => {
+    const config = loadConfig(await writeConfig('loopback'));
+    // The queue as a stopped daemon left it, the running container's process still in its sandbox.
+    let queue = new SqliteQueue({ path: config.queue.path, maxAttempts: 3 });
+    const running = queue.submit(sample).uuid;
+    const locked = queue.submit(sample).uuid;
+    const exited = queue.submit(sample).uuid;
+    const elsewhere = queue.submit(sample).uuid;
+    const queued = queue.submit(sample).uuid;
+    const { busy, idle, other, pids } = await leftBehind(running);
+    queue.lock(running, busy, 'local');
+    queue.markRunning(running, busy, 'local');
+    // A start whose answer never came, and one whose exit was recorded before its logs were read.
+    queue.lock(locked, idle, 'local');
+    queue.lock(exited, idle, 'local');
+    queue.markRunning(exited, idle, 'local');
+    queue.recordExit(exited, 3);
+    // Recorded on an instance teardown does not destroy (another pool's sandbox here): left as it is.
+    queue.lock(elsewhere, other, 'local');
+    queue.markRunning(elsewhere, other, 'local');
+    queue.close();
+    const operator = recorder(true);
+
+    const report = await teardown({ config, ...operator, retryDelayMs: 0 });
+
+    expect(everythingGone(report)).toBe(true);
+    expect([...report.endedContainers].sort()).toEqual([running, locked, exited].sort());
+    expect(report).toMatchObject({ queuedContainers: 1, queueProblem: null });
+    expect(operator.lines.slice(-3)).toEqual([
+      'failed 2 containers locked or running on the destroyed instances: torn down with its instance by drover teardown',
+      'completed 1 container whose exit was recorded before its instance was destroyed',
+      '1 queued container stays queued and runs at the next drover run',
+    ]);
+    queue = new SqliteQueue({ path: config.queue.path, maxAttempts: 3 });
+    try {
+      expect(queue.get(running)).toMatchObject({ state: 'failed', reason: `torn down with its instance ${busy} by drover teardown` });
+      expect(queue.get(locked)).toMatchObject({ state: 'failed', reason: `torn down with its instance ${idle} by drover teardown` });
+      expect(queue.get(exited)).toMatchObject({
+        state: 'complete',
+        exitCode: 3,
+        reason: `exited with 3; its output was not collected: torn down with its instance ${idle} by drover teardown`,
+      });
+      expect(queue.get(elsewhere)).toMatchObject({ state: 'running', instanceId: other });
+      expect(queue.get(queued)).toMatchObject({ state: 'queued', attempts: 0 });
+      // What a restarted daemon schedules: the queued one, and what runs on another pool's instance.
+      expect(queue.pending().map((container) => container.uuid).sort()).toEqual([elsewhere, queued].sort());
+    } finally {
+      queue.close();
+    }
+    for (const pid of pids) await waitFor(`process ${pid} to be killed`, async () => ((await processEnded(pid)) ? true : undefined));
+  });
+
+  it('a queue file it cannot use: reported, after the sandboxes are destroyed', async () => {
+    const config = loadConfig(await writeConfig('loopback'));
+    mkdirSync(join(dir, 'state'), { recursive: true, mode: 0o700 });
+    writeFileSync(config.queue.path, randomBytes(8192), { mode: 0o600 });
+    const { ours } = await leftBehind();
+    const operator = recorder(true);
+
+    const report = await teardown({ config, ...operator, retryDelayMs: 0 });
+
+    expect([...report.destroyed].sort()).toEqual(ours);
+    expect(report.queueProblem).toBe(
+      `queue.path: ${config.queue.path}: not a SQLite database (SQLite: file is not a database); move it aside or point queue.path at another file`,
+    );
+    expect(operator.lines.at(-1)).toBe(
+      `the queue was not updated: ${report.queueProblem}; the containers it has on the destroyed instances run again at the next drover run`,
+    );
   });
 
   it('refuses while a daemon holds the state locks, naming it, and destroys nothing', async () => {

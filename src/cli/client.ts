@@ -1,20 +1,23 @@
 // A typed client for the daemon's HTTP API, and how the CLI finds the daemon's URL and token.
 import { readFileSync } from 'node:fs';
+import { isAbsolute, relative } from 'node:path';
 import type { IdleBehavior } from '../../machines/instance.js';
-import { defaultConfigPath } from '../config/home.js';
+import { defaultConfigPath, stateHome } from '../config/home.js';
 import { loadConfig } from '../config/load.js';
 import type { Config, HttpSettings } from '../config/schema.js';
 import { daemonUrlFile, readDaemonUrl } from '../daemon/url-file.js';
-import { outputBytesHeader, type InstanceEntry, type InstancesResponse, type SubmitRequest } from '../http/server.js';
+import { attemptHeader, outputBytesHeader, type InstanceEntry, type InstancesResponse, type SubmitRequest } from '../http/server.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container, ContainerState } from '../queue/types.js';
 
 export type { SubmitRequest };
 
-/** A piece of a container's output: `text` from a given byte on, and the output's size in bytes so far. */
+/** A piece of a container's output: `text` from a given byte on, the output's size in bytes so far, and the attempt it is of. */
 export interface OutputSince {
   text: string;
   totalBytes: number;
+  /** The container's `attempts` when the output was read: each attempt's output starts afresh. */
+  attempt: number;
 }
 
 /** The daemon answered with a non-2xx status; `message` is its `error` text. */
@@ -39,8 +42,19 @@ export class ClientSettingsError extends Error {
   override readonly name = 'ClientSettingsError';
 }
 
+/**
+ * Where a daemon on `http.port: 0` writes the URL it listens on (src/daemon/url-file.ts). It is
+ * read for every request: a restarted daemon listens on another port.
+ */
+export interface DaemonUrlFile {
+  file: string;
+  /** Why the daemon cannot be reached when the file is missing, and what to do about it. */
+  whenMissing: string;
+}
+
 export interface ApiClientOptions {
-  url: string;
+  /** The daemon's URL, or the file to read it from. */
+  url: string | DaemonUrlFile;
   token: string;
   /** Where the token came from, for the message when the daemon refuses it (401); resolveClientSettings fills it. */
   tokenSource?: string;
@@ -50,19 +64,22 @@ export interface ApiClientOptions {
 const defaultTokenSource = 'DROVER_TOKEN or http.tokenFile';
 
 export class ApiClient {
-  private readonly base: string;
+  private readonly location: string | DaemonUrlFile;
+  /** The URL of the last request, for the messages; undefined until a URL file has been read. */
+  private lastUrl: string | undefined;
   private readonly token: string;
   private readonly tokenSource: string;
 
   constructor(options: ApiClientOptions) {
-    this.base = options.url.replace(/\/+$/, '');
+    this.location = typeof options.url === 'string' ? withoutTrailingSlash(options.url) : options.url;
+    this.lastUrl = typeof this.location === 'string' ? this.location : undefined;
     this.token = options.token;
     this.tokenSource = options.tokenSource ?? defaultTokenSource;
   }
 
-  /** The daemon's URL, as messages name it. */
+  /** The daemon's URL as messages name it: the one last asked. */
   get url(): string {
-    return this.base;
+    return this.lastUrl ?? `the URL in ${(this.location as DaemonUrlFile).file}`;
   }
 
   submit(spec: SubmitRequest, signal?: AbortSignal): Promise<Container> {
@@ -95,11 +112,12 @@ export class ApiClient {
    */
   async logsSince(uuid: string, since: number, signal?: AbortSignal): Promise<OutputSince> {
     const response = await this.request('GET', `/containers/${encodeURIComponent(uuid)}/logs?since=${since}`, { signal });
-    const total = Number(response.headers.get(outputBytesHeader) ?? Number.NaN);
-    if (!Number.isSafeInteger(total) || total < 0) {
-      throw new ApiError(response.status, `the daemon at ${this.base} sent no ${outputBytesHeader} header; it is older than this drover, upgrade it to follow output`);
-    }
-    return { text: await response.text(), totalBytes: total };
+    const count = (header: string): number => {
+      const value = Number(response.headers.get(header) ?? Number.NaN);
+      if (Number.isSafeInteger(value) && value >= 0) return value;
+      throw new ApiError(response.status, `the daemon at ${this.url} sent no ${header} header; it is older than this drover, upgrade it to follow output`);
+    };
+    return { totalBytes: count(outputBytesHeader), attempt: count(attemptHeader), text: await response.text() };
   }
 
   /** The pool's instances, then its orphans; a daemon older than orphan listing sends no `orphan` field. */
@@ -130,12 +148,13 @@ export class ApiClient {
   }
 
   private async request(method: string, path: string, options: { body?: unknown; signal?: AbortSignal | undefined }): Promise<Response> {
+    const base = this.currentUrl();
     const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
     // A JSON content type with no body is a 400 in fastify, so it is sent only along with a body.
     if (options.body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
     try {
-      response = await fetch(`${this.base}${path}`, {
+      response = await fetch(`${base}${path}`, {
         method,
         headers,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
@@ -146,7 +165,7 @@ export class ApiClient {
       // fetch reports every network failure as "fetch failed"; the cause says which (ECONNREFUSED, ENOTFOUND...).
       const cause = (err as { cause?: unknown }).cause;
       const detail = cause instanceof Error ? cause.message : (err as Error).message;
-      throw new ApiUnreachableError(`cannot reach the drover daemon at ${this.base}: ${detail}`);
+      throw new ApiUnreachableError(`cannot reach the drover daemon at ${base}: ${detail}`);
     }
     if (response.status === 401) {
       // The daemon answers 401 for a missing, malformed or wrong token (never 403); the fix is on this side.
@@ -154,6 +173,21 @@ export class ApiClient {
     }
     if (!response.ok) throw new ApiError(response.status, await errorText(response));
     return response;
+  }
+
+  private currentUrl(): string {
+    if (typeof this.location === 'string') return this.location;
+    const { file, whenMissing } = this.location;
+    let url: string | undefined;
+    try {
+      url = readDaemonUrl(file);
+    } catch (err) {
+      throw new ClientSettingsError(`cannot read the daemon's URL from ${file}: ${(err as Error).message}`);
+    }
+    // A stopped daemon removes the file: that is the daemon unreachable, for as long as a restart takes.
+    if (url === undefined) throw new ApiUnreachableError(whenMissing);
+    this.lastUrl = withoutTrailingSlash(url);
+    return this.lastUrl;
   }
 }
 
@@ -172,9 +206,9 @@ async function errorText(response: Response): Promise<string> {
 
 /**
  * Where the daemon is and its token: the URL from `url`, else DROVER_URL, else the config's
- * http.address/port (with http.port 0, the URL the daemon wrote to daemon.url next to its token
- * file); the token from DROVER_TOKEN, else the config's http.tokenFile. The config, `config` or the
- * one the daemon reads by default, is read only when one of them has to come from it.
+ * http.address/port (with http.port 0, the daemon.url file next to its token file, read by the
+ * client for each request); the token from DROVER_TOKEN, else the config's http.tokenFile. The
+ * config, `config` or the one the daemon reads by default, is read only when one of them has to come from it.
  */
 export function resolveClientSettings(options: { config?: string; url?: string }): Required<ApiClientOptions> {
   const configPath = options.config ?? defaultConfigPath();
@@ -195,25 +229,33 @@ export function resolveClientSettings(options: { config?: string; url?: string }
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new ClientSettingsError(`cannot read the API token from ${tokenFile} (http.tokenFile in ${configPath}): ${(err as Error).message}`);
     }
+    // Still a settings problem, since the CLI has no token to send (and DROVER_URL may name a daemon
+    // elsewhere); but its usual cause is that no daemon ever ran on this state, which is what to say.
+    const home = stateHome();
+    const fromHome = relative(home, tokenFile);
+    const where = fromHome.startsWith('..') || isAbsolute(fromHome) ? `with ${configPath}` : `in DROVER_HOME ${home}`;
+    const start = options.config === undefined ? '`drover run` (`npm start` in the repository)' : `\`${runCommand}\``;
     throw new ClientSettingsError(
-      `no API token file at ${tokenFile} (http.tokenFile in ${configPath}); the daemon writes it on its first start ` +
-        `(${runCommand}), or set DROVER_TOKEN`,
+      `no daemon has been started ${where}: there is no API token file at ${tokenFile} (http.tokenFile in ${configPath}), ` +
+        `which the daemon writes on its first start; start it with ${start}, or set DROVER_TOKEN to the token of a daemon running elsewhere`,
     );
   }
 }
 
-function configuredUrl(http: HttpSettings, configPath: string, runCommand: string): string {
+function configuredUrl(http: HttpSettings, configPath: string, runCommand: string): string | DaemonUrlFile {
   if (http.port !== 0) return urlOf(http.address, http.port);
-  // Port 0: the daemon took whichever port was free and wrote down its URL.
+  // Port 0: the daemon takes whichever port is free at each start and writes down its URL.
   const file = daemonUrlFile(http);
-  const url = readDaemonUrl(file);
-  if (url === undefined) {
-    throw new ClientSettingsError(
-      `http.port is 0 in ${configPath}, so the daemon's URL is read from ${file}, which does not exist; ` +
-        `is the daemon running (${runCommand})? Or set DROVER_URL`,
-    );
-  }
-  return url;
+  return {
+    file,
+    whenMissing:
+      `cannot reach the drover daemon: http.port is 0 in ${configPath}, so its URL is read from ${file}, which does not exist; ` +
+      `is the daemon running (${runCommand})? Or set DROVER_URL`,
+  };
+}
+
+function withoutTrailingSlash(url: string): string {
+  return url.replace(/\/+$/, '');
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

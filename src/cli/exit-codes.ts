@@ -9,20 +9,22 @@ import type { Command } from 'commander';
  * 100 and above, so a code from 1 to 99 is always the container's; from 100 up it may be either
  * (a container may exit 100 too), and the `drover:` line on stderr, or `drover show UUID`, tells
  * which. Every other client command exits 0 on success and with one of these codes otherwise.
- *
- * `drover run` (the daemon, src/cli/main.ts) exits 0 when stopped by SIGINT or SIGTERM, 1 when it
- * did not stop cleanly, and 2 when it refused to start (a bad config, the queue or loopback
- * directory held by another daemon, state readable by other users, the HTTP port taken); its usage
- * errors are `usage` below.
+ * `drover run` and `drover teardown` have codes of their own (below); their usage errors are `usage`.
  */
 export const exitCodes = {
   /** Done; or, under --wait, the container completed with exit code 0. */
   ok: 0,
-  /** The daemon could not be reached (not running, wrong URL); --wait and --follow first retry it for a while (--retry-for). */
+  /**
+   * The daemon could not be reached (not running, wrong URL; with http.port 0, no daemon.url); --wait
+   * and --follow first retry it for a while (--retry-for).
+   */
   unreachable: 100,
   /** The daemon answered with an error (4xx/5xx): an unknown uuid or instance, a refused token, a spec it cannot run. */
   refused: 101,
-  /** The client's own settings: no API token, an unreadable token file, a client config that does not load. */
+  /**
+   * The client's own settings: no API token (usually no daemon has run on this state yet, which the
+   * message says), an unreadable token file, a client config that does not load.
+   */
   settings: 102,
   /** The command line itself: an unknown command or option, a missing or malformed argument. */
   usage: 103,
@@ -43,6 +45,26 @@ export const exitCodes = {
 } as const;
 
 export type ExitCode = (typeof exitCodes)[keyof typeof exitCodes];
+
+/** Exit codes of `drover run`, the daemon. */
+export const runExitCodes = {
+  /** Stopped by SIGINT or SIGTERM. */
+  stopped: 0,
+  /** Stopping failed part way; the reason is logged. */
+  notStoppedCleanly: 1,
+  /** Refused to start (see refusals.ts): a bad config, state others can read, a second daemon on the same state, a queue file it cannot use, the port taken. */
+  refused: 2,
+} as const;
+
+/** Exit codes of `drover teardown`. */
+export const teardownExitCodes = {
+  /** Nothing carrying the pool's tag is left. */
+  allGone: 0,
+  /** Something is left: a destroy failed, the listing failed, or the operator said no. */
+  somethingLeft: 1,
+  /** Refused before anything was destroyed (see refusals.ts), or it could not ask and had no --yes. */
+  refused: 2,
+} as const;
 
 /**
  * Makes commander's usage errors (unknown command or option, missing or invalid argument, bare

@@ -24,19 +24,23 @@ export interface FollowOptions {
 export async function followLogs(client: ApiClient, uuid: string, options: FollowOptions): Promise<number> {
   const { interrupt, intervalMs } = options;
   const clock = options.clock ?? realClock;
-  const daemon = new DaemonRetry({ url: client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
+  const daemon = new DaemonRetry({ url: () => client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
   let since = 0;
-  let attempts: number | null = null;
+  let attempt: number | null = null;
   try {
     for (;;) {
       // The state before the output: once it says final, the output read after it is the final one.
       const container = await daemon.call((signal) => client.get(uuid, signal));
-      if (attempts !== null && container.attempts !== attempts && since > 0) {
-        process.stdout.write(`[drover: attempt ${container.attempts} started; its output follows]\n`);
-        since = 0;
-      }
-      attempts = container.attempts;
       const piece = await daemon.call((signal) => client.logsSince(uuid, since, signal));
+      // The attempt comes with the output, not with the state read before it: a new attempt may have
+      // started in between, and this piece would then be its output from another attempt's `since`.
+      if (attempt !== null && piece.attempt !== attempt && since > 0) {
+        process.stdout.write(`[drover: attempt ${piece.attempt} started; its output follows]\n`);
+        attempt = piece.attempt;
+        since = 0;
+        continue;
+      }
+      attempt = piece.attempt;
       process.stdout.write(piece.text);
       // A smaller size means the daemon could not read the live output this time (the stored tail is
       // empty while a container runs): nothing is printed, and the next poll asks again from here.

@@ -2,6 +2,7 @@
 import type { InstanceEntry } from '../http/server.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container } from '../queue/types.js';
+import { shellWord } from '../shell-quote.js';
 
 /** The fewest characters of a REASON kept, however narrow the line. */
 const minReasonWidth = 20;
@@ -76,7 +77,7 @@ export function containerDetails(c: Container, now: number): string {
       `${plural(vcpus, 'vCPU')}, ${ramMiB} MiB RAM, ${scratchGiB} GiB scratch, ${plural(gpus, 'GPU')}, ${preemptible ? 'preemptible' : 'not preemptible'}`,
     ],
     ['image', c.image ?? '-'],
-    ['command', c.command.map(quoteWord).join(' ')],
+    ['command', c.command.map(shellWord).join(' ')],
     ['env', envNames.length === 0 ? '-' : `${envNames.join(' ')} (values not shown)`],
     ['submitted', formatTime(c.submittedAt, now)],
     ['started', c.startedAt === null ? '-' : formatTime(c.startedAt, now)],
@@ -118,11 +119,6 @@ function shorten(text: string, width: number): string {
 
 function plural(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
-}
-
-// As a POSIX shell would need it to read the word back: bare when that is safe, else single-quoted.
-function quoteWord(word: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 function formatTime(ms: number, now: number): string {

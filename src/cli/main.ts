@@ -1,18 +1,16 @@
 #!/usr/bin/env node
 // The drover command line.
 import { Command, Option } from 'commander';
-import { UnsupportedDriverError } from '../cloud/from-config.js';
 import { defaultConfigDescription, defaultConfigPath, packageVersion } from '../config/home.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
 import { logFormats, type LogFormat } from '../config/schema.js';
 import { startDaemon } from '../daemon/daemon.js';
-import { StateLockedError } from '../daemon/state-lock.js';
-import { StatePermissionError } from '../daemon/state-permissions.js';
 import { runSample } from '../daemon/sample.js';
-import { QueueStorageError } from '../queue/storage.js';
 import { daemonUrlFile, removeDaemonUrl, writeDaemonUrl } from '../daemon/url-file.js';
 import { createLogger } from '../log/logger.js';
 import { registerClientCommands } from './commands.js';
+import { runExitCodes } from './exit-codes.js';
+import { refusal } from './refusals.js';
 import { registerTeardownCommand } from './teardown-command.js';
 
 const program = new Command('drover')
@@ -46,10 +44,10 @@ program
     const stop = () => {
       removeDaemonUrl(urlFile, daemon.url);
       daemon.stop().then(
-        () => process.exit(0),
+        () => process.exit(runExitCodes.stopped),
         (err: unknown) => {
           daemon.logger.error({ err }, 'drover did not stop cleanly');
-          process.exit(1);
+          process.exit(runExitCodes.notStoppedCleanly);
         },
       );
     };
@@ -64,16 +62,8 @@ try {
   await program.parseAsync();
 } catch (error) {
   // Operator mistakes get their message alone, no stack: it already names the key and the fix.
-  if (
-    error instanceof ConfigError || error instanceof UnsupportedDriverError || error instanceof StateLockedError ||
-    error instanceof StatePermissionError || error instanceof QueueStorageError
-  ) {
-    process.stderr.write(`drover: ${error.message}\n`);
-    process.exit(2);
-  }
-  if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-    process.stderr.write(`drover: http.port: ${(error as Error).message}; is another daemon running? Stop it or set another port\n`);
-    process.exit(2);
-  }
-  throw error;
+  const message = refusal(error);
+  if (message === undefined) throw error;
+  process.stderr.write(`drover: ${message}\n`);
+  process.exit(runExitCodes.refused);
 }

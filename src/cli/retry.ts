@@ -18,8 +18,8 @@ export const realClock: Clock = {
 export const defaultRetryForMs = 60_000;
 
 export interface DaemonRetryOptions {
-  /** The daemon's URL, as the messages name it. */
-  url: string;
+  /** The daemon's URL as the messages name it, asked for each message: a restarted daemon may be at another (http.port 0). */
+  url: () => string;
   /** How long the daemon may stay unreachable before the request fails; 0 gives up at once. */
   retryForMs: number;
   /** The pause between two tries. */
@@ -54,7 +54,7 @@ export class DaemonRetry {
         const result = await request(signal);
         if (this.unreachableSince !== null) {
           this.unreachableSince = null;
-          this.warn(`drover: the daemon at ${url} is answering again\n`);
+          this.warn(`drover: the daemon at ${url()} is answering again\n`);
         }
         return result;
       } catch (err) {
@@ -62,7 +62,7 @@ export class DaemonRetry {
         const now = this.clock.now();
         if (this.unreachableSince === null) {
           this.unreachableSince = now;
-          if (retryForMs > 0) this.warn(`drover: the daemon at ${url} is not answering; retrying for up to ${seconds(retryForMs)}\n`);
+          if (retryForMs > 0) this.warn(`drover: the daemon at ${url()} is not answering; retrying for up to ${seconds(retryForMs)}\n`);
         }
         const left = this.unreachableSince + retryForMs - now;
         if (left <= 0) {

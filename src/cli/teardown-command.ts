@@ -1,13 +1,14 @@
 // `drover teardown [--yes] [--config FILE]`: destroys every instance of the pool, with the daemon stopped.
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { UnsupportedDriverError } from '../cloud/from-config.js';
 import { defaultConfigDescription, defaultConfigPath } from '../config/home.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
 import { StateLockedError } from '../daemon/state-lock.js';
 import { everythingGone, teardown, TeardownListError } from '../daemon/teardown.js';
+import { teardownExitCodes } from './exit-codes.js';
+import { refusal } from './refusals.js';
 
-/** Exit codes: 0 everything gone; 1 something left (or the operator said no); 2 refused before anything was destroyed. */
+/** Exits with teardownExitCodes. */
 export function registerTeardownCommand(program: Command): void {
   program
     .command('teardown')
@@ -38,20 +39,19 @@ export function registerTeardownCommand(program: Command): void {
           confirm,
           print: (line) => process.stdout.write(`${line}\n`),
         });
-        process.exitCode = refused ? 2 : everythingGone(report) ? 0 : 1;
+        process.exitCode = refused ? teardownExitCodes.refused : everythingGone(report) ? teardownExitCodes.allGone : teardownExitCodes.somethingLeft;
       } catch (error) {
-        if (error instanceof StateLockedError) {
-          process.stderr.write(`drover: ${error.message}, then run drover teardown again; nothing was destroyed\n`);
-          process.exitCode = 2;
-        } else if (error instanceof ConfigError || error instanceof UnsupportedDriverError) {
+        if (error instanceof TeardownListError) {
           process.stderr.write(`drover: ${error.message}\n`);
-          process.exitCode = 2;
-        } else if (error instanceof TeardownListError) {
-          process.stderr.write(`drover: ${error.message}\n`);
-          process.exitCode = 1;
-        } else {
-          throw error;
+          process.exitCode = teardownExitCodes.somethingLeft;
+          return;
         }
+        const message = refusal(error);
+        if (message === undefined) throw error;
+        // The lock's message ends with "stop it first"; this finishes the sentence.
+        const next = error instanceof StateLockedError ? ', then run drover teardown again; nothing was destroyed' : '';
+        process.stderr.write(`drover: ${message}${next}\n`);
+        process.exitCode = teardownExitCodes.refused;
       }
     });
 }

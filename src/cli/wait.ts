@@ -23,7 +23,7 @@ export interface WaitOptions {
 export async function waitFor(client: ApiClient, uuid: string, options: WaitOptions): Promise<number> {
   const { interrupt, intervalMs } = options;
   const clock = options.clock ?? realClock;
-  const daemon = new DaemonRetry({ url: client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
+  const daemon = new DaemonRetry({ url: () => client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
   let container: Container;
   try {
     for (;;) {
@@ -44,7 +44,16 @@ export async function waitFor(client: ApiClient, uuid: string, options: WaitOpti
     return exitCodes.interrupted;
   }
 
-  process.stdout.write(await daemon.call((signal) => client.logs(uuid, signal)));
+  let output: string;
+  try {
+    output = await daemon.call((signal) => client.logs(uuid, signal));
+  } catch (err) {
+    if (!interrupt.signal.aborted) throw err;
+    // The container is final: there is nothing to cancel, only its output left unprinted.
+    process.stderr.write(`drover: interrupted; ${uuid} is ${container.state}, its output was not printed (drover logs ${uuid} prints it)\n`);
+    return exitCodes.interrupted;
+  }
+  process.stdout.write(output);
   const reason = container.reason ? `: ${container.reason}` : '';
   switch (container.state) {
     case 'complete':

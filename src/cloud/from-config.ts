@@ -9,7 +9,9 @@ import type { Config } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
 import { FileHostKeyStore, MemoryHostKeyStore, type HostKeyStore } from '../ssh/host-keys.js';
 import { SshExecutor } from '../ssh/ssh-executor.js';
+import ssh2 from 'ssh2';
 import { tagKeys, type CloudDriver } from './driver.js';
+import { createEc2Driver } from './ec2/ec2-driver.js';
 import { metered } from './metered.js';
 import { rateLimited } from './rate-limited.js';
 import { StubCloud } from './stub/stub-cloud.js';
@@ -22,10 +24,17 @@ export interface Cloud {
   stub?: StubCloud;
   /** Whether the pool must install the runner on each instance (the stub's VMs have it built in). */
   deploysRunner: boolean;
+  /** For VMs: who the pool logs in as and the key their init script installs; absent for the stub and loopback. */
+  launch?: { username: string; sshPublicKey: string };
   close(): Promise<void>;
 }
 
 export class UnsupportedDriverError extends Error {}
+
+/** The driver cannot be set up from this config (an unreadable SSH key, say); the message names the key. */
+export class CloudSetupError extends Error {
+  override readonly name = 'CloudSetupError';
+}
 
 export interface CloudFromConfigOptions {
   /** Where a driver that only pretends (the stub) says so once, when it is built. */
@@ -69,6 +78,19 @@ export async function cloudFromConfig(config: Config, clock: Clock, registry: Re
         close: () => loopback.close(),
       };
     }
+    case 'ec2': {
+      // Checked by the schema; repeated so the type is narrowed.
+      if (config.cloud.ec2 === null) throw new CloudSetupError('cloud.ec2: required when cloud.driver is ec2');
+      const driver = createEc2Driver(config.cloud.ec2);
+      try {
+        await driver.verifyCredentials();
+        const { executorFor, launch } = sshAccess(config);
+        return { driver: wrap(driver), executorFor, deploysRunner: true, launch, close: async () => driver.close() };
+      } catch (error) {
+        driver.close();
+        throw error;
+      }
+    }
     default:
       throw new UnsupportedDriverError(
         `cloud.driver: the ${config.cloud.driver} driver is not available in this build yet; use loopback or stub`,
@@ -76,11 +98,23 @@ export async function cloudFromConfig(config: Config, clock: Clock, registry: Re
   }
 }
 
-/** Executors over real SSH, for drivers whose instances run sshd. */
-export function sshExecutors(config: Config): (target: ExecutorTarget) => Executor {
+/** Executors over real SSH, and the public key VMs get at first boot, for drivers whose instances run sshd. */
+function sshAccess(config: Config): { executorFor: (target: ExecutorTarget) => Executor; launch: { username: string; sshPublicKey: string } } {
   const { privateKeyFile, hostKeysFile, username } = config.ssh;
-  if (!privateKeyFile) throw new UnsupportedDriverError(`ssh.privateKeyFile: required for the ${config.cloud.driver} driver`);
-  const privateKey = readFileSync(privateKeyFile);
+  if (!privateKeyFile) throw new CloudSetupError(`ssh.privateKeyFile: required for the ${config.cloud.driver} driver (a key of its own, e.g. made with ssh-keygen -t ed25519 -N '' -f ~/.drover/id_ed25519)`);
+  let privateKey: Buffer;
+  try {
+    privateKey = readFileSync(privateKeyFile);
+  } catch (error) {
+    throw new CloudSetupError(`ssh.privateKeyFile: ${privateKeyFile}: cannot be read (${(error as Error).message})`);
+  }
+  const key = ssh2.utils.parseKey(privateKey);
+  if (key instanceof Error || Array.isArray(key)) {
+    throw new CloudSetupError(`ssh.privateKeyFile: ${privateKeyFile}: not one unencrypted SSH private key${key instanceof Error ? ` (${key.message})` : ''}`);
+  }
   const hostKeys: HostKeyStore = hostKeysFile ? new FileHostKeyStore(hostKeysFile) : new MemoryHostKeyStore();
-  return (target) => new SshExecutor({ target, username, privateKey, hostKeys });
+  return {
+    executorFor: (target) => new SshExecutor({ target, username, privateKey, hostKeys }),
+    launch: { username, sshPublicKey: `${key.type} ${key.getPublicSSH().toString('base64')} drover` },
+  };
 }

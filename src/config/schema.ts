@@ -2,6 +2,7 @@
 
 import { z } from 'zod';
 import type { InstanceType } from '../cloud/driver.js';
+import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../cloud/ec2/settings.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
@@ -35,6 +36,8 @@ export interface CloudSettings {
   /** Always filled in, whatever the driver, so the stub can be switched on without other edits. */
   stub: StubSettings;
   loopback: LoopbackSettings;
+  /** Required when driver is ec2; null otherwise. */
+  ec2: Ec2Settings | null;
 }
 
 /** The `pool` section; every duration is in ms. */
@@ -231,6 +234,11 @@ const cloudSchema = z.strictObject({
   maxCloudOpsPerSecond: z.number().positive().default(10),
   stub: section(stubSchema),
   loopback: section(z.strictObject({ directory: nonEmpty.default('loopback') })),
+  ec2: ec2SettingsSchema.nullable().default(null),
+}).superRefine((cloud, ctx) => {
+  if (cloud.driver === 'ec2' && cloud.ec2 === null) {
+    ctx.issues.push({ code: 'custom', path: ['ec2'], message: 'required when cloud.driver is ec2 (see config/ec2.yml)', input: null });
+  }
 });
 
 const schedulerSchema = z.strictObject({
@@ -355,6 +363,16 @@ export const configSchema: z.ZodType<Config> = z
             });
           }
         });
+      }
+      if (isRecord(raw.cloud.ec2) && isRecord(raw.cloud.ec2.launch)) {
+        for (const name of unknownLaunchTypes(raw.cloud.ec2.launch, known)) {
+          ctx.issues.push({
+            code: 'custom',
+            path: ['cloud', 'ec2', 'launch', name],
+            message: `unknown instance type ${JSON.stringify(name)}; instanceTypes has ${knownList}`,
+            input: name,
+          });
+        }
       }
       if (Array.isArray(capacityErrorTypes)) {
         capacityErrorTypes.forEach((name: unknown, i) => {

@@ -77,6 +77,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     clock,
     records: queue,
     docker: config.runner.docker,
+    launch: cloud.launch,
     prepareInstance: cloud.deploysRunner
       ? async (executor, instance) => {
           if ((await ensureRunner(executor, runnerCommand)) === 'installed') {

@@ -6,11 +6,18 @@
 // daemon would create instances as fast as this destroys them (its queue still has work) and
 // would destroy the same ones again itself, so on a real cloud "everything is gone" could never be
 // checked. Holding the locks also keeps a daemon from starting in the middle of a teardown.
+//
+// The queue outlives the pool too: once the instances are confirmed gone, the containers it has
+// locked or running on them are failed (still under the queue's lock), or the next `drover run`
+// would requeue them and run them again. Queued containers stay queued.
+import { existsSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
 import { tagKeys, type CloudInstance } from '../cloud/driver.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import type { Config } from '../config/schema.js';
+import { SqliteQueue } from '../queue/sqlite-queue.js';
+import { QueueStorageError, QueueUnavailableError } from '../queue/storage.js';
 import { takeStateLocks } from './state-lock.js';
 
 export interface TeardownOptions {
@@ -40,6 +47,12 @@ export interface TeardownReport {
   destroyed: string[];
   /** Still there (or not confirmed gone) after the last round, with the last reason. */
   remaining: Array<{ id: string; reason: string }>;
+  /** Containers the queue had locked or running on the destroyed instances, now final (failed, or complete when their exit was recorded). */
+  endedContainers: string[];
+  /** Containers left queued, to run at the next `drover run`. */
+  queuedContainers: number;
+  /** Why the queue could not be read or changed (its file unusable); null when it was, or had nothing to do. */
+  queueProblem: string | null;
 }
 
 /** The pool's instances could not be listed; nothing was destroyed. */
@@ -84,7 +97,16 @@ export async function teardown(options: TeardownOptions): Promise<TeardownReport
       throw new TeardownListError(`could not list the instances of pool ${poolName} (${maxAttempts} tries): ${listError}; nothing was destroyed`);
     }
 
-    const report: TeardownReport = { poolName, listed, confirmed: false, destroyed: [], remaining: [] };
+    const report: TeardownReport = {
+      poolName,
+      listed,
+      confirmed: false,
+      destroyed: [],
+      remaining: [],
+      endedContainers: [],
+      queuedContainers: 0,
+      queueProblem: null,
+    };
     if (listed.length === 0) {
       print(`pool ${poolName} has no instances`);
       return report;
@@ -137,10 +159,54 @@ export async function teardown(options: TeardownOptions): Promise<TeardownReport
 
     print(`destroyed ${report.destroyed.length} of ${plural(listed.length)} of pool ${poolName}`);
     for (const { id, reason } of report.remaining) print(`NOT destroyed: ${id}: ${reason}`);
+    if (report.destroyed.length > 0) endContainers(config, report, print);
     return report;
   } finally {
     await built?.close();
     locks.release();
+  }
+}
+
+/**
+ * Ends the containers the queue has locked or running on the destroyed instances: they ran there,
+ * or may have, and went with it. Failed rather than cancelled, since nobody cancelled them (their
+ * reason says what happened); one whose exit was recorded ran to its end, and requeueOrFail
+ * completes it with that code. A queue file that cannot be used is reported, not thrown: the
+ * instances are gone either way.
+ */
+function endContainers(config: Config, report: TeardownReport, print: (line: string) => void): void {
+  const path = config.queue.path;
+  // No queue file: no daemon ever ran on this state, so no container was on these instances.
+  if (!existsSync(path)) return;
+  let queue: SqliteQueue | undefined;
+  let completed = 0;
+  try {
+    queue = new SqliteQueue({ path, maxAttempts: config.scheduler.maxAttempts, logTailBytes: config.pool.logTailBytes });
+    for (const instanceId of report.destroyed) {
+      const reason = `torn down with its instance ${instanceId} by drover teardown`;
+      for (const { uuid, state, exitCode } of queue.liveOn(instanceId)) {
+        if (state === 'running' && exitCode !== null && queue.requeueOrFail(uuid, reason) === 'complete') completed++;
+        else queue.fail(uuid, reason);
+        report.endedContainers.push(uuid);
+      }
+    }
+    report.queuedContainers = queue.pending().filter((container) => container.state === 'queued').length;
+  } catch (err) {
+    if (!(err instanceof QueueStorageError || err instanceof QueueUnavailableError)) throw err;
+    report.queueProblem = err.message;
+  } finally {
+    queue?.close();
+  }
+  const failed = report.endedContainers.length - completed;
+  if (failed > 0) {
+    print(`failed ${count(failed, 'container')} locked or running on the destroyed instances: torn down with its instance by drover teardown`);
+  }
+  if (completed > 0) print(`completed ${count(completed, 'container')} whose exit was recorded before its instance was destroyed`);
+  if (report.queueProblem !== null) {
+    print(`the queue was not updated: ${report.queueProblem}; the containers it has on the destroyed instances run again at the next drover run`);
+  } else if (report.queuedContainers > 0) {
+    const queued = report.queuedContainers;
+    print(`${count(queued, 'queued container')} ${queued === 1 ? 'stays queued and runs' : 'stay queued and run'} at the next drover run`);
   }
 }
 
@@ -154,8 +220,12 @@ function describeInstance(instance: CloudInstance, config: Config): string {
   return `${instance.id}  ${kind}  ${where}  idle behaviour ${instance.tags[tagKeys.idleBehavior] ?? 'unknown'}`;
 }
 
-function plural(count: number): string {
-  return `${count} instance${count === 1 ? '' : 's'}`;
+function plural(instances: number): string {
+  return count(instances, 'instance');
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 function sleep(clock: Clock, ms: number): Promise<void> {

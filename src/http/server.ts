@@ -15,6 +15,7 @@ import {
   type Container,
   type ContainerQueue,
   type ContainerState,
+  logTailMarker,
   logTailMarkerPattern,
 } from '../queue/types.js';
 import { checkRunnable, UnrunnableSpecError } from './submit-limits.js';
@@ -152,6 +153,11 @@ const logsQuery = {
 
 /** The header of `GET /containers/:uuid/logs` giving the output's size in bytes so far: the `since` to ask for next. */
 export const outputBytesHeader = 'drover-output-bytes';
+/**
+ * The header of `GET /containers/:uuid/logs` giving the attempt (the container's `attempts`) the
+ * output belongs to: a new attempt's output starts afresh, so a `since` counted in another's means nothing.
+ */
+export const attemptHeader = 'drover-attempt';
 
 const idleBehaviorBody = {
   type: 'object',
@@ -259,17 +265,21 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     },
     async (request, reply) => {
       const container = mustGet(queue, request.params.uuid);
-      let text = container.logTail;
+      let live: string | null = null;
       if (container.state === 'running' && deps.liveLogs) {
         try {
-          text = (await deps.liveLogs(container)) ?? text;
+          live = await deps.liveLogs(container);
         } catch (err) {
           // The stored tail is still an answer; an unreachable instance should not turn it into a 500.
           request.log.warn({ err, uuid: container.uuid }, 'could not fetch live logs; returning the stored tail');
         }
       }
-      const piece = outputSince(text, request.query.since);
-      return reply.type('text/plain; charset=utf-8').header(outputBytesHeader, String(piece.totalBytes)).send(piece.text);
+      const piece = live === null ? outputSince(container.logTail, request.query.since) : outputSince(withoutPartialCharacter(live), request.query.since);
+      return reply
+        .type('text/plain; charset=utf-8')
+        .header(outputBytesHeader, String(piece.totalBytes))
+        .header(attemptHeader, String(container.attempts))
+        .send(piece.text);
     },
   );
 
@@ -364,6 +374,28 @@ function outputSince(text: string, since: number | undefined): { text: string; t
   // Skip continuation bytes (10xxxxxx): the character they belong to was in the previous piece.
   while (start < tail.length && ((tail[start] ?? 0) & 0xc0) === 0x80) start++;
   return { text: tail.subarray(start).toString('utf8'), totalBytes };
+}
+
+/**
+ * A live read of a running container's output as if it had ended before a character the container
+ * was still writing. A read can end after the first bytes of one, which the SSH executor decodes
+ * as one U+FFFD: printed and counted, the next poll would ask from past them and the character
+ * would never be printed. Left out of the text and of the count (the marker line, when the start
+ * was dropped, counts the bytes that remain), the next poll reads it whole. A U+FFFD the output
+ * holds itself waits for the next read too, or for the stored tail once the container is final.
+ */
+function withoutPartialCharacter(text: string): string {
+  if (!text.endsWith('\uFFFD')) return text;
+  const marker = logTailMarkerPattern.exec(text);
+  if (!marker) return text.slice(0, -1);
+  const body = text.slice(marker[0].length, -1);
+  const kept = Number(/the last (\d+) kept\]/.exec(marker[0])?.[1]);
+  // The tail may also start inside a character: each byte before its first whole one is a U+FFFD of its own.
+  const cut = /^\uFFFD{0,3}/.exec(body)?.[0].length ?? 0;
+  const partial = kept - cut - Buffer.byteLength(body.slice(cut), 'utf8');
+  // A character is cut short after 1 to 3 of its bytes; any other count means this U+FFFD stands for something else.
+  if (!(partial >= 1 && partial <= 3)) return text;
+  return logTailMarker(Number(marker[1]) - partial, kept - partial) + body;
 }
 
 function orphanEntry(instance: CloudInstance): OrphanEntry {

@@ -77,6 +77,11 @@ export class Attempts {
   private readonly straysCleared = new Map<string, Map<string, 'TERM' | 'KILL' | 'remove'>>();
   /** Starts the runner confirmed but the queue could not record (disk full): it still has them locked. */
   private readonly unrecordedStarts = new Set<string>();
+  /**
+   * Queue write failures logged per container since a write last committed: a full disk refuses
+   * the same writes at every probe, and the queue itself logs the spell once. Repeats go to debug.
+   */
+  private readonly failuresLogged = new Map<string, Set<string>>();
   private readonly timers = new Set<unknown>();
   private stopped = false;
 
@@ -121,9 +126,11 @@ export class Attempts {
           // Still locked: the write failed for the file's sake, not because a cancel won the race.
           if (records.get(params.uuid)?.state === 'locked') this.unrecordedStarts.add(params.uuid);
         },
-        // The exit code first, durably: should the instance vanish now, the container is complete, not rerun.
-        recordExit: (_, params: { uuid: string; exitCode: number }) =>
-          this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode)),
+        // The exit code first, durably: should the instance vanish now, the container is complete, not
+        // rerun. With the instance, so that a start the queue could not record (still locked there)
+        // is recorded with it.
+        recordExit: ({ context }, params: { uuid: string; exitCode: number }) =>
+          this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode, context.instanceId)),
         // A cancelled container keeps its output up to the kill; any other is completed with it.
         recordLogs: ({ context }, params: { uuid: string; logTail: string }) =>
           this.write(params.uuid, 'complete', () =>
@@ -287,9 +294,11 @@ export class Attempts {
     if (snapshot.status === 'done') {
       if (snapshot.output?.outcome !== 'requeued') this.refusals.delete(allocation.uuid);
       const { exitCode } = snapshot.context;
-      // Its logs could not be read, or the queue could not record it: complete it with the exit code alone.
-      const recorded = this.options.records.get(allocation.uuid)?.state;
-      if (exitCode !== null && (recorded === 'running' || recorded === 'locked')) {
+      // Its logs could not be read, or the queue could not record it: complete it with the exit code
+      // alone, if the queue still has it on this attempt's instance.
+      const recorded = this.options.records.get(allocation.uuid);
+      const live = recorded?.state === 'running' || recorded?.state === 'locked';
+      if (exitCode !== null && live && recorded.instanceId === allocation.instanceId) {
         this.write(allocation.uuid, 'complete', () => this.options.records.complete(allocation.uuid, exitCode, ''));
       }
       this.forget(allocation);
@@ -302,7 +311,9 @@ export class Attempts {
   /** Replaces a running attempt whose start the queue could not record with an uncertain one, from the same `since`. */
   private reconsider(allocation: Allocation, since: number): void {
     const { uuid, workerId, instanceId, instanceType, demand } = allocation;
-    this.options.logger.warn({ containerUuid: uuid, instanceId }, 'its start could not be recorded in the queue; the runner list decides it');
+    const message = 'its start could not be recorded in the queue; the runner list decides it';
+    if (this.firstFailure(uuid, message)) this.options.logger.warn({ containerUuid: uuid, instanceId }, message);
+    else this.options.logger.debug({ containerUuid: uuid, instanceId }, message);
     this.ledger.remove(uuid);
     allocation.actor.stop();
     this.spawn(uuid, { workerId, instanceId, instanceType }, demand, 'uncertain', since);
@@ -408,15 +419,34 @@ export class Attempts {
     this.options.logger.warn({ containerUuid: uuid, instanceId }, 'a start given up on could not be killed; it is cleared away if it shows up');
   }
 
-  /** Runs a queue write; a write a concurrent change made moot (a cancel won the race) is not an error. */
+  /**
+   * Runs a queue write; a write a concurrent change made moot (a cancel won the race) is not an error.
+   * A failure is logged as an error the first time this container meets it in a spell of failures
+   * (until a write commits), at debug after that.
+   */
   private write<T>(uuid: string, what: string, change: () => T): T | undefined {
+    let result: T;
     try {
-      return change();
+      result = change();
     } catch (error) {
       if (error instanceof ContainerStateError) return undefined;
-      this.options.logger.error({ containerUuid: uuid, error: errorMessage(error) }, `queue write failed: ${what}`);
+      const fields = { containerUuid: uuid, error: errorMessage(error) };
+      if (this.firstFailure(uuid, `${what}: ${fields.error}`)) this.options.logger.error(fields, `queue write failed: ${what}`);
+      else this.options.logger.debug(fields, `queue write failed: ${what}`);
       return undefined;
     }
+    // The file takes changes again: the next spell's failures are news.
+    this.failuresLogged.clear();
+    return result;
+  }
+
+  /** Notes a failure of the container; true if it is the first such this spell. */
+  private firstFailure(uuid: string, failure: string): boolean {
+    let logged = this.failuresLogged.get(uuid);
+    if (!logged) this.failuresLogged.set(uuid, (logged = new Set()));
+    if (logged.has(failure)) return false;
+    logged.add(failure);
+    return true;
   }
 }
 

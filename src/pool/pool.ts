@@ -1,14 +1,16 @@
 // The pool: keeps one worker actor per cloud instance, in a registry of root actors (spawning
 // thousands of children of one machine is quadratic), and wires the pool machine and the instance
 // machine to the cloud driver, the executors, the clock and the logs.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Logger } from 'pino';
 import { systemClock, withTimeout, type Clock } from '../clock.js';
-import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
+import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../cloud/driver.js';
 import { errorClass, RateLimitError } from '../cloud/errors.js';
+import { initScript } from '../cloud/init-script.js';
 import type { PoolSettings } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
+import { InstanceSecretMismatchError } from '../ssh/instance-secret.js';
 import {
   idleBehaviors,
   instanceMachine,
@@ -56,6 +58,8 @@ export const maxRefusalsPerContainer = 10;
 export const uncertainStartDeadlineMs = 10 * 60_000;
 /** How long a signalled container is given before it is signalled again (KILL from then on). */
 export const killRetryMs = 30_000;
+/** Why an instance that failed the secret check on first contact is shut down. */
+export const secretMismatchReason = 'instance secret mismatch: not the VM this pool created';
 /** One runner `wait` session blocks at most this long, well inside commandTimeoutMs. */
 const watchSeconds = 25;
 
@@ -90,6 +94,12 @@ export interface PoolOptions {
   /** Readies a booted instance before its first runner `list` (e.g. installs the runner). */
   prepareInstance?: (executor: Executor, instance: CloudInstance) => Promise<void>;
   rateLimitBackoffMs?: number;
+  /**
+   * How new instances let the dispatcher in: the login user and the dispatcher's SSH public key,
+   * installed with the instance secret by the init script passed to every create. Absent for
+   * clouds whose instances need no installing (stub, loopback).
+   */
+  launch?: { username: string; sshPublicKey: string };
 }
 
 export interface InstanceView {
@@ -419,8 +429,24 @@ export class Pool implements WorkerPool {
     return this.runOnWorker(worker.id, command, options);
   }
 
-  private run(executor: Executor, instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
-    return withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
+  private async run(executor: Executor, instanceId: string, command: string, options?: RunOptions): Promise<CommandResult> {
+    try {
+      return await withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
+    } catch (error) {
+      if (error instanceof InstanceSecretMismatchError) this.secretMismatched(error);
+      throw error;
+    }
+  }
+
+  /** Shuts down an instance that is not the one this pool created; logged once, as the shutdown happens. */
+  private secretMismatched(error: InstanceSecretMismatchError): void {
+    const worker = this.byInstanceId.get(error.instanceId);
+    if (!worker || worker.lifecycle === 'shutdown' || worker.lifecycle === 'failed') return;
+    this.logger.error(
+      { workerId: worker.id, instanceId: error.instanceId, instanceType: worker.instanceType.name, errorClass: errorClass(error), error: error.message },
+      `${secretMismatchReason}; shutting it down`,
+    );
+    worker.actor.send({ type: 'SHUTDOWN_REQUESTED', reason: secretMismatchReason });
   }
 
   /** What the worker's type offers less what its containers hold. */
@@ -680,14 +706,21 @@ export class Pool implements WorkerPool {
   private async createInstance(input: CreateInstanceInput): Promise<CloudInstance> {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`unknown instance type ${input.instanceType}`);
+    // Checked on first SSH contact: only the VM this create made holds it.
+    const secret = randomBytes(32).toString('hex');
     const tags: Tags = {
       [tagKeys.pool]: this.options.poolName,
       [tagKeys.instanceType]: instanceType.name,
       [tagKeys.idleBehavior]: 'run',
       [tagKeys.createToken]: input.createToken,
+      [tagKeys.secret]: secret,
     };
+    const { launch } = this.options;
+    const request: CreateRequest = launch
+      ? { instanceType, tags, initScript: initScript({ ...launch, secret }), sshPublicKey: launch.sshPublicKey }
+      : { instanceType, tags };
     try {
-      const instance = await this.options.driver.create({ instanceType, tags });
+      const instance = await this.options.driver.create(request);
       // Held or drained while the create was in flight: the tag must say so for a restart.
       const behavior = this.workers.get(input.workerId)?.idleBehavior;
       if (behavior && behavior !== 'run') this.saveIdleBehavior(instance.id, behavior);
@@ -752,7 +785,10 @@ export class Pool implements WorkerPool {
 }
 
 function executorTarget(instance: CloudInstance): ExecutorTarget {
-  return { id: instance.id, address: instance.address ?? '', port: instance.port ?? 22 };
+  const secret = instance.tags[tagKeys.secret];
+  const target: ExecutorTarget = { id: instance.id, address: instance.address ?? '', port: instance.port ?? 22 };
+  // Instances created before secrets existed have none: their key is pinned on first use.
+  return secret === undefined ? target : { ...target, secret };
 }
 
 function restoredIdleBehavior(tags: Tags): IdleBehavior {

@@ -214,14 +214,21 @@ export class SqliteQueue implements ContainerQueue {
           instance_type = @instanceType, started_at = @now, updated_at = @now
         WHERE uuid = @uuid AND state = 'locked'
         RETURNING ${scalarColumns}`),
+      // SET expressions read the row as it was: a locked container's start is counted here.
       complete: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'complete', exit_code = @exitCode, log_tail = @logTail,
+          attempts = attempts + (state = 'locked'), started_at = coalesce(started_at, @now),
           finished_at = @now, updated_at = @now
         WHERE uuid = @uuid AND state IN ('running', 'locked')
         RETURNING ${scalarColumns}`),
       recordExit: db.prepare<Params, Scalars>(`
         UPDATE containers SET exit_code = @exitCode, updated_at = @now
         WHERE uuid = @uuid AND (state = 'running' OR (state = 'cancelled' AND exit_code IS NULL))
+        RETURNING ${scalarColumns}`),
+      // markRunning and recordExit at once, for the instance the container is locked on.
+      recordStartAndExit: db.prepare<Params, Scalars>(`
+        UPDATE containers SET state = 'running', attempts = attempts + 1, started_at = @now, exit_code = @exitCode, updated_at = @now
+        WHERE uuid = @uuid AND state = 'locked' AND instance_id = @instanceId
         RETURNING ${scalarColumns}`),
       completeLost: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'complete', reason = @reason, finished_at = @now, updated_at = @now
@@ -344,9 +351,14 @@ export class SqliteQueue implements ContainerQueue {
     this.mutate(uuid, 'complete', this.statements.complete, { exitCode, logTail: truncateLogTail(logTail, this.logTailBytes) });
   }
 
-  recordExit(uuid: string, exitCode: number): void {
+  recordExit(uuid: string, exitCode: number, instanceId?: string): void {
     if (!Number.isSafeInteger(exitCode)) throw new RangeError(`exit code must be an integer, got ${exitCode}`);
-    this.mutate(uuid, 'record exit', this.statements.recordExit, { exitCode });
+    const row = this.transact(() => {
+      const statement = this.status(uuid).state === 'locked' ? this.statements.recordStartAndExit : this.statements.recordExit;
+      return this.update(uuid, 'record exit', statement, { exitCode, instanceId: instanceId ?? null });
+    });
+    this.applied(row);
+    this.committed();
   }
 
   setLogTail(uuid: string, logTail: string): void {

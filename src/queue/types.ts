@@ -116,9 +116,17 @@ export interface ContainerQueue {
    * until complete() brings its log tail. Should its instance go first, requeueOrFail completes it
    * with that code rather than run it again. A cancelled container gets the code it was killed
    * with (e.g. 143 for TERM), once; its output follows with setLogTail.
+   * `instanceId` is the instance it was seen to exit on. A container still locked there (its
+   * markRunning was refused, e.g. by a full disk) is marked running with the code in the same
+   * transaction, attempts + 1 and startedAt set: an exit proves the start, and a locked row with
+   * no exit would be unlocked and run again should its instance go. Locked elsewhere, or without
+   * `instanceId`, a locked container is a ContainerStateError.
    */
-  recordExit(uuid: string, exitCode: number): void;
-  /** running (or locked) → complete with its exit code and log tail (may be '' and set later by setLogTail). */
+  recordExit(uuid: string, exitCode: number, instanceId?: string): void;
+  /**
+   * running (or locked) → complete with its exit code and log tail (may be '' and set later by
+   * setLogTail). A locked one ran all the same: its start is counted (attempts + 1, startedAt).
+   */
   complete(uuid: string, exitCode: number, logTail: string): void;
   /** Replaces the log tail (truncated to logTailBytes) of a final container, whose state stays;
    * ContainerStateError on a live one. Lets an exit code be recorded before its logs are read. */

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { shellQuote } from '../shell-quote.js';
 import type { Executor } from '../ssh/executor.js';
 
 /** Where the runner is installed when nothing else is configured, relative to the login directory. */
@@ -55,12 +56,6 @@ export function runnerScript(): string {
 export function runnerHash(): string {
   cachedHash ??= createHash('sha256').update(runnerScript(), 'utf8').digest('hex');
   return cachedHash;
-}
-
-/** POSIX shell single-quoting: any string without NUL arrives as exactly one argument. */
-export function shellQuote(arg: string): string {
-  if (arg.includes('\0')) throw new Error(`cannot pass a NUL byte in a shell argument: ${JSON.stringify(arg)}`);
-  return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
 /**

@@ -6,6 +6,11 @@ export interface ExecutorTarget {
   id: string;
   address: string;
   port: number;
+  /**
+   * The instance secret from the instance's tags. When set and no host key is pinned yet, the
+   * executor reads the secret back over the new connection and pins the key only if it matches.
+   */
+  secret?: string;
 }
 
 export interface RunOptions {

@@ -1,10 +1,14 @@
 // The production Executor: runs commands on an instance over one lazily opened, reused SSH
 // connection, refusing any host key other than the one pinned at first contact.
+import { timingSafeEqual } from 'node:crypto';
 import { finished } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { Client as SshClient, ClientChannel, ConnectConfig } from 'ssh2';
 import type { CommandResult, Executor, ExecutorTarget, RunOptions } from './executor.js';
 import { fingerprint, HostKeyMismatchError, type HostKeyStore } from './host-keys.js';
+import { InstanceSecretMismatchError } from './instance-secret.js';
+import { readInstanceSecretCommand } from '../cloud/init-script.js';
+import { shellQuote } from '../shell-quote.js';
 
 // ssh2 is CommonJS and Node cannot see its exports by name from ESM.
 const { Client } = ssh2;
@@ -40,8 +44,10 @@ interface Connection {
   retired: boolean;
   /** setTarget moved away before it was ready: its waiters retry on the new address. */
   superseded: boolean;
-  /** A reason that must reach the caller as is (a host key mismatch, a failed pin). */
+  /** A reason that must reach the caller as is (a host key mismatch, a failed pin, a wrong secret). */
   failure?: Error;
+  /** First contact with a secret to check: the key the handshake accepted, pinned once the secret matches. */
+  unpinnedKey?: string;
   lastError?: Error;
 }
 
@@ -144,8 +150,25 @@ export class SshExecutor implements Executor {
     const ready = new Promise<void>((resolve, reject) => {
       rejectReady = reject;
       client.once('ready', () => {
-        conn.isReady = true;
-        resolve();
+        const key = conn.unpinnedKey;
+        if (key === undefined) {
+          conn.isReady = true;
+          resolve();
+          return;
+        }
+        this.checkSecretAndPin(conn, key).then(
+          () => {
+            conn.isReady = true;
+            resolve();
+          },
+          (err: Error) => {
+            conn.failure ??= err instanceof NotSentError ? err.reason : err;
+            // The next run opens a new connection and checks again.
+            if (this.current === conn) this.current = undefined;
+            reject(conn.failure);
+            client.end();
+          },
+        );
       });
     });
     // Waiters handle the rejection; this only keeps an abandoned attempt from being reported as
@@ -209,6 +232,12 @@ export class SshExecutor implements Executor {
     const actual = fingerprint(key);
     const expected = this.hostKeys.get(id);
     if (expected === undefined) {
+      // Accepted for this connection only: checkSecretAndPin pins it once the instance proves
+      // it holds the secret, so an impostor's key is never remembered.
+      if (conn.target.secret !== undefined) {
+        conn.unpinnedKey = actual;
+        return true;
+      }
       try {
         this.hostKeys.pin(id, actual);
       } catch (err) {
@@ -224,6 +253,27 @@ export class SshExecutor implements Executor {
     if (expected === actual) return true;
     conn.failure = new HostKeyMismatchError(id, expected, actual);
     return false;
+  }
+
+  /** Reads the instance secret back over the fresh connection; pins `key` only when it matches. */
+  private async checkSecretAndPin(conn: Connection, key: string): Promise<void> {
+    const { id, secret } = conn.target;
+    if (secret === undefined) throw new Error(`No instance secret to check for ${id}`);
+    const result = await this.exec(conn, readInstanceSecretCommand, undefined);
+    if (result.exitCode !== 0) {
+      // Not a wrong secret: the init script may not have written it yet (a driver that installs
+      // the key itself lets us in earlier). The next run tries again on a new connection.
+      throw new Error(
+        `Instance ${id} has no readable instance secret yet (exit ${String(result.exitCode)}: ${result.stderr.trim()}); ` +
+          'its host key was not pinned',
+      );
+    }
+    if (!sameSecret(result.stdout.trim(), secret)) throw new InstanceSecretMismatchError(id);
+    try {
+      this.hostKeys.pin(id, key);
+    } catch (err) {
+      throw new Error(`Could not pin the host key of instance ${id} (${key}): ${(err as Error).message}`, { cause: err });
+    }
   }
 
   private exec(conn: Connection, script: string, stdin: string | Buffer | undefined): Promise<CommandResult> {
@@ -303,13 +353,14 @@ class NotSentError extends Error {
   }
 }
 
-function describe(target: ExecutorTarget): string {
-  return `${target.id} (${target.address}:${target.port})`;
+function sameSecret(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
 }
 
-/** POSIX shell single-quoting: safe for any byte string except NUL. */
-function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
+function describe(target: ExecutorTarget): string {
+  return `${target.id} (${target.address}:${target.port})`;
 }
 
 // sshd refuses env requests unless AcceptEnv lists the name, so the environment travels inside

@@ -55,7 +55,14 @@ function sameBytes(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-export async function startSshServer(options: { clientPublicKey: string; hostKey?: KeyPair }): Promise<TestSshServer> {
+export interface SshServerOptions {
+  clientPublicKey: string;
+  hostKey?: KeyPair;
+  /** $HOME of the commands it runs (where an instance secret would be); the test process's own by default. */
+  home?: string;
+}
+
+export async function startSshServer(options: SshServerOptions): Promise<TestSshServer> {
   const hostKey = options.hostKey ?? generateKeyPair();
   const allowed = parsePublic(options.clientPublicKey);
   const allowedSsh = allowed.getPublicSSH();
@@ -96,7 +103,8 @@ export async function startSshServer(options: { clientPublicKey: string; hostKey
         session.on('exec', (acceptExec, _reject, info) => {
           execCount += 1;
           const channel = acceptExec();
-          const child = spawn('sh', ['-c', info.command], { stdio: ['pipe', 'pipe', 'pipe'] });
+          const env = options.home === undefined ? process.env : { ...process.env, HOME: options.home };
+          const child = spawn('sh', ['-c', info.command], { env, stdio: ['pipe', 'pipe', 'pipe'] });
           // The command may exit without reading stdin; EPIPE then is normal.
           child.stdin.on('error', () => {});
           channel.pipe(child.stdin);

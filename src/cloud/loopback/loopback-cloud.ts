@@ -7,6 +7,7 @@
 //   instances/<id>/instance.json           id, providerType, tags, createdAt
 //   instances/<id>/ssh_host_ed25519_key    the instance's host key
 //   instances/<id>/home/                   the instance's $HOME and the working directory of commands
+//   instances/<id>/home/.drover/instance-secret   the create's tags[drover-secret], as an init script would write it
 //
 // One ssh2 server per instance, each on its own port: the address:port then names the instance,
 // as with real VMs, so any SSH client and any username works. Each instance has its own host key,
@@ -21,7 +22,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import type { Connection, ParsedKey, ServerChannel } from 'ssh2';
-import type { CloudDriver, CloudInstance, CreateRequest, Tags } from '../driver.js';
+import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type Tags } from '../driver.js';
+import { instanceSecretFile } from '../init-script.js';
 import { CloudError } from '../errors.js';
 import type { Executor, ExecutorTarget } from '../../ssh/executor.js';
 import { FileHostKeyStore } from '../../ssh/host-keys.js';
@@ -124,6 +126,13 @@ export class LoopbackCloud implements CloudDriver {
     try {
       await writeFile(join(dir, 'ssh_host_ed25519_key'), generateKeyPair().private, { mode: 0o600, flag: 'wx' });
       await mkdir(join(dir, 'home'), { mode: 0o700 });
+      // What a VM's init script does at first boot (the key needs no installing: every sandbox
+      // accepts the client key).
+      const secret = request.tags[tagKeys.secret];
+      if (secret !== undefined) {
+        await mkdir(join(dir, 'home', '.drover'), { mode: 0o700 });
+        await writeFile(join(dir, 'home', instanceSecretFile), `${secret}\n`, { mode: 0o600, flag: 'wx' });
+      }
       // Written last: list() only sees instances whose instance.json exists, so never a half-made one.
       await writeFileAtomic(join(dir, 'instance.json'), recordText(record));
     } catch (err) {

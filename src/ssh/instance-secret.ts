@@ -1,0 +1,15 @@
+// The instance secret check on first SSH contact: before a host key is pinned, the instance must
+// prove it holds the secret its create call wrote into its tags, or it is not the VM we created.
+
+export class InstanceSecretMismatchError extends Error {
+  override readonly name = 'InstanceSecretMismatchError';
+
+  // The secrets stay out of the message: it reaches logs and the API.
+  constructor(readonly instanceId: string) {
+    super(
+      `Instance ${instanceId} does not hold the secret its create call wrote into its tags, so it is ` +
+        'not the VM this pool created (or its secret file was changed). The connection was closed ' +
+        'and its host key was not pinned.',
+    );
+  }
+}

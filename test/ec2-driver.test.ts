@@ -1,0 +1,362 @@
+// Tests of the EC2 driver: first through the real EC2Client with its `send` mocked
+// (aws-sdk-client-mock), for request shapes and the error table; then with the real SDK speaking
+// HTTP to a small EC2 endpoint on 127.0.0.1, for ClientToken idempotency and paging.
+
+import {
+  CreateTagsCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+  EC2ServiceException,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type EC2ClientConfig,
+  type Instance,
+} from '@aws-sdk/client-ec2';
+import { mockClient } from 'aws-sdk-client-mock';
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { tagKeys, type CreateRequest } from '../src/cloud/driver.js';
+import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
+import { parseConfig } from '../src/config/load.js';
+import { createEc2Driver, type Ec2Driver } from '../src/cloud/ec2/ec2-driver.js';
+import { ec2ErrorClasses } from '../src/cloud/ec2/errors.js';
+import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../src/cloud/ec2/settings.js';
+import { startFakeEc2Endpoint, type FakeEc2Endpoint } from './support/fake-ec2-endpoint.js';
+import { instanceTypeFixture } from './support/fixtures.js';
+
+const large = instanceTypeFixture('large', { providerType: 'm5.large', scratchGiB: 50 });
+const spot = instanceTypeFixture('spot', { providerType: 'm5.xlarge', scratchGiB: 0, preemptible: true });
+const gpu = instanceTypeFixture('gpu', { providerType: 'g5.xlarge', scratchGiB: 100, gpus: 1 });
+const poolTags = { [tagKeys.pool]: 'p1' };
+const fakeCredentials = { accessKeyId: 'AKIDTEST', secretAccessKey: 'not-a-secret' };
+
+function settingsFrom(raw: Record<string, unknown> = {}): Ec2Settings {
+  return ec2SettingsSchema.parse({
+    region: 'us-east-1',
+    imageId: 'ami-0123456789abcdef0',
+    subnetId: 'subnet-aaa',
+    securityGroupIds: ['sg-111', 'sg-222'],
+    iamInstanceProfile: 'drover-worker',
+    rootVolumeGiB: 20,
+    launch: { gpu: { imageId: 'ami-0gpu', subnetId: ['subnet-gpu'], scratch: null } },
+    ...raw,
+  });
+}
+
+function createRequest(instanceType = large, token = 'token-1'): CreateRequest {
+  return {
+    instanceType,
+    tags: { ...poolTags, [tagKeys.instanceType]: instanceType.name, [tagKeys.createToken]: token },
+    initScript: '#!/bin/sh\necho ssh-ed25519 AAAA drover >> /root/.ssh/authorized_keys\n',
+  };
+}
+
+function ec2Instance(id: string, state = 'running', fields: Partial<Instance> = {}): Instance {
+  return {
+    InstanceId: id,
+    InstanceType: 'm5.large',
+    PrivateIpAddress: `10.1.0.${id.length}`,
+    State: { Name: state as 'running', Code: 16 },
+    Tags: [{ Key: tagKeys.pool, Value: 'p1' }],
+    ...fields,
+  };
+}
+
+function awsError(code: string): EC2ServiceException {
+  return new EC2ServiceException({ name: code, $fault: 'client', $metadata: { httpStatusCode: 400 }, message: `${code} from the test` });
+}
+
+describe('EC2 driver through the SDK client', () => {
+  const ec2 = mockClient(EC2Client);
+  // maxAttempts 1: a mocked send has no retry middleware anyway, and nothing here is about retries.
+  const driver = (raw?: Record<string, unknown>) => createEc2Driver(settingsFrom(raw), { clientConfig: { credentials: fakeCredentials, maxAttempts: 1 } });
+
+  beforeEach(() => ec2.reset());
+  afterAll(() => ec2.restore());
+
+  it('creates one instance with the create token as ClientToken, tags on instance and volume, and the init script as user data', async () => {
+    ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-1', 'pending', { PrivateIpAddress: '10.1.2.3' })] });
+    const instance = await driver().create(createRequest());
+
+    expect(instance).toEqual({ id: 'i-1', providerType: 'm5.large', address: '10.1.2.3', tags: { ...createRequest().tags, ...poolTags } });
+    const [call, ...others] = ec2.commandCalls(RunInstancesCommand);
+    expect(others).toEqual([]);
+    const input = call!.args[0].input;
+    expect(input).toMatchObject({
+      MinCount: 1,
+      MaxCount: 1,
+      ClientToken: 'token-1',
+      ImageId: 'ami-0123456789abcdef0',
+      InstanceType: 'm5.large',
+      SubnetId: 'subnet-aaa',
+      SecurityGroupIds: ['sg-111', 'sg-222'],
+      IamInstanceProfile: { Name: 'drover-worker' },
+      InstanceInitiatedShutdownBehavior: 'terminate',
+      BlockDeviceMappings: [
+        { DeviceName: '/dev/xvda', Ebs: { VolumeSize: 20, DeleteOnTermination: true } },
+        { DeviceName: '/dev/xvdb', Ebs: { VolumeSize: 50, VolumeType: 'gp3', DeleteOnTermination: true } },
+      ],
+    });
+    const tags = Object.entries(createRequest().tags).map(([Key, Value]) => ({ Key, Value }));
+    expect(input.TagSpecifications).toEqual([
+      { ResourceType: 'instance', Tags: tags },
+      { ResourceType: 'volume', Tags: tags },
+    ]);
+    expect(Buffer.from(input.UserData ?? '', 'base64').toString('utf8')).toBe(createRequest().initScript);
+    expect(input.InstanceMarketOptions).toBeUndefined();
+    expect(input.KeyName).toBeUndefined();
+  });
+
+  it('asks for spot when the type is preemptible, and adds no scratch volume for scratchGiB 0', async () => {
+    ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-2')] });
+    await driver({ iamInstanceProfile: 'arn:aws:iam::123456789012:instance-profile/drover', keyName: 'ops' }).create(createRequest(spot));
+
+    const input = ec2.commandCalls(RunInstancesCommand)[0]!.args[0].input;
+    expect(input.InstanceMarketOptions).toEqual({
+      MarketType: 'spot',
+      SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' },
+    });
+    expect(input.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/xvda', Ebs: { VolumeSize: 20, DeleteOnTermination: true } }]);
+    expect(input.IamInstanceProfile).toEqual({ Arn: 'arn:aws:iam::123456789012:instance-profile/drover' });
+    expect(input.KeyName).toBe('ops');
+  });
+
+  it("merges a type's launch entry over the defaults", async () => {
+    ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-3')] });
+    await driver().create(createRequest(gpu));
+
+    const input = ec2.commandCalls(RunInstancesCommand)[0]!.args[0].input;
+    expect(input).toMatchObject({ ImageId: 'ami-0gpu', SubnetId: 'subnet-gpu', SecurityGroupIds: ['sg-111', 'sg-222'] });
+    // scratch: null in its entry: the type's own instance-store disks serve as scratch.
+    expect(input.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/xvda', Ebs: { VolumeSize: 20, DeleteOnTermination: true } }]);
+  });
+
+  it('refuses a create without a create token, before calling EC2', async () => {
+    const request = createRequest();
+    await expect(driver().create({ ...request, tags: poolTags })).rejects.toThrow(/drover-create-token/);
+    expect(ec2.commandCalls(RunInstancesCommand)).toEqual([]);
+  });
+
+  it('passes a create on to the next subnet only when one is out of capacity, each subnet with a token of its own', async () => {
+    const twoSubnets = driver({ subnetId: ['subnet-aaa', 'subnet-bbb'] });
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-aaa' }).rejects(awsError('InsufficientInstanceCapacity'));
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-bbb' }).resolves({ Instances: [ec2Instance('i-4')] });
+    expect((await twoSubnets.create(createRequest())).id).toBe('i-4');
+    expect(ec2.commandCalls(RunInstancesCommand).map((call) => [call.args[0].input.SubnetId, call.args[0].input.ClientToken])).toEqual([
+      ['subnet-aaa', 'token-1'],
+      ['subnet-bbb', 'token-1.1'],
+    ]);
+
+    ec2.reset();
+    ec2.on(RunInstancesCommand).rejects(awsError('InsufficientInstanceCapacity'));
+    const allOut = await twoSubnets.create(createRequest()).catch((error: unknown) => error);
+    expect(allOut).toBeInstanceOf(CapacityError);
+    expect((allOut as CapacityError).instanceType).toBe('large');
+    expect((allOut as Error).message).toMatch(/subnet-aaa, subnet-bbb/);
+
+    // A subnet with no free addresses has no room for any type; with the other out of this type only, the error is this type's.
+    ec2.reset();
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-aaa' }).rejects(awsError('InsufficientFreeAddressesInSubnet'));
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-bbb' }).rejects(awsError('InsufficientInstanceCapacity'));
+    await expect(twoSubnets.create(createRequest())).rejects.toMatchObject({ instanceType: 'large' });
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-bbb' }).rejects(awsError('InsufficientFreeAddressesInSubnet'));
+    await expect(twoSubnets.create(createRequest())).rejects.toMatchObject({ instanceType: undefined });
+
+    ec2.reset();
+    ec2.on(RunInstancesCommand).rejects(awsError('VcpuLimitExceeded'));
+    await expect(twoSubnets.create(createRequest())).rejects.toBeInstanceOf(QuotaError);
+    expect(ec2.commandCalls(RunInstancesCommand)).toHaveLength(1);
+  });
+
+  const expectedClass = { quota: QuotaError, capacity: CapacityError, zoneCapacity: CapacityError, rateLimit: RateLimitError, credentials: CredentialsError };
+  it.each(Object.entries(ec2ErrorClasses))('maps %s from RunInstances to the class its table row names (%s)', async (code, errorClass) => {
+    const error = code === 'CredentialsProviderError' ? Object.assign(new Error('Could not load credentials from any providers'), { name: code }) : awsError(code);
+    ec2.on(RunInstancesCommand).rejects(error);
+    const thrown = await driver().create(createRequest()).catch((caught: unknown) => caught);
+
+    expect(thrown).toBeInstanceOf(expectedClass[errorClass]);
+    expect((thrown as Error).message).toContain(code);
+    expect((thrown as Error).cause).toBe(error);
+    if (thrown instanceof CapacityError) expect(thrown.instanceType).toBe(errorClass === 'capacity' ? 'large' : undefined);
+    if (thrown instanceof RateLimitError) expect(thrown.retryAt).toBeUndefined();
+  });
+
+  it('says what is missing in a credentials error', async () => {
+    ec2.on(DescribeInstancesCommand).rejects(Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }));
+    await expect(driver().list(poolTags)).rejects.toThrow(/no AWS credentials found: set AWS_ACCESS_KEY_ID/);
+    ec2.on(TerminateInstancesCommand).rejects(awsError('UnauthorizedOperation'));
+    await expect(driver().destroy('i-1')).rejects.toThrow(/lack permission for ec2:TerminateInstances/);
+  });
+
+  it('maps the throttling of any call, and leaves any other code a plain CloudError naming it', async () => {
+    ec2.on(CreateTagsCommand).rejects(awsError('RequestLimitExceeded'));
+    await expect(driver().setTags('i-1', { [tagKeys.idleBehavior]: 'hold' })).rejects.toBeInstanceOf(RateLimitError);
+    ec2.on(RunInstancesCommand).rejects(awsError('InvalidAMIID.NotFound'));
+    const thrown = await driver().create(createRequest()).catch((caught: unknown) => caught);
+    expect((thrown as Error).constructor).toBe(CloudError);
+    expect((thrown as Error).message).toMatch(/^ec2 RunInstances m5\.large \(instance type large\) in subnet-aaa: InvalidAMIID\.NotFound/);
+  });
+
+  it('lists with a tag filter for every tag, follows every page, and leaves out terminated and shutting-down instances', async () => {
+    ec2.on(DescribeInstancesCommand, { NextToken: undefined }).resolves({
+      Reservations: [{ Instances: [ec2Instance('i-a'), ec2Instance('i-b', 'terminated')] }],
+      NextToken: 'page-2',
+    });
+    ec2.on(DescribeInstancesCommand, { NextToken: 'page-2' }).resolves({
+      Reservations: [{ Instances: [ec2Instance('i-c', 'shutting-down')] }, { Instances: [ec2Instance('i-d', 'pending', { PrivateIpAddress: undefined })] }],
+      NextToken: 'page-3',
+    });
+    ec2.on(DescribeInstancesCommand, { NextToken: 'page-3' }).resolves({ Reservations: [{ Instances: [ec2Instance('i-e', 'stopped')] }] });
+
+    const listed = await driver().list({ ...poolTags, [tagKeys.instanceType]: 'large' });
+    expect(listed.map((instance) => instance.id)).toEqual(['i-a', 'i-d', 'i-e']);
+    expect(listed[1]).toEqual({ id: 'i-d', providerType: 'm5.large', address: null, tags: poolTags });
+    const calls = ec2.commandCalls(DescribeInstancesCommand).map((call) => call.args[0].input);
+    expect(calls.map((input) => input.NextToken)).toEqual([undefined, 'page-2', 'page-3']);
+    for (const input of calls) {
+      expect(input.Filters).toEqual([
+        { Name: 'tag:drover-pool', Values: ['p1'] },
+        { Name: 'tag:drover-instance-type', Values: ['large'] },
+        { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] },
+      ]);
+    }
+  });
+
+  it('throws rather than return part of a listing when a later page fails', async () => {
+    ec2.on(DescribeInstancesCommand, { NextToken: undefined }).resolves({ Reservations: [{ Instances: [ec2Instance('i-a')] }], NextToken: 'page-2' });
+    ec2.on(DescribeInstancesCommand, { NextToken: 'page-2' }).rejects(awsError('InternalError'));
+    await expect(driver().list(poolTags)).rejects.toThrow(/DescribeInstances: InternalError/);
+  });
+
+  it('destroys with TerminateInstances, and an instance already gone counts as destroyed', async () => {
+    ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-live'] }).resolves({ TerminatingInstances: [{ InstanceId: 'i-live' }] });
+    ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-gone'] }).rejects(awsError('InvalidInstanceID.NotFound'));
+    ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-bad'] }).rejects(awsError('InvalidInstanceID.Malformed'));
+    await driver().destroy('i-live');
+    await driver().destroy('i-gone');
+    await expect(driver().destroy('i-bad')).rejects.toThrow(/TerminateInstances i-bad: InvalidInstanceID\.Malformed/);
+  });
+
+  it('sets tags with CreateTags on the instance', async () => {
+    ec2.on(CreateTagsCommand).resolves({});
+    await driver().setTags('i-1', { [tagKeys.idleBehavior]: 'drain' });
+    expect(ec2.commandCalls(CreateTagsCommand)[0]!.args[0].input).toEqual({ Resources: ['i-1'], Tags: [{ Key: 'drover-idle-behavior', Value: 'drain' }] });
+  });
+});
+
+describe('cloud.ec2 settings', () => {
+  it('fills in defaults, takes one subnet or a list, and names the key of a bad value', () => {
+    const settings = ec2SettingsSchema.parse({ region: 'eu-west-1', imageId: 'ami-1', subnetId: 'subnet-1', securityGroupIds: ['sg-1'] });
+    expect(settings).toMatchObject({
+      subnetIds: ['subnet-1'],
+      endpoint: null,
+      iamInstanceProfile: null,
+      rootVolumeGiB: null,
+      scratch: { deviceName: '/dev/xvdb', volumeType: 'gp3' },
+      launch: {},
+    });
+    const result = ec2SettingsSchema.safeParse({ region: 'eu-west-1', imageId: 'ami-1', subnetId: ['subnet-1', 'vpc-2'], securityGroupIds: [], extra: 1 });
+    const problems = result.error?.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`) ?? [];
+    expect(problems).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^subnetId/), expect.stringMatching(/^securityGroupIds: expected at least one/), expect.stringMatching(/extra/)]),
+    );
+    expect(unknownLaunchTypes(settingsFrom().launch, ['large', 'spot'])).toEqual(['gpu']);
+  });
+
+  it('config/ec2.yml: its cloud.ec2 section is valid, its launch entries name its instance types, the rest is a valid config', () => {
+    const doc = parseDocument(readFileSync(new URL('../config/ec2.yml', import.meta.url), 'utf8'));
+    const raw = doc.toJS() as { cloud: { driver: string; ec2: unknown }; instanceTypes: Record<string, unknown> };
+    expect(raw.cloud.driver).toBe('ec2');
+    const ec2 = ec2SettingsSchema.parse(raw.cloud.ec2);
+    expect(ec2.subnetIds).toHaveLength(2);
+    expect(Object.keys(ec2.launch)).toEqual(['gpu']);
+    expect(unknownLaunchTypes(ec2.launch, Object.keys(raw.instanceTypes))).toEqual([]);
+    // Every other section, checked by Drover's own config schema with the cloud section swapped out.
+    doc.setIn(['cloud'], { driver: 'stub' });
+    const config = parseConfig(doc.toString(), 'config/ec2.yml');
+    expect(config.instanceTypes['xlarge-spot']).toMatchObject({ providerType: 'm5.xlarge', preemptible: true });
+  });
+});
+
+// A retry strategy that retries transient errors at once: the subject is what a retry sends, not its timing.
+function immediateRetries(maxAttempts: number): NonNullable<EC2ClientConfig['retryStrategy']> {
+  const token = (count: number) => ({ getRetryCount: () => count, getRetryDelay: () => 0 });
+  return {
+    acquireInitialRetryToken: () => Promise.resolve(token(0)),
+    refreshRetryTokenForRetry: (previous: { getRetryCount(): number }, errorInfo: { errorType: string }) => {
+      const count = previous.getRetryCount() + 1;
+      if (count >= maxAttempts || errorInfo.errorType === 'CLIENT_ERROR') return Promise.reject(new Error('no retry'));
+      return Promise.resolve(token(count));
+    },
+    recordSuccess: () => {},
+  };
+}
+
+describe('EC2 driver over HTTP to a local EC2 endpoint', () => {
+  let endpoint: FakeEc2Endpoint;
+  const drivers: Ec2Driver[] = [];
+  const driver = (clientConfig: Partial<EC2ClientConfig> = { maxAttempts: 1 }) => {
+    const made = createEc2Driver(settingsFrom({ endpoint: endpoint.url }), { clientConfig: { credentials: fakeCredentials, ...clientConfig } });
+    drivers.push(made);
+    return made;
+  };
+
+  beforeAll(async () => {
+    endpoint = await startFakeEc2Endpoint();
+  });
+  afterEach(() => {
+    for (const made of drivers.splice(0)) made.close();
+    endpoint.instances.length = 0;
+    endpoint.requests.length = 0;
+    endpoint.pageSize = 1000;
+  });
+  afterAll(() => endpoint.close());
+
+  it('a RunInstances retried with the same ClientToken returns the same instance', async () => {
+    // The first answer is lost after the instance is made; the SDK retries the same request.
+    endpoint.loseNextAnswer('RunInstances');
+    const created = await driver({ retryStrategy: immediateRetries(2) }).create(createRequest(large, 'token-retry'));
+    const runs = endpoint.requests.filter((request) => request.action === 'RunInstances');
+    expect(runs.map((request) => request.params.ClientToken)).toEqual(['token-retry', 'token-retry']);
+    expect(endpoint.instances).toHaveLength(1);
+    expect(created).toMatchObject({ id: endpoint.instances[0]!.id, providerType: 'm5.large', address: endpoint.instances[0]!.privateIp });
+
+    // And a create called again by its caller with the same request: still that one instance.
+    const again = await driver().create(createRequest(large, 'token-retry'));
+    expect(again.id).toBe(created.id);
+    expect(endpoint.instances).toHaveLength(1);
+    expect(endpoint.instances[0]!.tags).toEqual(createRequest(large, 'token-retry').tags);
+  });
+
+  it('a DescribeInstances of two pages returns both pages’ instances, only the pool’s, without the terminated', async () => {
+    const ec2 = driver();
+    const ids: string[] = [];
+    for (const token of ['t1', 't2', 't3', 't4']) ids.push((await ec2.create(createRequest(large, token))).id);
+    await ec2.create({
+      ...createRequest(large, 't5'),
+      tags: { [tagKeys.pool]: 'other', [tagKeys.createToken]: 't5' },
+    });
+    await ec2.destroy(ids[3]!);
+    endpoint.pageSize = 2;
+    endpoint.requests.length = 0;
+
+    const listed = await ec2.list(poolTags);
+    expect(listed.map((instance) => instance.id)).toEqual(ids.slice(0, 3));
+    expect(listed[0]).toMatchObject({ providerType: 'm5.large', tags: createRequest(large, 't1').tags });
+    expect(endpoint.requests.map((request) => [request.action, request.params.NextToken])).toEqual([
+      ['DescribeInstances', undefined],
+      ['DescribeInstances', '2'],
+    ]);
+  });
+
+  it('reads real EC2 error answers: an instance already gone is destroyed, AuthFailure is a credentials error', async () => {
+    await driver().destroy('i-0000000000000dead');
+    endpoint.failNext('DescribeInstances', 'AuthFailure', 401);
+    await expect(driver().list(poolTags)).rejects.toBeInstanceOf(CredentialsError);
+    endpoint.failNext('RunInstances', 'InsufficientInstanceCapacity', 500);
+    const thrown = await driver().create(createRequest()).catch((caught: unknown) => caught);
+    expect(thrown).toBeInstanceOf(CapacityError);
+    expect((thrown as CapacityError).instanceType).toBe('large');
+  });
+});
