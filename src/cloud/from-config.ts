@@ -12,6 +12,7 @@ import { SshExecutor } from '../ssh/ssh-executor.js';
 import ssh2 from 'ssh2';
 import { tagKeys, type CloudDriver } from './driver.js';
 import { createEc2Driver } from './ec2/ec2-driver.js';
+import { createGceDriver } from './gce/gce-driver.js';
 import { metered } from './metered.js';
 import { rateLimited } from './rate-limited.js';
 import { StubCloud } from './stub/stub-cloud.js';
@@ -88,6 +89,18 @@ export async function cloudFromConfig(config: Config, clock: Clock, registry: Re
         return { driver: wrap(driver), executorFor, deploysRunner: true, launch, close: async () => driver.close() };
       } catch (error) {
         driver.close();
+        throw error;
+      }
+    }
+    case 'gce': {
+      if (config.cloud.gce === null) throw new CloudSetupError('cloud.gce: required when cloud.driver is gce');
+      const driver = createGceDriver(config.cloud.gce, { sshUsername: config.ssh.username, clock });
+      try {
+        await driver.verifyCredentials();
+        const { executorFor, launch } = sshAccess(config);
+        return { driver: wrap(driver), executorFor, deploysRunner: true, launch, close: () => driver.close() };
+      } catch (error) {
+        await driver.close();
         throw error;
       }
     }

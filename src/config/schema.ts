@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import type { InstanceType } from '../cloud/driver.js';
 import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../cloud/ec2/settings.js';
+import { gceSettingsSchema, type GceSettings } from '../cloud/gce/settings.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
@@ -38,6 +39,8 @@ export interface CloudSettings {
   loopback: LoopbackSettings;
   /** Required when driver is ec2; null otherwise. */
   ec2: Ec2Settings | null;
+  /** Required when driver is gce; null otherwise. */
+  gce: GceSettings | null;
 }
 
 /** The `pool` section; every duration is in ms. */
@@ -235,9 +238,12 @@ const cloudSchema = z.strictObject({
   stub: section(stubSchema),
   loopback: section(z.strictObject({ directory: nonEmpty.default('loopback') })),
   ec2: ec2SettingsSchema.nullable().default(null),
+  gce: gceSettingsSchema.nullable().default(null),
 }).superRefine((cloud, ctx) => {
-  if (cloud.driver === 'ec2' && cloud.ec2 === null) {
-    ctx.issues.push({ code: 'custom', path: ['ec2'], message: 'required when cloud.driver is ec2 (see config/ec2.yml)', input: null });
+  for (const driver of ['ec2', 'gce'] as const) {
+    if (cloud.driver === driver && cloud[driver] === null) {
+      ctx.issues.push({ code: 'custom', path: [driver], message: `required when cloud.driver is ${driver} (see config/${driver}.yml)`, input: null });
+    }
   }
 });
 
@@ -364,11 +370,13 @@ export const configSchema: z.ZodType<Config> = z
           }
         });
       }
-      if (isRecord(raw.cloud.ec2) && isRecord(raw.cloud.ec2.launch)) {
-        for (const name of unknownLaunchTypes(raw.cloud.ec2.launch, known)) {
+      for (const driver of ['ec2', 'gce'] as const) {
+        const settings = raw.cloud[driver];
+        if (!isRecord(settings) || !isRecord(settings.launch)) continue;
+        for (const name of unknownLaunchTypes(settings.launch, known)) {
           ctx.issues.push({
             code: 'custom',
-            path: ['cloud', 'ec2', 'launch', name],
+            path: ['cloud', driver, 'launch', name],
             message: `unknown instance type ${JSON.stringify(name)}; instanceTypes has ${knownList}`,
             input: name,
           });

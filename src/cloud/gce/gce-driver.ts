@@ -188,6 +188,11 @@ export class GceDriver implements CloudDriver {
     await Promise.all([resolved?.instances.close(), resolved?.operations.close()]);
   }
 
+  /** Finds the credentials now, so a daemon without any stops at start-up with CredentialsError rather than at its first call. */
+  async verifyCredentials(): Promise<void> {
+    await this.connect();
+  }
+
   // ---- internals ----
 
   /** The clients, made once credentials are found; a failure is reported and tried again on the next call. */

@@ -1,5 +1,5 @@
-// `drover run --config config/ec2.yml` as an operator without AWS credentials meets it: one line
-// naming what is missing and exit code 2, before anything is created or listed; and with
+// `drover run --config config/ec2.yml` (or gce.yml) as an operator without credentials meets it:
+// one line naming what is missing and exit code 2, before anything is created or listed; and with
 // credentials but no SSH key, the same for ssh.privateKeyFile.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,15 +12,15 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-function runEc2Config(extraEnv: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runConfig(configFile: string, extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const home = mkdtempSync(join(tmpdir(), 'drover-ec2-'));
   dirs.push(home);
   // No credentials anywhere the SDK's default chain looks: no AWS_* variables, an empty HOME (no
-  // ~/.aws), and the instance metadata service switched off (this is no EC2 instance).
-  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('AWS_')));
-  Object.assign(env, { HOME: home, DROVER_HOME: home, AWS_EC2_METADATA_DISABLED: 'true', ...extraEnv });
+  // ~/.aws), and both clouds' instance metadata services switched off, even were CI on a cloud VM.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('AWS_') && !key.startsWith('GOOGLE_')));
+  Object.assign(env, { HOME: home, DROVER_HOME: home, AWS_EC2_METADATA_DISABLED: 'true', METADATA_SERVER_DETECTION: 'none', ...extraEnv });
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', 'config/ec2.yml'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -35,17 +35,24 @@ function runEc2Config(extraEnv: Record<string, string>): Promise<{ code: number 
   });
 }
 
-describe('drover run on EC2 that cannot reach it', () => {
+describe('drover run on a cloud it has no credentials for', () => {
   it('without credentials: exit 2 and one line saying which credentials to set', async () => {
-    const result = await runEc2Config({});
+    const result = await runConfig('config/ec2.yml');
     expect(result.stderr).toMatch(/^drover: .*no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE/);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.code).toBe(2);
   });
 
   it('with credentials but no SSH key: exit 2 naming ssh.privateKeyFile', async () => {
-    const result = await runEc2Config({ AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'example' });
+    const result = await runConfig('config/ec2.yml', { AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE', AWS_SECRET_ACCESS_KEY: 'example' });
     expect(result.stderr).toMatch(/^drover: ssh\.privateKeyFile: .*id_ed25519: cannot be read/);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.code).toBe(2);
+  });
+
+  it('GCE without application default credentials: exit 2 and one line saying what to set', async () => {
+    const result = await runConfig('config/gce.yml');
+    expect(result.stderr).toMatch(/^drover: GCE: no usable Google credentials for project .*set GOOGLE_APPLICATION_CREDENTIALS/);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.code).toBe(2);
   });
