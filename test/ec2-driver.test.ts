@@ -23,6 +23,7 @@ import { createEc2Driver, type Ec2Driver } from '../src/cloud/ec2/ec2-driver.js'
 import { ec2ErrorClasses } from '../src/cloud/ec2/errors.js';
 import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../src/cloud/ec2/settings.js';
 import { startFakeEc2Endpoint, type FakeEc2Endpoint } from './support/fake-ec2-endpoint.js';
+import { describeDriverConformance } from './support/driver-conformance.js';
 import { instanceTypeFixture } from './support/fixtures.js';
 
 const large = instanceTypeFixture('large', { providerType: 'm5.large', scratchGiB: 50 });
@@ -359,4 +360,23 @@ describe('EC2 driver over HTTP to a local EC2 endpoint', () => {
     expect(thrown).toBeInstanceOf(CapacityError);
     expect((thrown as CapacityError).instanceType).toBe('large');
   });
+});
+
+describeDriverConformance('ec2', ['quota', 'capacity', 'rateLimit'], async () => {
+  const endpoint = await startFakeEc2Endpoint();
+  const driver = createEc2Driver(settingsFrom({ endpoint: endpoint.url }), { clientConfig: { credentials: fakeCredentials, maxAttempts: 1 } });
+  // EC2's own codes for each refusal; the fake answers the next RunInstances with it.
+  const codes = { quota: 'InstanceLimitExceeded', capacity: 'InsufficientInstanceCapacity', rateLimit: 'RequestLimitExceeded' } as const;
+  return {
+    driver,
+    instanceType: large,
+    refuseCreates: async (kind) => {
+      endpoint.failNext('RunInstances', codes[kind], kind === 'rateLimit' ? 503 : 400);
+      return () => {};
+    },
+    close: async () => {
+      driver.close();
+      await endpoint.close();
+    },
+  };
 });
