@@ -9,7 +9,7 @@ import type { Command } from 'commander';
  * 100 and above, so a code from 1 to 99 is always the container's; from 100 up it may be either
  * (a container may exit 100 too), and the `drover:` line on stderr, or `drover show UUID`, tells
  * which. Every other client command exits 0 on success and with one of these codes otherwise.
- * `drover run` and `drover teardown` have codes of their own (below); their usage errors are `usage`.
+ * `drover run`, `drover teardown` and `drover cloudtest` have codes of their own (below); their usage errors are `usage`.
  */
 export const exitCodes = {
   /** Done; or, under --wait, the container completed with exit code 0. */
@@ -64,6 +64,18 @@ export const teardownExitCodes = {
   somethingLeft: 1,
   /** Refused before anything was destroyed (see refusals.ts), or it could not ask and had no --yes. */
   refused: 2,
+} as const;
+
+/** Exit codes of `drover cloudtest`. */
+export const cloudtestExitCodes = {
+  /** Every step passed and the instance is gone. */
+  passed: 0,
+  /** A step failed (named on stdout and stderr); what it created was destroyed and is gone. */
+  failed: 1,
+  /** Refused before anything was created (see refusals.ts), or --type names no instance type of the config. */
+  refused: 2,
+  /** A step failed and the instance could not be confirmed gone: its id is printed, for the operator to remove. */
+  instanceLeft: 3,
 } as const;
 
 /**

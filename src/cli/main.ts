@@ -8,6 +8,7 @@ import { startDaemon } from '../daemon/daemon.js';
 import { runSample } from '../daemon/sample.js';
 import { daemonUrlFile, removeDaemonUrl, writeDaemonUrl } from '../daemon/url-file.js';
 import { createLogger } from '../log/logger.js';
+import { registerCloudtestCommand } from './cloudtest-command.js';
 import { registerClientCommands } from './commands.js';
 import { runExitCodes } from './exit-codes.js';
 import { refusal } from './refusals.js';
@@ -57,6 +58,7 @@ program
 
 registerClientCommands(program);
 registerTeardownCommand(program);
+registerCloudtestCommand(program);
 
 try {
   await program.parseAsync();
