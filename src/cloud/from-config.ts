@@ -11,8 +11,6 @@ import { FileHostKeyStore, MemoryHostKeyStore, type HostKeyStore } from '../ssh/
 import { SshExecutor } from '../ssh/ssh-executor.js';
 import ssh2 from 'ssh2';
 import { tagKeys, type CloudDriver } from './driver.js';
-import { createEc2Driver } from './ec2/ec2-driver.js';
-import { createGceDriver } from './gce/gce-driver.js';
 import { metered } from './metered.js';
 import { rateLimited } from './rate-limited.js';
 import { StubCloud } from './stub/stub-cloud.js';
@@ -82,6 +80,9 @@ export async function cloudFromConfig(config: Config, clock: Clock, registry: Re
     case 'ec2': {
       // Checked by the schema; repeated so the type is narrowed.
       if (config.cloud.ec2 === null) throw new CloudSetupError('cloud.ec2: required when cloud.driver is ec2');
+      // Loaded only for its driver: the cloud SDKs take a second or more to import, which every
+      // other command (and every other driver) would pay for nothing.
+      const { createEc2Driver } = await import('./ec2/ec2-driver.js');
       const driver = createEc2Driver(config.cloud.ec2);
       try {
         await driver.verifyCredentials();
@@ -94,6 +95,7 @@ export async function cloudFromConfig(config: Config, clock: Clock, registry: Re
     }
     case 'gce': {
       if (config.cloud.gce === null) throw new CloudSetupError('cloud.gce: required when cloud.driver is gce');
+      const { createGceDriver } = await import('./gce/gce-driver.js');
       const driver = createGceDriver(config.cloud.gce, { sshUsername: config.ssh.username, clock });
       try {
         await driver.verifyCredentials();
