@@ -12,12 +12,13 @@ import { cloudtestExitCode } from '../src/cli/cloudtest-command.js';
 import { cloudtestExitCodes } from '../src/cli/exit-codes.js';
 import { systemClock } from '../src/clock.js';
 import { tagKeys, type CloudDriver, type CreateRequest } from '../src/cloud/driver.js';
+import { CloudError } from '../src/cloud/errors.js';
 import { cloudFromConfig, type Cloud } from '../src/cloud/from-config.js';
 import { instanceSecretFile } from '../src/cloud/init-script.js';
 import { LoopbackCloud } from '../src/cloud/loopback/loopback-cloud.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { cloudtest, cloudtestSteps, cloudtestTagKey, type CloudtestReport } from '../src/daemon/cloudtest.js';
+import { cloudtest, cloudtestSteps, cloudtestTagKey, type CloudtestOptions, type CloudtestReport } from '../src/daemon/cloudtest.js';
 import { runDrover } from './support/run-drover.js';
 import { shippedConfig } from './support/shipped-config.js';
 
@@ -61,14 +62,19 @@ async function recordedCloud(config: Config): Promise<{ cloud: Cloud; creates: C
 }
 
 /** Runs cloudtest on fake timers, moving time on until it finishes; returns the report and the lines it printed. */
-async function onFakeTime(config: Config, cloud: Cloud, print: (line: string) => void = () => {}): Promise<{ report: CloudtestReport; lines: string[] }> {
+async function onFakeTime(
+  config: Config,
+  cloud: Cloud,
+  print: (line: string) => void = () => {},
+  more: Partial<CloudtestOptions> = {},
+): Promise<{ report: CloudtestReport; lines: string[] }> {
   const lines: string[] = [];
   let report: CloudtestReport | undefined;
   const collect = (line: string) => {
     lines.push(line);
     print(line);
   };
-  const running = cloudtest({ config, cloud, print: collect }).then((done) => (report = done));
+  const running = cloudtest({ ...more, config, cloud, print: collect }).then((done) => (report = done));
   for (let i = 0; report === undefined && i < 10_000; i++) await vi.advanceTimersByTimeAsync(250);
   await running;
   if (report === undefined) throw new Error('cloudtest did not finish');
@@ -151,6 +157,87 @@ describe('against the stub', () => {
     expect(report.leftBehind).toBeNull();
     expect(cloudtestExitCode(report)).toBe(cloudtestExitCodes.failed);
     expect(lines.join('\n')).toContain('clean-up: the failed create made no instance');
+    // The cloud refused the create (a typed answer, not a lost one): one listing is enough.
+    expect(cloud.stub!.callCounts.list).toBe(1);
+  });
+
+  /** The cloud with a create that makes its VM but answers with an error, as when RunInstances' answer is lost. */
+  function lostCreateAnswer(cloud: Cloud, listings: { failing: number; hiding: number; afterCreate?: number }): Cloud {
+    const { driver } = cloud;
+    let made: string | undefined;
+    return {
+      ...cloud,
+      driver: {
+        ...driver,
+        create: async (request) => {
+          made = (await driver.create(request)).id;
+          throw new CloudError('ec2 RunInstances: socket hang up');
+        },
+        // Eventual consistency: the new VM shows in listings only after a while, and some listings fail.
+        list: async (filter) => {
+          if (made !== undefined) listings.afterCreate = (listings.afterCreate ?? 0) + 1;
+          if (made !== undefined && listings.failing-- > 0) throw new CloudError('ec2 DescribeInstances: InternalError');
+          const listed = await driver.list(filter);
+          if (made === undefined || listings.hiding-- <= 0) return listed;
+          return listed.filter((instance) => instance.id !== made);
+        },
+      },
+    };
+  }
+
+  it('keeps listing by create token after a create whose answer was lost, finds the VM when it shows and destroys it', async () => {
+    vi.useFakeTimers();
+    const config = stubConfig();
+    const { cloud } = await recordedCloud(config);
+    const { report, lines } = await onFakeTime(config, lostCreateAnswer(cloud, { failing: 2, hiding: 3 }));
+
+    expect(report.failure).toEqual({ step: 'create', message: 'CloudError: ec2 RunInstances: socket hang up' });
+    expect(report.leftBehind).toBeNull();
+    expect(cloudtestExitCode(report)).toBe(cloudtestExitCodes.failed);
+    expect(lines.join('\n')).not.toContain('made no instance');
+    expect(lines.some((line) => /clean-up: destroyed stub-5/.test(line))).toBe(true);
+    expect(cloudtestInstancesOn(cloud)).toEqual([]);
+  });
+
+  it('after a create whose answer was lost, exits 3 naming the create token when no listing can tell until timeoutBooting', async () => {
+    vi.useFakeTimers();
+    const config = stubConfig({ 'pool.timeoutBooting': '30s' });
+    const { cloud } = await recordedCloud(config);
+    const listings = { failing: Infinity, hiding: 0, afterCreate: 0 };
+    const { report, lines } = await onFakeTime(config, lostCreateAnswer(cloud, listings));
+
+    const token = report.createToken;
+    expect(report.leftBehind).toEqual({ instanceId: null, reason: expect.stringMatching(/no listing .* within 30s .*InternalError/) });
+    expect(cloudtestExitCode(report)).toBe(cloudtestExitCodes.instanceLeft);
+    expect(lines.at(-1)).toContain(`may have left an instance with create token ${token}; look for tag drover-create-token=${token}`);
+    // Listed on, every probeInterval (2s), for the whole 30s.
+    expect(listings.afterCreate).toBeGreaterThanOrEqual(15);
+    expect(cloudtestInstancesOn(cloud)).toEqual(['stub-5']);
+  });
+
+  it('on an interrupt while waiting for the boot, abandons the step at once, destroys the instance and says it was interrupted', async () => {
+    vi.useFakeTimers();
+    const config = stubConfig({ 'cloud.stub.bootDelay': { min: '5m', max: '5m' }, 'pool.timeoutBooting': '10m' });
+    const { cloud } = await recordedCloud(config);
+    const interrupt = new AbortController();
+    const { report, lines } = await onFakeTime(
+      config,
+      cloud,
+      (line) => {
+        if (line.includes('2/6 list: ok')) setTimeout(() => interrupt.abort('SIGINT'), 10_000);
+      },
+      { interrupt: interrupt.signal },
+    );
+
+    expect(report.interrupted).toBe(true);
+    expect(report.failure).toEqual({ step: 'ssh', message: 'interrupted (SIGINT)' });
+    expect(report.steps.at(-1)!.elapsedMs).toBeLessThan(11_000);
+    expect(report.leftBehind).toBeNull();
+    expect(cloudtestExitCode(report)).toBe(cloudtestExitCodes.interrupted);
+    expect(lines.some((line) => /3\/6 ssh: INTERRUPTED after \d+\.\ds \(SIGINT\); cleaning up/.test(line))).toBe(true);
+    expect(lines.some((line) => /clean-up: destroyed stub-5/.test(line))).toBe(true);
+    expect(lines.at(-1)).toMatch(/INTERRUPTED at step 3\/6 ssh/);
+    expect(cloudtestInstancesOn(cloud)).toEqual([]);
   });
 
   it('exits with its own code, naming the instance, when a failed run cannot destroy what it created', async () => {
@@ -251,5 +338,63 @@ describe('drover cloudtest', () => {
     const refused = await runDrover(['cloudtest', '--config', path, '--type', 'huge'], env);
     expect(refused.code).toBe(cloudtestExitCodes.refused);
     expect(refused.stderr).toBe('drover: --type huge: no such instance type in the config; it has small, large; nothing was created\n');
+  });
+
+  /** A stub config whose VM takes 10 minutes to boot, so a signal arrives while cloudtest waits for it. */
+  async function slowBootConfig(settings: Record<string, unknown> = {}): Promise<string> {
+    const path = join(dir, 'stub.yml');
+    await writeFile(
+      path,
+      shippedConfig('stub.yml', {
+        'cloud.stub.bootDelay': { min: '10m', max: '10m' },
+        'pool.timeoutBooting': '20m',
+        'queue.path': join(dir, 'state', 'queue.sqlite'),
+        'http.tokenFile': join(dir, 'state', 'token'),
+        ...settings,
+      }),
+    );
+    return path;
+  }
+
+  it('on SIGINT while waiting for the boot, destroys the instance and exits 130', async () => {
+    const path = await slowBootConfig();
+    let sent = false;
+    const run = await runDrover(['cloudtest', '--config', path], { ...process.env, DROVER_HOME: dir }, {
+      onStdout: (stdout, child) => {
+        if (!sent && stdout.includes('2/6 list: ok')) {
+          sent = true;
+          child.kill('SIGINT');
+        }
+      },
+    });
+    expect(run.code).toBe(cloudtestExitCodes.interrupted);
+    expect(run.stderr).toContain('drover: SIGINT: cleaning up');
+    expect(run.stdout).toMatch(/3\/6 ssh: INTERRUPTED after \d+\.\ds \(SIGINT\); cleaning up/);
+    expect(run.stdout).toMatch(/clean-up: destroyed stub-5/);
+    expect(run.stderr).toMatch(/cloudtest interrupted at step ssh \(SIGINT\); what it created is gone/);
+  });
+
+  it('on a second signal while cleaning up, exits 3 at once naming the instance that may be left', async () => {
+    // Destroys always fail, so the clean-up would take 3 rounds of 10s.
+    const path = await slowBootConfig({ 'cloud.stub.destroyErrorRate': 1 });
+    let signals = 0;
+    const startedAt = Date.now();
+    const run = await runDrover(['cloudtest', '--config', path], { ...process.env, DROVER_HOME: dir }, {
+      onStdout: (stdout, child) => {
+        if (signals === 0 && stdout.includes('2/6 list: ok')) {
+          signals++;
+          child.kill('SIGTERM');
+        }
+      },
+      onStderr: (stderr, child) => {
+        if (signals === 1 && stderr.includes('cleaning up')) {
+          signals++;
+          child.kill('SIGINT');
+        }
+      },
+    });
+    expect(run.code).toBe(cloudtestExitCodes.instanceLeft);
+    expect(run.stderr).toMatch(/drover: SIGINT again: stopped before the clean-up finished; may be left: stub-5 \(drover-pool=drover-demo-cloudtest\)/);
+    expect(Date.now() - startedAt).toBeLessThan(20_000);
   });
 });

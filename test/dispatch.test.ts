@@ -288,4 +288,30 @@ describe('dispatch on the stub cloud', () => {
     expect(h.queue.get(neverStarted.uuid)?.reason).toMatch(/has no record of it/);
     h.stop();
   });
+
+  it('one type out of capacity does not hold back another: after 60 minutes the priority-1 small container is done, the priority-10 big one waits', async () => {
+    const types = { small: instanceTypes.small!, big: { ...instanceTypes.large!, name: 'big', providerType: 'stub.big' } };
+    const stub = createStub({ bootDelayMs: { min: 30_000, max: 30_000 }, containerRunMs: 60_000, capacityErrorTypes: ['big'] });
+    const createsOf = new Map<string, number>();
+    const create = stub.create.bind(stub);
+    stub.create = (request) => {
+      createsOf.set(request.instanceType.name, (createsOf.get(request.instanceType.name) ?? 0) + 1);
+      return create(request);
+    };
+    // The pool backs a type off for quotaErrorTTL (60 s here) after each capacity error.
+    const h = new DispatchHarness(stub, { instanceTypes: types, pool: { quotaErrorTTL: 60_000 } });
+    h.start();
+    const big = h.queue.submit(spec({ priority: 10, constraints: { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false } })).uuid;
+    const small = h.queue.submit(spec({ priority: 1 })).uuid;
+    await h.runUntil(() => false, 60 * 60_000);
+    const bigCreates = createsOf.get('big') ?? 0;
+    console.log(`capacity story: ${bigCreates} big creates tried in 60 simulated minutes, ${createsOf.get('small') ?? 0} small`);
+    expect(h.queue.get(small)).toMatchObject({ state: 'complete', exitCode: 0, instanceType: 'small' });
+    expect(h.queue.get(big)).toMatchObject({ state: 'queued', attempts: 0 });
+    expect(createsOf.get('small')).toBe(1);
+    // Tried again only when the back-off ends: about once a minute, never more.
+    expect(bigCreates).toBeGreaterThan(0);
+    expect(bigCreates).toBeLessThanOrEqual(61);
+    h.stop();
+  });
 });

@@ -20,7 +20,7 @@ import { tagKeys, type CreateRequest } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { parseConfig } from '../src/config/load.js';
 import { createEc2Driver, type Ec2Driver } from '../src/cloud/ec2/ec2-driver.js';
-import { ec2ErrorClasses } from '../src/cloud/ec2/errors.js';
+import { Ec2NotFoundError, ec2ErrorClasses } from '../src/cloud/ec2/errors.js';
 import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../src/cloud/ec2/settings.js';
 import { startFakeEc2Endpoint, type FakeEc2Endpoint } from './support/fake-ec2-endpoint.js';
 import { describeDriverConformance } from './support/driver-conformance.js';
@@ -48,7 +48,7 @@ function settingsFrom(raw: Record<string, unknown> = {}): Ec2Settings {
 function createRequest(instanceType = large, token = 'token-1'): CreateRequest {
   return {
     instanceType,
-    tags: { ...poolTags, [tagKeys.instanceType]: instanceType.name, [tagKeys.createToken]: token },
+    tags: { ...poolTags, [tagKeys.instanceType]: instanceType.name, [tagKeys.createToken]: token, [tagKeys.secret]: 'ab'.repeat(32) },
     initScript: '#!/bin/sh\necho ssh-ed25519 AAAA drover >> /root/.ssh/authorized_keys\n',
   };
 }
@@ -76,7 +76,7 @@ describe('EC2 driver through the SDK client', () => {
   beforeEach(() => ec2.reset());
   afterAll(() => ec2.restore());
 
-  it('creates one instance with the create token as ClientToken, tags on instance and volume, and the init script as user data', async () => {
+  it('creates one instance with the create token as ClientToken, tags on instance and volume (all but the secret), and the init script as user data', async () => {
     ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-1', 'pending', { PrivateIpAddress: '10.1.2.3' })] });
     const instance = await driver().create(createRequest());
 
@@ -100,9 +100,10 @@ describe('EC2 driver through the SDK client', () => {
       ],
     });
     const tags = Object.entries(createRequest().tags).map(([Key, Value]) => ({ Key, Value }));
+    // A volume's tags are readable by whoever may describe volumes, and the secret proves the VM.
     expect(input.TagSpecifications).toEqual([
       { ResourceType: 'instance', Tags: tags },
-      { ResourceType: 'volume', Tags: tags },
+      { ResourceType: 'volume', Tags: tags.filter((tag) => tag.Key !== tagKeys.secret) },
     ]);
     expect(Buffer.from(input.UserData ?? '', 'base64').toString('utf8')).toBe(createRequest().initScript);
     expect(input.InstanceMarketOptions).toBeUndefined();
@@ -170,7 +171,14 @@ describe('EC2 driver through the SDK client', () => {
     expect(ec2.commandCalls(RunInstancesCommand)).toHaveLength(1);
   });
 
-  const expectedClass = { quota: QuotaError, capacity: CapacityError, zoneCapacity: CapacityError, rateLimit: RateLimitError, credentials: CredentialsError };
+  const expectedClass = {
+    quota: QuotaError,
+    capacity: CapacityError,
+    zoneCapacity: CapacityError,
+    rateLimit: RateLimitError,
+    credentials: CredentialsError,
+    notFound: Ec2NotFoundError,
+  };
   it.each(Object.entries(ec2ErrorClasses))('maps %s from RunInstances to the class its table row names (%s)', async (code, errorClass) => {
     const error = code === 'CredentialsProviderError' ? Object.assign(new Error('Could not load credentials from any providers'), { name: code }) : awsError(code);
     ec2.on(RunInstancesCommand).rejects(error);
@@ -232,11 +240,27 @@ describe('EC2 driver through the SDK client', () => {
 
   it('destroys with TerminateInstances, and an instance already gone counts as destroyed', async () => {
     ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-live'] }).resolves({ TerminatingInstances: [{ InstanceId: 'i-live' }] });
-    ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-gone'] }).rejects(awsError('InvalidInstanceID.NotFound'));
     ec2.on(TerminateInstancesCommand, { InstanceIds: ['i-bad'] }).rejects(awsError('InvalidInstanceID.Malformed'));
     await driver().destroy('i-live');
-    await driver().destroy('i-gone');
     await expect(driver().destroy('i-bad')).rejects.toThrow(/TerminateInstances i-bad: InvalidInstanceID\.Malformed/);
+    expect(ec2.commandCalls(DescribeInstancesCommand)).toEqual([]);
+  });
+
+  it('counts InvalidInstanceID.NotFound as destroyed only when DescribeInstances confirms the instance absent or terminating', async () => {
+    ec2.on(TerminateInstancesCommand).rejects(awsError('InvalidInstanceID.NotFound'));
+    const describedAs = (id: string) => ({ Filters: [{ Name: 'instance-id', Values: [id] }] });
+    ec2.on(DescribeInstancesCommand, describedAs('i-absent')).resolves({ Reservations: [] });
+    ec2.on(DescribeInstancesCommand, describedAs('i-terminated')).resolves({ Reservations: [{ Instances: [ec2Instance('i-terminated', 'terminated')] }] });
+    ec2.on(DescribeInstancesCommand, describedAs('i-ending')).resolves({ Reservations: [{ Instances: [ec2Instance('i-ending', 'shutting-down')] }] });
+    // Eventual consistency: just after RunInstances, TerminateInstances may not know the id yet.
+    ec2.on(DescribeInstancesCommand, describedAs('i-new')).resolves({ Reservations: [{ Instances: [ec2Instance('i-new', 'pending')] }] });
+    await driver().destroy('i-absent');
+    await driver().destroy('i-terminated');
+    await driver().destroy('i-ending');
+    const thrown = await driver().destroy('i-new').catch((caught: unknown) => caught);
+    expect(thrown).toBeInstanceOf(CloudError);
+    expect((thrown as Error).message).toMatch(/i-new.*pending.*not destroyed/);
+    expect(ec2.commandCalls(DescribeInstancesCommand)).toHaveLength(4);
   });
 
   it('sets tags with CreateTags on the instance', async () => {
@@ -351,6 +375,16 @@ describe('EC2 driver over HTTP to a local EC2 endpoint', () => {
     ]);
   });
 
+  it('a destroy told NotFound right after the create throws while a listing still shows the instance, and a retry destroys it', async () => {
+    const ec2 = driver();
+    const created = await ec2.create(createRequest(large, 'token-young'));
+    endpoint.failNext('TerminateInstances', 'InvalidInstanceID.NotFound');
+    await expect(ec2.destroy(created.id)).rejects.toThrow(new RegExp(`${created.id}.*pending`));
+    expect(endpoint.instances[0]!.state).toBe('pending');
+    await ec2.destroy(created.id);
+    expect(endpoint.instances[0]!.state).toBe('shutting-down');
+  });
+
   it('reads real EC2 error answers: an instance already gone is destroyed, AuthFailure is a credentials error', async () => {
     await driver().destroy('i-0000000000000dead');
     endpoint.failNext('DescribeInstances', 'AuthFailure', 401);
@@ -362,7 +396,7 @@ describe('EC2 driver over HTTP to a local EC2 endpoint', () => {
   });
 });
 
-describeDriverConformance('ec2', ['quota', 'capacity', 'rateLimit'], async () => {
+describeDriverConformance('ec2', { refusals: ['quota', 'capacity', 'rateLimit'], idempotentCreates: true }, async () => {
   const endpoint = await startFakeEc2Endpoint();
   const driver = createEc2Driver(settingsFrom({ endpoint: endpoint.url }), { clientConfig: { credentials: fakeCredentials, maxAttempts: 1 } });
   // EC2's own codes for each refusal; the fake answers the next RunInstances with it.

@@ -424,7 +424,7 @@ describe('GCE settings', () => {
   });
 });
 
-describeDriverConformance('gce', ['quota', 'capacity', 'rateLimit'], async () => {
+describeDriverConformance('gce', { refusals: ['quota', 'capacity', 'rateLimit'], idempotentCreates: true }, async () => {
   const fake = await startFakeGceEndpoint();
   const driver = createGceDriver(settingsFor(fake, { launch: {} }), { sshUsername: 'drover', clock: instantClock(), authClient: fakeAuthClient() });
   const refusals = {

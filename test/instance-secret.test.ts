@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
-import type { CloudDriver, CreateRequest } from '../src/cloud/driver.js';
+import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest } from '../src/cloud/driver.js';
 import { instanceSecretFile } from '../src/cloud/init-script.js';
 import { LoopbackCloud } from '../src/cloud/loopback/loopback-cloud.js';
 import { Pool, secretMismatchReason } from '../src/pool/pool.js';
@@ -36,15 +36,29 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A pool on the loopback cloud; `tamper` runs on each sandbox after create, before first contact. */
-function startPool(tamper?: (home: string) => Promise<void>): Pool {
+interface PoolOptions {
+  /** Runs on each sandbox after create, before first contact. */
+  tamper?: (home: string) => Promise<void>;
+  /** The driver answers every instance without its drover-secret tag. */
+  hideSecretTag?: boolean;
+  timeoutBooting?: number;
+}
+
+function withoutSecretTag(instance: CloudInstance): CloudInstance {
+  const { [tagKeys.secret]: _secret, ...tags } = instance.tags;
+  return { ...instance, tags };
+}
+
+/** A pool on the loopback cloud, with `launch` set as for a real VM cloud. */
+function startPool({ tamper, hideSecretTag = false, timeoutBooting }: PoolOptions = {}): Pool {
+  const answer = (instance: CloudInstance) => (hideSecretTag ? withoutSecretTag(instance) : instance);
   const driver: CloudDriver = {
     create: async (request: CreateRequest) => {
       const instance = await cloud.create(request);
       await tamper?.(cloud.homeOf(instance.id));
-      return instance;
+      return answer(instance);
     },
-    list: (filter) => cloud.list(filter),
+    list: async (filter) => (await cloud.list(filter)).map(answer),
     destroy: (id) => cloud.destroy(id),
     setTags: (id, tags) => cloud.setTags(id, tags),
   };
@@ -58,7 +72,7 @@ function startPool(tamper?: (home: string) => Promise<void>): Pool {
     poolName: 'secret-test',
     driver,
     executorFor: (target) => cloud.executorFor(target),
-    settings: poolSettings({ probeInterval: 50, syncInterval: 200, runnerCommand: DEFAULT_RUNNER_PATH }),
+    settings: poolSettings({ probeInterval: 50, syncInterval: 200, runnerCommand: DEFAULT_RUNNER_PATH, ...(timeoutBooting !== undefined && { timeoutBooting }) }),
     instanceTypes: { small },
     logger: pino({ level: 'info' }, sink),
     clock: systemClock,
@@ -94,13 +108,24 @@ describe('instance secret', { timeout: 60_000 }, () => {
   });
 
   it('shuts down an instance whose secret was changed before first contact, pinning nothing', async () => {
-    const p = startPool((home) => writeFile(join(home, instanceSecretFile), `${'00'.repeat(32)}\n`));
+    const p = startPool({ tamper: (home) => writeFile(join(home, instanceSecretFile), `${'00'.repeat(32)}\n`) });
     const id = await createOne(p);
     await waitFor('the instance to be destroyed', async () => ((await cloud.list({})).length === 0 ? true : undefined), 30_000);
     const errors = logs.filter((line) => line.level === 50);
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({ instanceId: id, errorClass: 'InstanceSecretMismatchError' });
     expect(logs.some((line) => line.msg === 'instance state changed' && line.instanceId === id && line.reason === secretMismatchReason)).toBe(true);
+    expect((await pins())[id]).toBeUndefined();
+  });
+
+  it('never pins the host key of an instance without a secret in its tags, and shuts it down at timeoutBooting', async () => {
+    const p = startPool({ hideSecretTag: true, timeoutBooting: 1_500 });
+    const id = await createOne(p);
+    await waitFor('the instance to be destroyed', async () => ((await cloud.list({})).length === 0 ? true : undefined), 30_000);
+    const refusals = logs.filter((line) => line.msg.startsWith('no instance secret in its tags: not pinning its host key'));
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ instanceId: id, errorClass: 'InstanceSecretMissingError' });
+    expect(logs.some((line) => line.msg === 'instance state changed' && line.instanceId === id && line.reason === 'boot probe did not pass within timeoutBooting')).toBe(true);
     expect((await pins())[id]).toBeUndefined();
   });
 });

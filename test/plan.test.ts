@@ -5,7 +5,7 @@ import type { InstanceType } from '../src/cloud/driver.js';
 import { capacityOf, type Resources } from '../src/pool/resources.js';
 import type { Constraints, Container } from '../src/queue/types.js';
 import { plan, type Limits } from '../src/scheduler/plan.js';
-import type { ComingWorker, OpenWorker, PoolPicture } from '../src/scheduler/worker-pool.js';
+import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture } from '../src/scheduler/worker-pool.js';
 import { instanceTypeFixture } from './support/fixtures.js';
 import { instanceTypes } from './support/pool-harness.js';
 
@@ -62,6 +62,18 @@ function coming(workerId: string, type: InstanceType, state: ComingWorker['state
 
 function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
   return { open: [], coming: [], instances: 0, hourlySpend: 0, atQuota: false, createRefusal: () => null, ...overrides };
+}
+
+/** The pool refuses every create: listings, quota, throttle, create calls in flight. */
+const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
+/** The pool refuses creates of the named types alone (their capacity back-off); `asked` counts the questions per type. */
+function noCapacityFor(...names: string[]): { createRefusal: (name: string) => CreateRefusal | null; asked: Map<string, number> } {
+  const asked = new Map<string, number>();
+  const createRefusal = (name: string): CreateRefusal | null => {
+    asked.set(name, (asked.get(name) ?? 0) + 1);
+    return names.includes(name) ? { reason: `no capacity for ${name}`, scope: 'instanceType' } : null;
+  };
+  return { createRefusal, asked };
 }
 
 const limits: Limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null, maxContainersPerInstance: 1 };
@@ -156,7 +168,7 @@ describe('scheduling pass (one container per instance)', () => {
   });
 
   it('stops at a create the pool refuses (quota, throttle)', () => {
-    const result = plan([container()], instanceTypes, pool({ createRefusal: () => 'create calls are rate-limited' }), limits);
+    const result = plan([container()], instanceTypes, pool({ createRefusal: () => poolWide('create calls are rate-limited') }), limits);
     expect(result.decisions).toEqual([]);
     expect(result.boundBy).toBe('create calls are rate-limited');
     expect(result.shutdowns).toEqual([]);
@@ -189,7 +201,7 @@ describe('scheduling pass (one container per instance)', () => {
     const result = plan(
       [waitingForCreate, fitsIdle],
       instanceTypes,
-      pool({ open: [idle('w1', small), idle('w2', small)], instances: 2, createRefusal: () => refusal }),
+      pool({ open: [idle('w1', small), idle('w2', small)], instances: 2, createRefusal: () => poolWide(refusal) }),
       limits,
     );
     expect(result.decisions).toEqual([{ kind: 'start', uuid: fitsIdle.uuid, workerId: 'w2', instanceType: 'small' }]);
@@ -271,13 +283,56 @@ describe('scheduling pass (one container per instance)', () => {
     expect(result.boundBy).toBe('maxHourlySpend');
   });
 
-  it('a create refused for one type stops lower-priority creates of other types', () => {
+  it('a create refused for its type alone (capacity back-off) holds back that type only: lower-priority work of another type gets a create', () => {
     const high = container({ constraints: big, priority: 9 });
     const low = container({ priority: 1 });
-    const createRefusal = (name: string): string | null => (name === 'large' ? 'no capacity for large' : null);
+    const result = plan([high, low], instanceTypes, pool(noCapacityFor('large')), limits);
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'small', forUuid: low.uuid }]);
+    expect(result.boundBy).toBeNull();
+    expect(result.blockedTypes).toEqual(['large']);
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('a second container needing a type refused this pass does not ask again and gets no create; its booting worker stays', () => {
+    const first = container({ constraints: big, priority: 9 });
+    const second = container({ constraints: big, priority: 8 });
+    const third = container({ constraints: big, priority: 7 });
+    const low = container({ priority: 1 });
+    const refusing = noCapacityFor('large');
+    // The booting large worker takes the first; the second asks and is refused; the third does not ask.
+    const result = plan([first, second, third, low], instanceTypes, pool({ ...refusing, coming: [coming('b1', large)], instances: 1 }), limits);
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'small', forUuid: low.uuid }]);
+    expect(refusing.asked.get('large')).toBe(1);
+    expect(result.blockedTypes).toEqual(['large']);
+    expect(result.shutdowns).toEqual([]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('a create refused pool-wide (throttle) still stops lower-priority creates of other types', () => {
+    const high = container({ constraints: big, priority: 9 });
+    const low = container({ priority: 1 });
+    const asked: string[] = [];
+    const createRefusal = (name: string): CreateRefusal | null => {
+      asked.push(name);
+      return poolWide('create calls are rate-limited');
+    };
     const result = plan([high, low], instanceTypes, pool({ createRefusal }), limits);
     expect(result.decisions).toEqual([]);
-    expect(result.boundBy).toBe('no capacity for large');
+    expect(result.boundBy).toBe('create calls are rate-limited');
+    expect(result.blockedTypes).toEqual([]);
+    expect(asked).toEqual(['large']);
+  });
+
+  it('a type refused for the type alone does not lift maxInstances: lower-priority work creates only within it', () => {
+    const high = container({ constraints: big, priority: 9 });
+    const lows = queued(3);
+    const result = plan([high, ...lows], instanceTypes, pool({ ...noCapacityFor('large'), instances: 8 }), limits);
+    expect(result.decisions).toEqual([
+      { kind: 'create', instanceType: 'small', forUuid: lows[0]!.uuid },
+      { kind: 'create', instanceType: 'small', forUuid: lows[1]!.uuid },
+    ]);
+    expect(result.boundBy).toBe('maxInstances');
+    expect(result.blockedTypes).toEqual(['large']);
   });
 });
 
@@ -374,6 +429,26 @@ describe('scheduling pass (packing)', () => {
       { kind: 'start', uuid: work[1]!.uuid, workerId: 'w1', instanceType: 'A' },
     ]);
     expect(result.shutdowns).toEqual([]);
+  });
+
+  it('a group type refused for the type alone: the group is created as the next cheapest per container, asking once', () => {
+    // B would hold all eight; refused, each A holds two.
+    const work = queued(8);
+    const refusing = noCapacityFor('B');
+    const result = plan(work, packingTypes, pool(refusing), packing);
+    expect(result.decisions).toEqual([0, 2, 4, 6].map((at) => ({ kind: 'create', instanceType: 'A', forUuid: work[at]!.uuid })));
+    expect(refusing.asked.get('B')).toBe(1);
+    expect(result.blockedTypes).toEqual(['B']);
+    expect(result.boundBy).toBeNull();
+  });
+
+  it('a container only a refused type fits waits; a smaller one below it is still packed and created', () => {
+    const wide = container({ constraints: { vcpus: 4, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false }, priority: 9 });
+    const narrow = container({ priority: 1 });
+    const result = plan([wide, narrow], packingTypes, pool(noCapacityFor('B')), packing);
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'A', forUuid: narrow.uuid }]);
+    expect(result.blockedTypes).toEqual(['B']);
+    expect(result.boundBy).toBeNull();
   });
 
   it('a group create stays within maxHourlySpend: a cheaper type that fits the budget is created instead', () => {

@@ -32,6 +32,8 @@ interface SchedulerDriver {
   readonly pool: WorkerPool;
   readonly dispatcher: Dispatcher;
   submit(overrides?: Partial<ContainerSpec>): string;
+  /** Creates of the type fail for want of capacity from now on; the pool backs off that type. */
+  noCapacityFor(instanceType: string): void;
   /** Lets fake time pass: passes run and creates are answered; nothing boots, nothing ends. */
   advance(ms: number): Promise<void>;
   /** Every instance created so far passes its boot probe, and passes put it to use. */
@@ -81,6 +83,10 @@ class FakeDriver implements SchedulerDriver {
 
   submit(overrides: Partial<ContainerSpec> = {}): string {
     return this.queue.submit(spec(overrides)).uuid;
+  }
+
+  noCapacityFor(instanceType: string): void {
+    this.pool.noCapacityFor.add(instanceType);
   }
 
   advance(ms: number): Promise<void> {
@@ -167,6 +173,10 @@ class RealDriver implements SchedulerDriver {
 
   submit(overrides: Partial<ContainerSpec> = {}): string {
     return this.queue.submit(spec(overrides)).uuid;
+  }
+
+  noCapacityFor(instanceType: string): void {
+    this.stub.faults.capacityErrorTypes = [instanceType];
   }
 
   advance(ms: number): Promise<void> {
@@ -362,5 +372,26 @@ describe.each(drivers)('scheduler on the $name', ({ make }) => {
     expect(d.shutdowns()).toBe(1);
     expect(d.liveInstances()).toBe(0);
     expect(d.starts()).toEqual([]);
+  });
+
+  it('one type out of capacity holds back only the work that needs it: a lower-priority container of another type runs', async () => {
+    start();
+    d.noCapacityFor('large');
+    const high = d.submit({ priority: 10, constraints: { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false } });
+    // The real pool's back-off (quotaErrorTTL, 60 s) starts with the first large create the cloud refuses.
+    await d.advance(5_000);
+    const low = d.submit({ priority: 1 });
+    // Within that back-off, not only in a gap between two of them.
+    await d.advance(30_000);
+    expect(d.creates().filter((type) => type !== 'large')).toEqual(['small']);
+    await d.advance(5 * 60_000);
+    // The real pool tries large again each time its back-off ends (and the cloud refuses); the fake refuses it outright.
+    expect(d.creates().filter((type) => type !== 'large')).toEqual(['small']);
+    await d.bootAll();
+    expect(d.queue.get(low)?.state).toBe('running');
+    await d.finish(low);
+    expect(d.queue.get(low)?.state).toBe('complete');
+    expect(d.queue.get(high)?.state).toBe('queued');
+    expect(d.starts()).toEqual([low]);
   });
 });

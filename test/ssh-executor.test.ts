@@ -16,7 +16,7 @@ import {
   MemoryHostKeyStore,
   type HostKeyStore,
 } from '../src/ssh/host-keys.js';
-import { InstanceSecretMismatchError } from '../src/ssh/instance-secret.js';
+import { InstanceSecretMismatchError, InstanceSecretMissingError } from '../src/ssh/instance-secret.js';
 import { SshExecutor } from '../src/ssh/ssh-executor.js';
 import { instanceSecretFile } from '../src/cloud/init-script.js';
 import { generateKeyPair, startSshServer, type KeyPair, type TestSshServer } from './support/ssh-server.js';
@@ -302,6 +302,29 @@ describe('instance secret on first contact', () => {
     await s.waitForOpenConnections(0);
     await e.run('true');
     expect(hostKeys.get('i-1')).toBe(fingerprint(publicBlob(s.hostKey)));
+  });
+
+  it('with requireSecret, refuses a target without a secret: nothing pinned, nothing run, every time', async () => {
+    const s = await serverHolding(secret);
+    const hostKeys = new MemoryHostKeyStore();
+    const e = executor({ ...target(s), requireSecret: true }, hostKeys);
+    const marker = join(dir, 'ran');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const err: unknown = await e.run(`touch ${marker}`).catch((x: unknown) => x);
+      expect(err).toBeInstanceOf(InstanceSecretMissingError);
+      expect((err as Error).message).toMatch(/i-1 .*no instance secret in its tags: not pinning its host key/);
+      expect(hostKeys.get('i-1')).toBeUndefined();
+    }
+    expect(existsSync(marker)).toBe(false);
+    expect(s.execCount).toBe(0);
+  });
+
+  it('with requireSecret, still trusts a key pinned before', async () => {
+    const s = await serverHolding(undefined);
+    const hostKeys = new MemoryHostKeyStore();
+    hostKeys.pin('i-1', fingerprint(publicBlob(s.hostKey)));
+    const e = executor({ ...target(s), requireSecret: true }, hostKeys);
+    expect((await e.run('echo hi')).stdout).toBe('hi\n');
   });
 
   it('checks no secret once a key is pinned', async () => {

@@ -9,7 +9,42 @@ import { refusal } from './refusals.js';
 /** What `drover cloudtest` exits with for a finished run. */
 export function cloudtestExitCode(report: CloudtestReport): number {
   if (report.leftBehind !== null) return cloudtestExitCodes.instanceLeft;
+  if (report.interrupted) return cloudtestExitCodes.interrupted;
   return report.failure === null ? cloudtestExitCodes.passed : cloudtestExitCodes.failed;
+}
+
+/**
+ * Ctrl-C or SIGTERM: the first aborts the run, which cleans up as after a failure (nobody else
+ * would ever destroy its instance); a second ends the process at once, naming what may be left.
+ */
+function listenForSignals(): { interrupt: AbortSignal; onMayBeLeft: (what: string | null) => void; stop: () => void } {
+  const controller = new AbortController();
+  let mayBeLeft: string | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!controller.signal.aborted) {
+      process.stderr.write(`drover: ${signal}: cleaning up (destroying what cloudtest made and waiting for it to go); a second signal stops at once\n`);
+      controller.abort(signal);
+      return;
+    }
+    if (mayBeLeft === null) {
+      process.stderr.write(`drover: ${signal} again: stopped; nothing cloudtest made is left\n`);
+      process.exit(cloudtestExitCodes.interrupted);
+    }
+    process.stderr.write(`drover: ${signal} again: stopped before the clean-up finished; may be left: ${mayBeLeft}; remove it with the cloud's own console or CLI\n`);
+    process.exit(cloudtestExitCodes.instanceLeft);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    interrupt: controller.signal,
+    onMayBeLeft: (what) => {
+      mayBeLeft = what;
+    },
+    stop: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** Exits with cloudtestExitCodes. */
@@ -24,19 +59,25 @@ export function registerCloudtestCommand(program: Command): void {
     .option('-t, --type <name>', 'instance type to create (default: the cheapest in the config)')
     .action(async (options: { config?: string; type?: string }) => {
       const configPath = options.config ?? defaultConfigPath();
+      const signals = listenForSignals();
       try {
         const report = await cloudtest({
           config: loadConfig(configPath),
           instanceType: options.type,
           print: (line) => process.stdout.write(`${line}\n`),
+          interrupt: signals.interrupt,
+          onMayBeLeft: signals.onMayBeLeft,
         });
         const { failure, leftBehind } = report;
         if (failure !== null) {
           const left =
             leftBehind === null
               ? '; what it created is gone'
-              : `; NOT destroyed: ${leftBehind.instanceId ?? `the instance tagged drover-create-token=${report.createToken}, if any`}, remove it yourself`;
-          process.stderr.write(`drover: cloudtest failed at step ${failure.step}: ${failure.message}${left}\n`);
+              : leftBehind.instanceId === null
+                ? `; may have left an instance with create token ${report.createToken}; look for tag drover-create-token=${report.createToken} and remove it yourself`
+                : `; NOT destroyed: ${leftBehind.instanceId}, remove it yourself`;
+          const what = report.interrupted ? `interrupted at step ${failure.step} (${String(signals.interrupt.reason)})` : `failed at step ${failure.step}: ${failure.message}`;
+          process.stderr.write(`drover: cloudtest ${what}${left}\n`);
         }
         process.exitCode = cloudtestExitCode(report);
       } catch (error) {
@@ -44,6 +85,8 @@ export function registerCloudtestCommand(program: Command): void {
         if (message === undefined) throw error;
         process.stderr.write(`drover: ${message}\n`);
         process.exitCode = cloudtestExitCodes.refused;
+      } finally {
+        signals.stop();
       }
     });
 }

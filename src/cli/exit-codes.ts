@@ -76,6 +76,12 @@ export const cloudtestExitCodes = {
   refused: 2,
   /** A step failed and the instance could not be confirmed gone: its id is printed, for the operator to remove. */
   instanceLeft: 3,
+  /**
+   * Stopped by Ctrl-C (SIGINT) or SIGTERM, and what it created was destroyed and is gone (130, the
+   * shell's code for SIGINT, as `exitCodes.interrupted`). When it could not be, or a second signal
+   * ended the clean-up, the exit is `instanceLeft` instead.
+   */
+  interrupted: 130,
 } as const;
 
 /**

@@ -1,6 +1,6 @@
-// The script a new instance runs as root at first boot (EC2 user data, GCE startup-script): it
-// installs the dispatcher's SSH public key and the instance secret, which the SSH executor reads
-// back on first contact before it pins the host key. Pure: text in, text out.
+// The script a new instance runs as root at first boot (EC2 user data; a GCE startup-script, which
+// runs at every boot): it installs the dispatcher's SSH public key and the instance secret, which
+// the SSH executor reads back on first contact before it pins the host key. Pure: text in, text out.
 
 /** Where the instance secret lives, relative to the login user's home directory. */
 export const instanceSecretFile = '.drover/instance-secret';
@@ -39,35 +39,68 @@ export function initScript(options: InitScriptOptions): string {
     home === undefined ? `home=$(getent passwd "$user" | cut -d: -f6)` : `home=${quote(home)}`;
   return `#!/bin/sh
 # Drover instance init: installs the dispatcher's SSH key and this instance's secret.
-set -eu
+# It runs as root, on GCE at every boot, in a home the user owns: nothing is written, chmod-ed or
+# chown-ed through a path the user could have made a symbolic link. -C: a \`>\` never opens an
+# existing file, so a temp file planted between its removal and its write fails the script.
+set -euC
 user=${quote(username)}
 key=${quote(sshPublicKey)}
 secret=${quote(secret)}
-if ! id "$user" >/dev/null 2>&1; then
-  useradd -m -s /bin/sh "$user" || adduser -D -s /bin/sh "$user"
-fi
+# The last check covers a user created meanwhile (GCE's guest agent), when useradd then fails and
+# the fallback, BusyBox's adduser -D, is missing or is Debian's, which has no -D.
+id "$user" >/dev/null 2>&1 || useradd -m -s /bin/sh "$user" || adduser -D -s /bin/sh "$user" || id "$user" >/dev/null 2>&1
 ${findHome}
 if [ -z "$home" ] || [ ! -d "$home" ]; then
   echo "drover init: no home directory for $user" >&2
   exit 1
 fi
 group=$(id -g "$user")
+# Refuses a path the script is about to write that is a symbolic link, or not a regular file.
+refuse_odd_file() {
+  if [ -L "$1" ]; then
+    echo "drover init: $1 is a symbolic link; refusing to write through it. Remove it and run this script again." >&2
+    exit 1
+  fi
+  if [ -e "$1" ] && [ ! -f "$1" ]; then
+    echo "drover init: $1 is not a regular file; refusing to replace it. Remove it and run this script again." >&2
+    exit 1
+  fi
+}
+# Each file is written to a new private temp file, then renamed over its name: a rename replaces
+# the name without following a link there, and a reader never sees half of the file.
+install_temp() {
+  chown -h "$user:$group" "$1.tmp"
+  mv -f "$1.tmp" "$1"
+}
 umask 077
-mkdir -p "$home/.drover" "$home/.ssh"
-chmod 0700 "$home/.drover" "$home/.ssh"
-chown "$user:$group" "$home/.drover" "$home/.ssh"
+for dir in "$home/.drover" "$home/.ssh"; do
+  if [ -L "$dir" ]; then
+    echo "drover init: $dir is a symbolic link; refusing to write through it. Remove it and run this script again." >&2
+    exit 1
+  fi
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  chown -h "$user:$group" "$dir"
+done
+secret_file="$home/${instanceSecretFile}"
+keys="$home/.ssh/authorized_keys"
+refuse_odd_file "$secret_file"
+refuse_odd_file "$keys"
+rm -f "$secret_file.tmp" "$keys.tmp"
 # The secret first, then the key: once the dispatcher can log in, the secret is there to read.
-# Renamed into place so a reader never sees half of it.
-printf '%s\\n' "$secret" >"$home/${instanceSecretFile}.tmp"
-chmod 0600 "$home/${instanceSecretFile}.tmp"
-chown "$user:$group" "$home/${instanceSecretFile}.tmp"
-mv -f "$home/${instanceSecretFile}.tmp" "$home/${instanceSecretFile}"
-touch "$home/.ssh/authorized_keys"
-if ! grep -qxF "$key" "$home/.ssh/authorized_keys"; then
-  printf '%s\\n' "$key" >>"$home/.ssh/authorized_keys"
-fi
-chmod 0600 "$home/.ssh/authorized_keys"
-chown "$user:$group" "$home/.ssh/authorized_keys"
+printf '%s\\n' "$secret" >"$secret_file.tmp"
+install_temp "$secret_file"
+{
+  if [ -f "$keys" ]; then
+    cat "$keys"
+    # A last line without its newline would run into ours.
+    if [ -n "$(tail -c 1 "$keys")" ]; then echo; fi
+    grep -qxF -e "$key" "$keys" || printf '%s\\n' "$key"
+  else
+    printf '%s\\n' "$key"
+  fi
+} >"$keys.tmp"
+install_temp "$keys"
 `;
 }
 

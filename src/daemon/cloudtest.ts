@@ -7,11 +7,13 @@
 // Its instance carries the pool tag `<poolName>-cloudtest`, not the pool's own, so no daemon of the
 // pool lists, adopts, uses or destroys it, and `drover teardown` of the pool does not see it either;
 // its idle behaviour is `hold`, so even a daemon run with that pool name would leave it alone.
+// Nothing else will ever destroy it, so an interrupt abandons the step in progress and cleans up
+// as a failure does, and a failed create is listed by its token until a lost answer would show.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { systemClock, withTimeout, type Clock } from '../clock.js';
 import { tagKeys, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../cloud/driver.js';
-import { errorClass } from '../cloud/errors.js';
+import { CloudError, CredentialsError, errorClass } from '../cloud/errors.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import { initScript } from '../cloud/init-script.js';
 import { formatDuration } from '../config/duration.js';
@@ -49,6 +51,17 @@ export interface CloudtestOptions {
   cloud?: Cloud;
   /** Destroy calls, `pool.timeoutShutdown` apart, before the instance is given up on (default 3). */
   destroyRounds?: number;
+  /**
+   * Ctrl-C or SIGTERM (its reason, e.g. 'SIGINT', is named in the report): abandons the step in
+   * progress and cleans up as after a failure. The clean-up itself is not abandoned.
+   */
+  interrupt?: AbortSignal;
+  /**
+   * Told what would be left if the process ended now (an instance id, or its create token while a
+   * create's outcome is unknown), and null once nothing would be; for a caller that ends at once on
+   * a second signal.
+   */
+  onMayBeLeft?: (what: string | null) => void;
 }
 
 export interface StepOutcome {
@@ -70,6 +83,8 @@ export interface CloudtestReport {
   steps: StepOutcome[];
   /** The step that failed and why; null when every step passed. */
   failure: { step: CloudtestStep; message: string } | null;
+  /** The interrupt came before the run ended: `failure` is the step it abandoned, or null if that was the destroy, which it finishes. */
+  interrupted: boolean;
   /** Something created may still exist: its id (null when unknown) and why it was not confirmed gone. */
   leftBehind: { instanceId: string | null; reason: string } | null;
 }
@@ -107,6 +122,17 @@ export async function cloudtest(options: CloudtestOptions): Promise<CloudtestRep
 /** A step's own failure, worded for the operator; anything else thrown in a step is the cloud's or the SSH's. */
 class StepFailed extends Error {}
 
+/** The step was abandoned on an interrupt. */
+class Interrupted extends StepFailed {}
+
+/**
+ * The cloud answered the create with a refusal (no quota, no capacity, a rate limit, bad
+ * credentials), so it made nothing; any other error may be a lost answer to a create that worked.
+ */
+function createRefused(error: unknown): boolean {
+  return error instanceof CredentialsError || (error instanceof CloudError && error.kind !== 'other');
+}
+
 class CloudtestRun {
   private readonly config: Config;
   private readonly print: (line: string) => void;
@@ -117,7 +143,12 @@ class CloudtestRun {
   private readonly secret = randomBytes(32).toString('hex');
   private readonly pollMs: number;
   private readonly destroyRounds: number;
+  private readonly interrupt: AbortSignal | undefined;
+  private readonly onMayBeLeft: (what: string | null) => void;
   private instance: CloudInstance | null = null;
+  private createError: unknown = null;
+  /** What would be left if the process ended now; null before the create is called and once all is gone. */
+  private mayBeLeft: string | null = null;
   private createdAt = 0;
   private executor: Executor | null = null;
   private readonly report: CloudtestReport;
@@ -135,6 +166,8 @@ class CloudtestRun {
     // Listings and boot probes go at the pool's own probe pace.
     this.pollMs = this.config.pool.probeInterval;
     this.destroyRounds = options.destroyRounds ?? 3;
+    this.interrupt = options.interrupt;
+    this.onMayBeLeft = options.onMayBeLeft ?? (() => {});
     this.report = {
       instanceType: instanceType.name,
       poolTag: this.poolTag,
@@ -142,6 +175,7 @@ class CloudtestRun {
       instanceId: null,
       steps: [],
       failure: null,
+      interrupted: false,
       leftBehind: null,
     };
   }
@@ -168,7 +202,8 @@ class CloudtestRun {
       const label = `${index + 1}/${cloudtestSteps.length} ${step}`;
       const stepStartedAt = this.clock.now();
       try {
-        const detail = await steps[step]();
+        // The destroy step is itself the clean-up an interrupt asks for: it is finished, not abandoned.
+        const detail = await (step === 'destroy' ? steps[step]() : this.interruptible(steps[step]));
         const elapsedMs = this.clock.now() - stepStartedAt;
         this.report.steps.push({ step, ok: true, elapsedMs, detail });
         this.say(`${label}: ok in ${seconds(elapsedMs)}: ${detail}`);
@@ -177,7 +212,12 @@ class CloudtestRun {
         const message = describeError(error);
         this.report.steps.push({ step, ok: false, elapsedMs, detail: message });
         this.report.failure = { step, message };
-        this.say(`${label}: FAILED after ${seconds(elapsedMs)}: ${message}`);
+        if (error instanceof Interrupted) {
+          this.report.interrupted = true;
+          this.say(`${label}: INTERRUPTED after ${seconds(elapsedMs)}${this.interruptReason()}; cleaning up as after a failure`);
+        } else {
+          this.say(`${label}: FAILED after ${seconds(elapsedMs)}: ${message}`);
+        }
         await this.cleanUp(step);
         this.finish();
         return this.report;
@@ -196,8 +236,16 @@ class CloudtestRun {
     const request: CreateRequest = launch
       ? { instanceType, tags, initScript: initScript({ ...launch, secret: this.secret }), sshPublicKey: launch.sshPublicKey }
       : { instanceType, tags };
-    const instance = await this.cloud.driver.create(request);
+    this.tellMayBeLeft(this.createTokenHint());
+    let instance: CloudInstance;
+    try {
+      instance = await this.cloud.driver.create(request);
+    } catch (error) {
+      this.createError = error;
+      throw error;
+    }
     this.instance = instance;
+    this.tellMayBeLeft(`${instance.id} (${tagKeys.pool}=${this.poolTag})`);
     this.report.instanceId = instance.id;
     this.createdAt = this.clock.now();
     return `${instance.id}${launch ? `, with the init script for ${launch.username}` : ''}`;
@@ -275,6 +323,8 @@ class CloudtestRun {
   private async destroyed(): Promise<string> {
     const instance = this.known();
     const rounds = await this.destroyConfirmed(instance.id);
+    this.tellMayBeLeft(null);
+    this.report.interrupted = this.interrupt?.aborted ?? false;
     return `${instance.id} no longer listed (${rounds === 1 ? 'one destroy call' : `${rounds} destroy calls`})`;
   }
 
@@ -287,23 +337,11 @@ class CloudtestRun {
       this.report.leftBehind = { instanceId: this.known().id, reason: this.report.failure?.message ?? '' };
       return;
     }
+    // Interrupted before the create was called: nothing to look for.
+    if (this.instance === null && this.mayBeLeft === null) return;
     const cleanupStartedAt = this.clock.now();
-    let ids: string[];
-    if (this.instance !== null) {
-      ids = [this.instance.id];
-    } else {
-      // A create that failed may have made an instance all the same (a lost answer); its token finds it.
-      try {
-        ids = (await this.cloud.driver.list(this.filter())).map((instance) => instance.id);
-      } catch (error) {
-        this.report.leftBehind = { instanceId: null, reason: `no listing could show whether the failed create made one: ${describeError(error)}` };
-        return;
-      }
-      if (ids.length === 0) {
-        this.say('clean-up: the failed create made no instance (none listed with its create token)');
-        return;
-      }
-    }
+    const ids = this.instance !== null ? [this.instance.id] : await this.madeByFailedCreate();
+    if (ids === null) return;
     for (const id of ids) {
       try {
         await this.destroyConfirmed(id);
@@ -312,23 +350,60 @@ class CloudtestRun {
         this.report.leftBehind = { instanceId: id, reason: describeError(error) };
       }
     }
+    if (this.report.leftBehind === null) this.tellMayBeLeft(null);
+  }
+
+  /**
+   * The ids of what a failed create made, found by its create token; null when no listing could
+   * tell (`leftBehind` then says so). A refused create made nothing, which one listing confirms. Any
+   * other error may be a lost answer to a create that worked, and a new instance may be listed only
+   * later (EC2's DescribeInstances is eventually consistent after RunInstances), so listings go on
+   * for pool.timeoutBooting: the time the list step, like a pool, gives a new instance to be listed.
+   */
+  private async madeByFailedCreate(): Promise<string[] | null> {
+    const refused = createRefused(this.createError);
+    const { timeoutBooting } = this.config.pool;
+    const bound = `${formatDuration(refused ? 0 : timeoutBooting)} (pool.timeoutBooting)`;
+    if (!refused) {
+      this.say(`clean-up: the create may have made an instance all the same: listing by its create token for up to ${formatDuration(timeoutBooting)} (pool.timeoutBooting)`);
+    }
+    const deadline = this.clock.now() + (refused ? 0 : timeoutBooting);
+    let lastError: string | null = null;
+    for (let listings = 1; ; listings++) {
+      // A create still in flight when interrupted may answer meanwhile.
+      if (this.instance !== null) return [this.instance.id];
+      try {
+        const ids = (await this.cloud.driver.list(this.filter())).map((instance) => instance.id);
+        if (ids.length > 0) return ids;
+        lastError = null;
+      } catch (error) {
+        lastError = describeError(error);
+      }
+      const now = this.clock.now();
+      if (now >= deadline) break;
+      await sleep(this.clock, Math.min(this.pollMs, deadline - now));
+    }
+    if (lastError !== null) {
+      this.report.leftBehind = { instanceId: null, reason: `no listing could show whether the failed create made one within ${bound}; last: ${lastError}` };
+      return null;
+    }
+    this.say(`clean-up: the failed create made no instance (none listed with its create token${refused ? '' : ` within ${bound}`})`);
+    return [];
   }
 
   private finish(): void {
     const total = seconds(this.clock.now() - this.startedAt);
-    const { failure, leftBehind } = this.report;
+    const { failure, leftBehind, interrupted } = this.report;
     if (failure === null) {
-      this.say(`passed in ${total}: every step, and nothing left behind`);
+      this.say(`${interrupted ? 'interrupted during the destroy step, which finished' : 'passed'} in ${total}: every step, and nothing left behind`);
       return;
     }
     const stepNumber = cloudtestSteps.indexOf(failure.step) + 1;
-    this.say(`FAILED at step ${stepNumber}/${cloudtestSteps.length} ${failure.step} after ${total}: ${failure.message}`);
+    const at = `at step ${stepNumber}/${cloudtestSteps.length} ${failure.step} after ${total}`;
+    this.say(interrupted ? `INTERRUPTED ${at}${this.interruptReason()}` : `FAILED ${at}: ${failure.message}`);
     if (leftBehind !== null) {
-      const which =
-        leftBehind.instanceId ?? `the instance tagged ${tagKeys.createToken}=${this.createToken}, if the failed create made one`;
-      this.say(
-        `NOT destroyed: ${which} (${tagKeys.pool}=${this.poolTag}): ${leftBehind.reason}; remove it with the cloud's own console or CLI`,
-      );
+      const which = leftBehind.instanceId === null ? `NOT confirmed gone: may have left ${this.createTokenHint()}` : `NOT destroyed: ${leftBehind.instanceId}`;
+      this.say(`${which} (${tagKeys.pool}=${this.poolTag}): ${leftBehind.reason}; remove it with the cloud's own console or CLI`);
     }
   }
 
@@ -382,11 +457,56 @@ class CloudtestRun {
     }
   }
 
-  /** Sleeps one poll interval, or throws `why()` when the deadline has passed. */
+  /** Sleeps one poll interval, or throws `why()` when the deadline has passed, or Interrupted. */
   private async waitBefore(deadline: number, why: () => string): Promise<void> {
+    this.throwIfInterrupted();
     const now = this.clock.now();
     if (now >= deadline) throw new StepFailed(why());
-    await sleep(this.clock, Math.min(this.pollMs, deadline - now));
+    await sleep(this.clock, Math.min(this.pollMs, deadline - now), this.interrupt);
+    this.throwIfInterrupted();
+  }
+
+  /**
+   * Runs a step until it ends or the interrupt comes. An abandoned step stops at its next wait; a
+   * cloud call it has in flight is not cancelled (a create that answers later is still cleaned up).
+   */
+  private async interruptible<T>(step: () => Promise<T>): Promise<T> {
+    const signal = this.interrupt;
+    if (signal === undefined) return step();
+    this.throwIfInterrupted();
+    let onAbort = (): void => undefined;
+    const interrupted = new Promise<never>((_resolve, reject) => {
+      onAbort = () => reject(new Interrupted(this.interruptMessage()));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([step(), interrupted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private throwIfInterrupted(): void {
+    if (this.interrupt?.aborted) throw new Interrupted(this.interruptMessage());
+  }
+
+  private interruptMessage(): string {
+    return `interrupted${this.interruptReason()}`;
+  }
+
+  /** ` (SIGINT)`: the signal the caller aborted with, or nothing when it gave none. */
+  private interruptReason(): string {
+    const reason: unknown = this.interrupt?.reason;
+    return typeof reason === 'string' ? ` (${reason})` : '';
+  }
+
+  private tellMayBeLeft(what: string | null): void {
+    this.mayBeLeft = what;
+    this.onMayBeLeft(what);
+  }
+
+  private createTokenHint(): string {
+    return `an instance with create token ${this.createToken}; look for tag ${tagKeys.createToken}=${this.createToken}`;
   }
 
   /** New instances must be listed, reachable and booted within timeoutBooting of their create, as in the pool. */
@@ -432,8 +552,23 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
 }
 
-function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => clock.setTimeout(resolve, ms));
+/** Sleeps `ms` on the clock, or less when `signal` aborts first. */
+function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
+    const onAbort = () => {
+      clock.clearTimeout(timer);
+      resolve();
+    };
+    const timer = clock.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** The message with its class when the class says something (QuotaError: ...), as the cloud gave it. */

@@ -10,7 +10,7 @@ import { errorClass, RateLimitError } from '../cloud/errors.js';
 import { initScript } from '../cloud/init-script.js';
 import type { PoolSettings } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
-import { InstanceSecretMismatchError } from '../ssh/instance-secret.js';
+import { InstanceSecretMismatchError, InstanceSecretMissingError } from '../ssh/instance-secret.js';
 import {
   idleBehaviors,
   instanceMachine,
@@ -23,7 +23,7 @@ import {
   type ProbeResult,
 } from '../../machines/instance.js';
 import type { StartOutcome } from '../../machines/container.js';
-import type { ComingWorker, OpenWorker, PoolPicture, WorkerPool } from '../scheduler/worker-pool.js';
+import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture, WorkerPool } from '../scheduler/worker-pool.js';
 import type { Container } from '../queue/types.js';
 import { Attempts, type AttemptRecords, type Placement } from './attempts.js';
 import { capacityOf, demandOf, fitsIn, minus, type Resources } from './resources.js';
@@ -147,6 +147,8 @@ export class Pool implements WorkerPool {
   private readonly byCreateToken = new Map<string, Worker>();
   private orphanInstances: CloudInstance[] = [];
   private readonly reportedOrphans = new Set<string>();
+  /** Instances already logged as having no secret in their tags, so each is logged once. */
+  private readonly reportedMissingSecrets = new Set<string>();
   /** Instance type name (or '*') → clock ms until which creates of it are refused. */
   private readonly capacityUntil = new Map<string, number>();
   private readonly notifier = new Notifier();
@@ -248,9 +250,9 @@ export class Pool implements WorkerPool {
 
   /** Starts creating an instance of the type; false (and nothing done) if something forbids it now. */
   create(instanceTypeName: string): boolean {
-    const refusal = this.createRefusal(instanceTypeName);
+    const refusal = this.scopedCreateRefusal(instanceTypeName);
     if (refusal !== null) {
-      this.logger.debug({ instanceType: instanceTypeName, refusal }, 'create refused');
+      this.logger.debug({ instanceType: instanceTypeName, refusal: refusal.reason, scope: refusal.scope }, 'create refused');
       return false;
     }
     const createToken = randomUUID();
@@ -260,20 +262,30 @@ export class Pool implements WorkerPool {
 
   /** Why a create of this type would be refused now, or null if it would go ahead. */
   createRefusal(instanceTypeName: string): string | null {
-    if (!this.options.instanceTypes[instanceTypeName]) return `unknown instance type ${instanceTypeName}`;
+    return this.scopedCreateRefusal(instanceTypeName)?.reason ?? null;
+  }
+
+  /**
+   * Why a create of this type would be refused now, and whether the refusal holds for this type
+   * alone (its capacity back-off; '*' backs off every type, so the whole pool) or for every create.
+   * Pool-wide refusals are checked first: they say more.
+   */
+  scopedCreateRefusal(instanceTypeName: string): CreateRefusal | null {
+    if (!this.options.instanceTypes[instanceTypeName]) return { reason: `unknown instance type ${instanceTypeName}`, scope: 'instanceType' };
     const pool = this.poolActor.getSnapshot();
-    if (pool.matches({ listing: 'unloaded' })) return 'no cloud listing has succeeded yet';
-    if (pool.matches({ listing: 'stale' })) return 'cloud listings are failing; the instance count cannot be trusted';
-    if (pool.matches({ quota: 'exceeded' })) return 'at quota';
-    if (pool.matches({ throttle: { create: 'throttled' } })) return 'create calls are rate-limited';
-    if (this.capacityExhausted().some((name) => name === '*' || name === instanceTypeName)) {
-      return `no capacity for ${instanceTypeName}`;
-    }
+    const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
+    if (pool.matches({ listing: 'unloaded' })) return poolWide('no cloud listing has succeeded yet');
+    if (pool.matches({ listing: 'stale' })) return poolWide('cloud listings are failing; the instance count cannot be trusted');
+    if (pool.matches({ quota: 'exceeded' })) return poolWide('at quota');
+    if (pool.matches({ throttle: { create: 'throttled' } })) return poolWide('create calls are rate-limited');
     const { maxConcurrentInstanceCreateOps, maxInstances } = this.options.settings;
     let creating = 0;
     for (const worker of this.workers.values()) if (worker.lifecycle === 'creating') creating++;
-    if (creating >= maxConcurrentInstanceCreateOps) return `${creating} create calls in flight (maxConcurrentInstanceCreateOps)`;
-    if (this.workers.size >= maxInstances) return `${this.workers.size} instances (maxInstances)`;
+    if (creating >= maxConcurrentInstanceCreateOps) return poolWide(`${creating} create calls in flight (maxConcurrentInstanceCreateOps)`);
+    if (this.workers.size >= maxInstances) return poolWide(`${this.workers.size} instances (maxInstances)`);
+    const exhausted = this.capacityExhausted();
+    if (exhausted.includes('*')) return poolWide('no capacity for any instance type');
+    if (exhausted.includes(instanceTypeName)) return { reason: `no capacity for ${instanceTypeName}`, scope: 'instanceType' };
     return null;
   }
 
@@ -369,7 +381,7 @@ export class Pool implements WorkerPool {
       instances: this.workers.size,
       hourlySpend: this.hourlySpend(),
       atQuota: this.poolActor.getSnapshot().matches({ quota: 'exceeded' }),
-      createRefusal: (name) => this.createRefusal(name),
+      createRefusal: (name) => this.scopedCreateRefusal(name),
     };
   }
 
@@ -434,8 +446,23 @@ export class Pool implements WorkerPool {
       return await withTimeout(this.clock, commandTimeoutMs, `${command.split(' ')[0] ?? ''} on ${instanceId}`, executor.run(command, options));
     } catch (error) {
       if (error instanceof InstanceSecretMismatchError) this.secretMismatched(error);
+      if (error instanceof InstanceSecretMissingError) this.secretMissing(error);
       throw error;
     }
+  }
+
+  /**
+   * An instance with no secret in its tags on a cloud that gives every instance one: its probes
+   * fail, so it is shut down at timeoutBooting like any that never answers. Logged once.
+   */
+  private secretMissing(error: InstanceSecretMissingError): void {
+    if (this.reportedMissingSecrets.has(error.instanceId)) return;
+    this.reportedMissingSecrets.add(error.instanceId);
+    const worker = this.byInstanceId.get(error.instanceId);
+    this.logger.warn(
+      { workerId: worker?.id ?? null, instanceId: error.instanceId, instanceType: worker?.instanceType.name ?? null, errorClass: errorClass(error) },
+      'no instance secret in its tags: not pinning its host key; it is shut down if it does not boot within timeoutBooting',
+    );
   }
 
   /** Shuts down an instance that is not the one this pool created; logged once, as the shutdown happens. */
@@ -669,7 +696,7 @@ export class Pool implements WorkerPool {
         worker.updatedAt = now;
         worker.missedListings = 0;
         this.byInstanceId.set(instance.id, worker);
-        if (worker.executor && instance.address) worker.executor.setTarget(executorTarget(instance));
+        if (worker.executor && instance.address) worker.executor.setTarget(this.executorTarget(instance));
         worker.actor.send({ type: 'INSTANCE_LISTED', instance });
       } else {
         worker = this.spawn({
@@ -755,8 +782,17 @@ export class Pool implements WorkerPool {
     const worker = this.workers.get(input.workerId);
     if (!worker) throw new Error(`worker ${input.workerId} is gone`);
     if (!input.instance.address) throw new Error(`instance ${input.instance.id} has no address yet`);
-    worker.executor ??= this.options.executorFor(executorTarget(input.instance));
+    worker.executor ??= this.options.executorFor(this.executorTarget(input.instance));
     return worker.executor;
+  }
+
+  private executorTarget(instance: CloudInstance): ExecutorTarget {
+    const secret = instance.tags[tagKeys.secret];
+    // Every instance a VM cloud (launch set) makes has a secret, so one without is never trusted.
+    // Stub and loopback instances keep trust on first use.
+    const requireSecret = this.options.launch !== undefined;
+    const target: ExecutorTarget = { id: instance.id, address: instance.address ?? '', port: instance.port ?? 22, requireSecret };
+    return secret === undefined ? target : { ...target, secret };
   }
 
   /** The boot probe until the instance has booted, then the runner's list of containers. */
@@ -782,13 +818,6 @@ export class Pool implements WorkerPool {
     }
     return { booted: true };
   }
-}
-
-function executorTarget(instance: CloudInstance): ExecutorTarget {
-  const secret = instance.tags[tagKeys.secret];
-  const target: ExecutorTarget = { id: instance.id, address: instance.address ?? '', port: instance.port ?? 22 };
-  // Instances created before secrets existed have none: their key is pinned on first use.
-  return secret === undefined ? target : { ...target, secret };
 }
 
 function restoredIdleBehavior(tags: Tags): IdleBehavior {

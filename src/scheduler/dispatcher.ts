@@ -79,8 +79,9 @@ export class Dispatcher {
       maxStartsPerPass: settings.maxStartsPerPass,
     });
     this.execute(result, picture);
-    if (result.boundBy !== null || result.deferredStarts > 0) {
-      this.logger.debug({ boundBy: result.boundBy, deferredStarts: result.deferredStarts }, 'scheduling pass stopped short');
+    if (result.boundBy !== null || result.blockedTypes.length > 0 || result.deferredStarts > 0) {
+      const { boundBy, blockedTypes, deferredStarts } = result;
+      this.logger.debug({ boundBy, blockedTypes, deferredStarts }, 'scheduling pass stopped short');
     }
     return result;
   }
@@ -90,7 +91,9 @@ export class Dispatcher {
     const starts = new Map<string, { workerId: string; instanceType: string }>();
     const instanceOf = new Map<string, string>();
     for (const worker of picture.open) instanceOf.set(worker.workerId, worker.instanceId);
+    // A create refused for every type stops the rest; one refused for its type alone, that type's.
     let createsRefused = false;
+    const refusedTypes = new Set<string>();
     for (const decision of result.decisions) {
       switch (decision.kind) {
         case 'fail':
@@ -102,9 +105,11 @@ export class Dispatcher {
           break;
         case 'create':
           // Once the pool refuses, lower-priority work must not get an instance first.
-          if (createsRefused) break;
+          if (createsRefused || refusedTypes.has(decision.instanceType)) break;
           if (pool.create(decision.instanceType)) {
             this.logger.info({ instanceType: decision.instanceType, forContainer: decision.forUuid }, 'instance create requested');
+          } else if (picture.createRefusal(decision.instanceType)?.scope === 'instanceType') {
+            refusedTypes.add(decision.instanceType);
           } else {
             createsRefused = true;
           }

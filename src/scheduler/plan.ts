@@ -1,9 +1,10 @@
 // One scheduling pass as a pure function: given the pending containers in scheduling order and a
 // picture of the pool, decide what to start where, what to create, shut down and fail. No I/O;
 // the dispatcher carries the decisions out, in order, and stops creating at the first create the
-// pool refuses. With more than one container per instance allowed, containers are packed onto
-// workers that have room (partly used first), and a create picks the type that holds the waiting
-// group at the least cost per container.
+// pool refuses for every type. A refusal for one type alone (its capacity back-off) holds back
+// only the containers that need that type. With more than one container per instance allowed,
+// containers are packed onto workers that have room (partly used first), and a create picks the
+// type that holds the waiting group at the least cost per container.
 import type { InstanceType } from '../cloud/driver.js';
 import { capacityOf, demandOf, fitsIn, minus, type Resources } from '../pool/resources.js';
 import type { Constraints, Container } from '../queue/types.js';
@@ -36,7 +37,10 @@ export interface Shutdown {
 }
 
 export interface Plan {
-  /** In priority order: a dispatcher that stops at a refused create never lets lower-priority work overtake. */
+  /**
+   * In priority order: a dispatcher that stops at a create refused for every type, and skips a type
+   * once refused for that type alone, never lets lower-priority work overtake on a shared limit.
+   */
   decisions: Decision[];
   /**
    * Surplus workers to shut down. Booting ones no container needs always go; idle ones only when
@@ -44,8 +48,16 @@ export interface Plan {
    * blocked: otherwise timeoutIdle decides, so a burst of work a minute later finds them.
    */
   shutdowns: Shutdown[];
-  /** The limit that stopped the pass early, if one did (for logs and metrics). */
+  /**
+   * The pool-wide limit that stopped the pass early, if one did (for logs and metrics): from there
+   * on no lower-priority container got a create.
+   */
   boundBy: string | null;
+  /**
+   * Types whose creates the pool refused for the type alone (its capacity back-off), in the order
+   * met: the containers that need them wait, and lower-priority work of other types goes on.
+   */
+  blockedTypes: string[];
   /** Containers placed on a worker that takes work now, left for the next pass by maxStartsPerPass. */
   deferredStarts: number;
 }
@@ -87,6 +99,8 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
   let active = 0;
   for (const container of pending) if (container.state === 'running' || container.state === 'locked') active++;
   let boundBy: string | null = null;
+  // Asked once a pass: later containers that need a blocked type skip it without asking again.
+  const blockedTypes = new Set<string>();
   let concurrencyBound = false;
   let capacityBound = false;
   let blockedCreates = 0;
@@ -144,23 +158,39 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       wantedLater.add(type.name);
       continue;
     }
-    // A group type the budget cannot take would block every create while a cheaper type still fits.
-    const affordable = (candidate: InstanceType): boolean => limits.maxHourlySpend === null || spend + candidate.price <= limits.maxHourlySpend;
-    const createType = packing ? (cheapestPerContainer(pending, index, choices, instanceTypes, perInstance, affordable) ?? type) : type;
-    const refusal =
-      instances >= limits.maxInstances
-        ? 'maxInstances'
-        : limits.maxHourlySpend !== null && spend + createType.price > limits.maxHourlySpend
-          ? 'maxHourlySpend'
-          : pool.atQuota
-            ? 'at quota'
-            : pool.createRefusal(createType.name);
-    if (refusal !== null) {
-      boundBy = refusal;
-      // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
-      capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend' || refusal === 'at quota';
-      if (capacityBound) blockedCreates++;
+    // A group type the budget cannot take, or one the pool refuses for the type alone, would block
+    // this create while another type that fits is still allowed.
+    const creatable = (candidate: InstanceType): boolean =>
+      !blockedTypes.has(candidate.name) && (limits.maxHourlySpend === null || spend + candidate.price <= limits.maxHourlySpend);
+    let createType: InstanceType | null = null;
+    let refusal: string | null = null;
+    // Each round settles the create or blocks one more type, so it ends within the types.
+    while (createType === null && refusal === null) {
+      const candidate = packing ? (cheapestPerContainer(pending, index, choices, instanceTypes, perInstance, creatable) ?? type) : type;
+      // Every type it could be created as is refused for the type alone: it waits, nothing else does.
+      if (blockedTypes.has(candidate.name)) break;
+      const limit =
+        instances >= limits.maxInstances
+          ? 'maxInstances'
+          : limits.maxHourlySpend !== null && spend + candidate.price > limits.maxHourlySpend
+            ? 'maxHourlySpend'
+            : pool.atQuota
+              ? 'at quota'
+              : null;
+      const poolRefusal = limit === null ? pool.createRefusal(candidate.name) : null;
+      if (limit !== null) refusal = limit;
+      else if (poolRefusal === null) createType = candidate;
+      else if (poolRefusal.scope === 'pool') refusal = poolRefusal.reason;
+      else blockedTypes.add(candidate.name);
+    }
+    if (createType === null) {
       wantedLater.add(type.name);
+      if (refusal !== null) {
+        boundBy = refusal;
+        // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
+        capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend' || refusal === 'at quota';
+        if (capacityBound) blockedCreates++;
+      }
       continue;
     }
     decisions.push({ kind: 'create', instanceType: createType.name, forUuid: container.uuid });
@@ -183,7 +213,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       idleToFree--;
     }
   }
-  return { decisions, shutdowns, boundBy, deferredStarts };
+  return { decisions, shutdowns, boundBy, blockedTypes: [...blockedTypes], deferredStarts };
 }
 
 /**

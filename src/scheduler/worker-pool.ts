@@ -30,8 +30,18 @@ export interface PoolPicture {
   hourlySpend: number;
   /** The pool's quota back-off is on: no create would be tried. */
   atQuota: boolean;
-  /** Why a create of the type would be refused now (quota, throttles, create-ops limit...), or null. */
-  createRefusal: (instanceType: string) => string | null;
+  /** Why a create of the type would be refused now, and how far the refusal reaches; null if it would go ahead. */
+  createRefusal: (instanceType: string) => CreateRefusal | null;
+}
+
+/**
+ * A create the pool would refuse. `instanceType`: this type alone (its capacity back-off, or a type
+ * the pool does not know); creates of other types go on. `pool`: every create (no listing yet,
+ * stale listings, quota, create throttle, create calls in flight, maxInstances).
+ */
+export interface CreateRefusal {
+  reason: string;
+  scope: 'instanceType' | 'pool';
 }
 
 export interface WorkerPool {

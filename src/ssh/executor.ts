@@ -11,6 +11,11 @@ export interface ExecutorTarget {
    * executor reads the secret back over the new connection and pins the key only if it matches.
    */
   secret?: string;
+  /**
+   * No host key is pinned without a matching secret: a target without one is refused on first
+   * contact (InstanceSecretMissingError). Set for clouds whose every instance gets a secret.
+   */
+  requireSecret?: boolean;
 }
 
 export interface RunOptions {

@@ -13,3 +13,15 @@ export class InstanceSecretMismatchError extends Error {
     );
   }
 }
+
+/**
+ * The instance has no secret in its tags though its cloud gives every instance one (real VMs):
+ * it was not created by this pool, or its tags were changed, so its host key is never pinned.
+ */
+export class InstanceSecretMissingError extends Error {
+  override readonly name = 'InstanceSecretMissingError';
+
+  constructor(readonly instanceId: string) {
+    super(`Instance ${instanceId} has no instance secret in its tags: not pinning its host key. The connection was refused; an instance this pool created always has one.`);
+  }
+}

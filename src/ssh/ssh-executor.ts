@@ -6,7 +6,7 @@ import ssh2 from 'ssh2';
 import type { Client as SshClient, ClientChannel, ConnectConfig } from 'ssh2';
 import type { CommandResult, Executor, ExecutorTarget, RunOptions } from './executor.js';
 import { fingerprint, HostKeyMismatchError, type HostKeyStore } from './host-keys.js';
-import { InstanceSecretMismatchError } from './instance-secret.js';
+import { InstanceSecretMismatchError, InstanceSecretMissingError } from './instance-secret.js';
 import { readInstanceSecretCommand } from '../cloud/init-script.js';
 import { shellQuote } from '../shell-quote.js';
 
@@ -44,7 +44,7 @@ interface Connection {
   retired: boolean;
   /** setTarget moved away before it was ready: its waiters retry on the new address. */
   superseded: boolean;
-  /** A reason that must reach the caller as is (a host key mismatch, a failed pin, a wrong secret). */
+  /** A reason that must reach the caller as is (a host key mismatch, a failed pin, a wrong or missing secret). */
   failure?: Error;
   /** First contact with a secret to check: the key the handshake accepted, pinned once the secret matches. */
   unpinnedKey?: string;
@@ -237,6 +237,11 @@ export class SshExecutor implements Executor {
       if (conn.target.secret !== undefined) {
         conn.unpinnedKey = actual;
         return true;
+      }
+      // Trust on first use only where instances are not given secrets (stub, loopback).
+      if (conn.target.requireSecret === true) {
+        conn.failure = new InstanceSecretMissingError(id);
+        return false;
       }
       try {
         this.hostKeys.pin(id, actual);

@@ -1,7 +1,8 @@
 // What every cloud driver must do for the pool, as one suite each driver's test runs against its
-// own target: create, list by tag, tags read back as written, setTags merging, destroy that can be
-// repeated, and the provider's quota, capacity and rate-limit refusals arriving as Drover's classes.
-import { randomUUID } from 'node:crypto';
+// own target: create, list by tag, tags (the instance secret too) read back from the provider as
+// written, one instance per create token, setTags merging, destroy that can be repeated, and the
+// provider's quota, capacity and rate-limit refusals arriving as Drover's classes.
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../../src/cloud/driver.js';
 import { CapacityError, QuotaError, RateLimitError } from '../../src/cloud/errors.js';
@@ -26,11 +27,21 @@ const refusalClass = { quota: QuotaError, capacity: CapacityError, rateLimit: Ra
 /** Tag values a driver must carry unchanged, whatever its provider allows in tags or labels. */
 const awkwardValue = 'Mixed Case: a/b=c, ü & 😀 — plus a long tail '.padEnd(120, 'x');
 
-/**
- * `refusals` are the kinds the target can be made to produce; a driver whose provider has none
- * (loopback: this machine has no quota or API limit) passes none, and its test file says why.
- */
-export function describeDriverConformance(name: string, refusals: readonly RefusalKind[], makeTarget: () => Promise<ConformanceTarget>): void {
+export interface ConformanceOptions {
+  /**
+   * The kinds the target can be made to produce; a driver whose provider has none (loopback: this
+   * machine has no quota or API limit) passes none, and its test file says why.
+   */
+  refusals: readonly RefusalKind[];
+  /**
+   * Whether a second create with the same create token returns the first one's instance rather
+   * than make another. A driver that does not offer it says why in its test file.
+   */
+  idempotentCreates: boolean;
+}
+
+export function describeDriverConformance(name: string, options: ConformanceOptions, makeTarget: () => Promise<ConformanceTarget>): void {
+  const { refusals, idempotentCreates } = options;
   describe(`${name} driver conformance`, () => {
     let target: ConformanceTarget;
     const pool = `conformance-${randomUUID().slice(0, 8)}`;
@@ -46,6 +57,7 @@ export function describeDriverConformance(name: string, refusals: readonly Refus
       [tagKeys.pool]: poolName,
       [tagKeys.instanceType]: target.instanceType.name,
       [tagKeys.createToken]: randomUUID(),
+      [tagKeys.secret]: randomBytes(32).toString('hex'),
       ...extra,
     });
     const create = (tags: Tags) => target.driver.create({ instanceType: target.instanceType, tags });
@@ -57,7 +69,25 @@ export function describeDriverConformance(name: string, refusals: readonly Refus
       const instance = await create(tags);
       expect(instance.id).not.toBe('');
       expect(instance.providerType).toBe(target.instanceType.providerType);
-      expect(instance.tags).toMatchObject(tags);
+      // What the provider stored, not the create's answer: a driver may fill that in from the request.
+      const stored = await listed(pool, instance.id);
+      expect(stored?.providerType).toBe(target.instanceType.providerType);
+      expect(stored?.tags).toMatchObject(tags);
+    });
+
+    it('lists the instance secret tag unchanged', async () => {
+      const tags = tagsFor(pool);
+      const instance = await create(tags);
+      expect((await listed(pool, instance.id))?.tags[tagKeys.secret]).toBe(tags[tagKeys.secret]);
+    });
+
+    if (idempotentCreates) it('makes one instance of two creates with the same create token', async () => {
+      const tags = tagsFor(pool);
+      const first = await create(tags);
+      const second = await create(tags);
+      expect(second.id).toBe(first.id);
+      const byToken = await target.driver.list({ [tagKeys.pool]: pool, [tagKeys.createToken]: tags[tagKeys.createToken] ?? '' });
+      expect(byToken.map((instance) => instance.id)).toEqual([first.id]);
     });
 
     it('lists by tag: only the instances carrying every tag of the filter', async () => {

@@ -81,7 +81,8 @@ export async function startFakeEc2Endpoint(): Promise<FakeEc2Endpoint> {
     for (let n = 1; params[`Filter.${n}.Name`] !== undefined; n++) {
       const name = params[`Filter.${n}.Name`] ?? '';
       const values = numbered(params, `Filter.${n}.Value`);
-      const actual = name === 'instance-state-name' ? instance.state : name.startsWith('tag:') ? instance.tags[name.slice(4)] : undefined;
+      const actual =
+        name === 'instance-state-name' ? instance.state : name === 'instance-id' ? instance.id : name.startsWith('tag:') ? instance.tags[name.slice(4)] : undefined;
       if (actual === undefined || !values.includes(actual)) return false;
     }
     return true;

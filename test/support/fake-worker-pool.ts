@@ -6,7 +6,7 @@ import type { InstanceType } from '../../src/cloud/driver.js';
 import { Notifier, type Unsubscribe } from '../../src/pool/notifier.js';
 import { capacityOf, demandOf, fitsIn, minus, type Resources } from '../../src/pool/resources.js';
 import type { Container, ContainerQueue } from '../../src/queue/types.js';
-import type { ComingWorker, OpenWorker, PoolPicture, WorkerPool } from '../../src/scheduler/worker-pool.js';
+import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture, WorkerPool } from '../../src/scheduler/worker-pool.js';
 
 export type FakeWorkerState = 'creating' | 'booting' | 'idle' | 'running';
 
@@ -42,6 +42,8 @@ export class FakeWorkerPool implements WorkerPool {
   /** When set, every create is refused (and the picture says why). */
   refuseCreates: string | null = null;
   atQuota = false;
+  /** Types out of capacity: their creates are refused, for the type alone, as the pool's capacity back-off does. */
+  readonly noCapacityFor = new Set<string>();
   peakWorkers = 0;
   private readonly workers = new Map<string, FakeWorker>();
   private readonly placed = new Map<string, FakeWorker>();
@@ -167,11 +169,12 @@ export class FakeWorkerPool implements WorkerPool {
     return [...this.workers.values()].map((worker) => ({ ...worker, state: stateOf(worker) }));
   }
 
-  private refusal(instanceType: string): string | null {
-    if (!this.options.instanceTypes[instanceType]) return `unknown instance type ${instanceType}`;
-    if (this.refuseCreates !== null) return this.refuseCreates;
-    if (this.atQuota) return 'at quota';
-    if (this.workers.size >= this.options.maxInstances) return `${this.workers.size} instances (maxInstances)`;
+  private refusal(instanceType: string): CreateRefusal | null {
+    if (!this.options.instanceTypes[instanceType]) return { reason: `unknown instance type ${instanceType}`, scope: 'instanceType' };
+    if (this.refuseCreates !== null) return { reason: this.refuseCreates, scope: 'pool' };
+    if (this.atQuota) return { reason: 'at quota', scope: 'pool' };
+    if (this.workers.size >= this.options.maxInstances) return { reason: `${this.workers.size} instances (maxInstances)`, scope: 'pool' };
+    if (this.noCapacityFor.has(instanceType)) return { reason: `no capacity for ${instanceType}`, scope: 'instanceType' };
     return null;
   }
 

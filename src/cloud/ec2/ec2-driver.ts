@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type Tags } from '../driver.js';
 import { CapacityError, CloudError } from '../errors.js';
-import { ec2ErrorCode, toCloudError, type Ec2CallContext } from './errors.js';
+import { Ec2NotFoundError, toCloudError, type Ec2CallContext } from './errors.js';
 import { launchSettingsFor, type Ec2LaunchSettings, type Ec2Settings } from './settings.js';
 
 export interface Ec2DriverOptions {
@@ -51,6 +51,10 @@ function fromEc2Tags(tags: Tag[] | undefined): Record<string, string> {
 
 function toEc2Tags(tags: Tags): Tag[] {
   return Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
+}
+
+function withoutSecret(tags: Tags): Tags {
+  return Object.fromEntries(Object.entries(tags).filter(([key]) => key !== tagKeys.secret));
 }
 
 function blockDeviceMappings(launch: Ec2LaunchSettings, scratchGiB: number): BlockDeviceMapping[] {
@@ -139,9 +143,16 @@ export class Ec2Driver implements CloudDriver {
     try {
       await this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
     } catch (error) {
-      // Already gone is what a destroy asks for.
-      if (ec2ErrorCode(error) === 'InvalidInstanceID.NotFound') return;
-      throw toCloudError(error, { action: 'TerminateInstances', instanceId: id });
+      const cloudError = toCloudError(error, { action: 'TerminateInstances', instanceId: id });
+      if (!(cloudError instanceof Ec2NotFoundError)) throw cloudError;
+      // Already gone is what a destroy asks for, but EC2 also answers NotFound for an instance
+      // too new for TerminateInstances to see: only a listing that agrees makes it done.
+      const state = await this.stateOf(id);
+      if (state !== undefined && !goneStates.has(state)) {
+        throw new CloudError(`ec2 TerminateInstances ${id}: EC2 answered NotFound, but DescribeInstances shows it ${state}; not destroyed, to be retried`, {
+          cause: cloudError,
+        });
+      }
     }
   }
 
@@ -166,6 +177,19 @@ export class Ec2Driver implements CloudDriver {
     }
   }
 
+  /** The state DescribeInstances reports for `id`, or undefined when it reports no such instance. */
+  private async stateOf(id: string): Promise<string | undefined> {
+    let page;
+    try {
+      // By filter, not InstanceIds: an id EC2 does not know is then an empty answer, not an error.
+      page = await this.client.send(new DescribeInstancesCommand({ Filters: [{ Name: 'instance-id', Values: [id] }] }));
+    } catch (error) {
+      throw toCloudError(error, { action: 'DescribeInstances', instanceId: id });
+    }
+    const instance = page.Reservations?.flatMap((reservation) => reservation.Instances ?? []).find((found) => found.InstanceId === id);
+    return instance === undefined ? undefined : (instance.State?.Name ?? 'unknown');
+  }
+
   /** Closes the client's open connections; the driver is not used after. */
   close(): void {
     this.client.destroy();
@@ -187,7 +211,9 @@ export class Ec2Driver implements CloudDriver {
       InstanceInitiatedShutdownBehavior: 'terminate',
       TagSpecifications: [
         { ResourceType: 'instance', Tags: toEc2Tags(tags) },
-        { ResourceType: 'volume', Tags: toEc2Tags(tags) },
+        // Volumes are described (and snapshotted) under permissions of their own: the secret that
+        // proves the VM to the dispatcher stays on the instance alone.
+        { ResourceType: 'volume', Tags: toEc2Tags(withoutSecret(tags)) },
       ],
       ...(launch.keyName !== null && { KeyName: launch.keyName }),
       ...(profile !== null && { IamInstanceProfile: profile.startsWith('arn:') ? { Arn: profile } : { Name: profile } }),

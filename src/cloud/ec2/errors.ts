@@ -4,7 +4,13 @@
 
 import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError } from '../errors.js';
 
-type Ec2ErrorClass = 'quota' | 'capacity' | 'zoneCapacity' | 'rateLimit' | 'credentials';
+type Ec2ErrorClass = 'quota' | 'capacity' | 'zoneCapacity' | 'rateLimit' | 'credentials' | 'notFound';
+
+/**
+ * EC2 does not know the instance id. Not proof that the instance is gone: EC2 is eventually
+ * consistent, and a call just after RunInstances may not see the new instance yet.
+ */
+export class Ec2NotFoundError extends CloudError {}
 
 /**
  * EC2 error codes (and the SDK's own error names) by the Drover class they become. Codes not
@@ -38,6 +44,7 @@ export const ec2ErrorClasses: Readonly<Record<string, Ec2ErrorClass>> = {
   Blocked: 'credentials',
   // The SDK's default credential chain found nothing (no env, profile, SSO, or instance role).
   CredentialsProviderError: 'credentials',
+  'InvalidInstanceID.NotFound': 'notFound',
 };
 
 /** The IAM action behind each EC2 call the driver makes, for messages about missing permissions. */
@@ -54,7 +61,7 @@ export interface Ec2CallContext {
 }
 
 /** The EC2 error code of `error` (an SDK service exception's name), or undefined for anything else. */
-export function ec2ErrorCode(error: unknown): string | undefined {
+function ec2ErrorCode(error: unknown): string | undefined {
   if (!(error instanceof Error)) return undefined;
   const { Code } = error as { Code?: unknown };
   if (typeof Code === 'string' && Code !== '') return Code;
@@ -86,6 +93,8 @@ export function toCloudError(error: unknown, context: Ec2CallContext): CloudErro
       return new RateLimitError(`${what}: EC2 API rate limit (${code}): ${detail}`, undefined, options);
     case 'credentials':
       return new CredentialsError(`${what}: ${credentialsAdvice(code ?? '', context.action)} (${code}): ${detail}`, options);
+    case 'notFound':
+      return new Ec2NotFoundError(`${what}: no such instance, or not visible yet (${code}): ${detail}`, options);
     default:
       return new CloudError(`${what}: ${code ?? 'error'}: ${detail}`, options);
   }
