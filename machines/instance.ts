@@ -5,12 +5,17 @@
 // (machines/container.ts): this machine only learns that the ledger changed.
 import { assign, fromPromise, raise, setup, stateIn, and, not } from 'xstate';
 import type { CloudInstance } from '../src/cloud/driver.js';
+import { formatDuration } from '../src/config/duration.js';
 
 export type IdleBehavior = 'run' | 'hold' | 'drain';
 export const idleBehaviors: readonly IdleBehavior[] = ['run', 'hold', 'drain'];
 
 export type Lifecycle = 'creating' | 'unknown' | 'booting' | 'idle' | 'running' | 'shutdown' | 'failed';
 export const lifecycles: readonly Lifecycle[] = ['creating', 'unknown', 'booting', 'idle', 'running', 'shutdown', 'failed'];
+
+/** Defaults of `pool.maxInstanceLifetime` and `pool.timeoutTERM`, in ms. */
+export const defaultMaxInstanceLifetime = 96 * 3_600_000;
+export const defaultTimeoutTERM = 2 * 60_000;
 
 export interface InstanceInput {
   workerId: string;
@@ -20,6 +25,11 @@ export interface InstanceInput {
   createToken?: string;
   /** Container starts in a row that may fail here for the instance's reasons before it is drained (default 3). */
   maxFailedStarts?: number;
+  /**
+   * Ms after which the instance is drained, counted from when this machine starts (the create
+   * request, or the first listing this daemon saw it in); absent or null: no limit.
+   */
+  maxInstanceLifetime?: number | null;
   instance?: CloudInstance;
 }
 
@@ -41,6 +51,7 @@ export interface InstanceContext {
   /** Container starts in a row that failed for the instance's reasons (refused by its runner, or unanswered). */
   failedStarts: number;
   maxFailedStarts: number;
+  maxInstanceLifetime: number | null;
 }
 
 /** The runner's list that follows a passed boot probe goes to the ledger before the probe settles. */
@@ -86,13 +97,26 @@ function errorMessage(error: unknown): string {
 
 const lifecycle = '#instance.lifecycle';
 
+function lifetimeReason(context: InstanceContext): string {
+  return `reached maxInstanceLifetime ${formatDuration(context.maxInstanceLifetime ?? 0)}`;
+}
+
+// Past its lifetime an instance drains like one set to drain, but says why. The same transition
+// for each lifecycle state that a drain ends (booting, idle).
+const drainedByLifetime = {
+  guard: 'lifetimeDraining',
+  target: `${lifecycle}.shutdown`,
+  actions: { type: 'because', params: ({ context }: { context: InstanceContext }) => ({ reason: lifetimeReason(context) }) },
+} as const;
+
 export const instanceMachine = setup({
   types: {
     context: {} as InstanceContext,
     events: {} as InstanceEvent,
     input: {} as InstanceInput,
-    // The lifecycle state and the idle behaviour, for the pool to read without parsing state values.
-    tags: {} as Lifecycle | `behavior:${IdleBehavior}`,
+    // The lifecycle state and the idle behaviour, for the pool to read without parsing state values;
+    // `lifetime:draining` marks an instance drained by its lifetime whatever its behaviour says.
+    tags: {} as Lifecycle | `behavior:${IdleBehavior}` | 'lifetime:draining',
   },
   actors: {
     createInstance: fromPromise<CloudInstance, CreateInstanceInput>(async () => notProvided('createInstance')),
@@ -117,6 +141,10 @@ export const instanceMachine = setup({
     behaviorIsHold: stateIn('#instance.idleBehavior.hold'),
     behaviorIsDrain: stateIn('#instance.idleBehavior.drain'),
     probeOverdue: stateIn('#instance.health.unresponsive.overdue'),
+    lifetimeLimited: ({ context }) => context.maxInstanceLifetime !== null,
+    lifetimeDraining: stateIn('#instance.lifetime.over.draining'),
+    // Only an instance set to run, and within its lifetime, is given containers.
+    takesWork: and(['behaviorIsRun', not(stateIn('#instance.lifetime.over'))]),
     // Supplied by the pool: whether its ledger holds any container on this instance.
     containersRunning: () => false,
     probedOnce: ({ context }) => context.probed,
@@ -132,6 +160,9 @@ export const instanceMachine = setup({
     timeoutIdle: 60_000,
     timeoutProbe: 10 * 60_000,
     timeoutShutdown: 10_000,
+    // How long containers may still run on an instance drained at its lifetime before it is shut down anyway.
+    timeoutTERM: defaultTimeoutTERM,
+    maxInstanceLifetime: ({ context }) => context.maxInstanceLifetime ?? 0,
   },
 }).createMachine({
   id: 'instance',
@@ -148,6 +179,7 @@ export const instanceMachine = setup({
     pendingShutdown: null,
     failedStarts: 0,
     maxFailedStarts: input.maxFailedStarts ?? 3,
+    maxInstanceLifetime: input.maxInstanceLifetime ?? null,
     lastError: null,
   }),
   states: {
@@ -225,11 +257,14 @@ export const instanceMachine = setup({
         booting: {
           tags: ['booting'],
           initial: 'waiting',
-          always: {
-            guard: 'behaviorIsDrain',
-            target: 'shutdown',
-            actions: { type: 'because', params: { reason: 'draining' } },
-          },
+          always: [
+            {
+              guard: 'behaviorIsDrain',
+              target: 'shutdown',
+              actions: { type: 'because', params: { reason: 'draining' } },
+            },
+            drainedByLifetime,
+          ],
           states: {
             waiting: { after: { timeoutBooting: 'overdue' } },
             overdue: {
@@ -256,6 +291,7 @@ export const instanceMachine = setup({
               target: 'shutdown',
               actions: { type: 'because', params: { reason: 'drained' } },
             },
+            drainedByLifetime,
             {
               guard: and(['probeOverdue', not('behaviorIsHold')]),
               target: 'shutdown',
@@ -293,7 +329,7 @@ export const instanceMachine = setup({
               actions: { type: 'because', params: { reason: 'containers placed' } },
             },
             CONTAINER_ASSIGNED: {
-              guard: 'behaviorIsRun',
+              guard: 'takesWork',
               target: 'running',
               actions: { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} assigned` }) },
             },
@@ -310,7 +346,7 @@ export const instanceMachine = setup({
             // Packing: more containers may join while the instance takes work.
             // An action so that `can()` reports the transition (XState counts only those that do something).
             CONTAINER_ASSIGNED: {
-              guard: 'behaviorIsRun',
+              guard: 'takesWork',
               actions: { type: 'because', params: ({ event }) => ({ reason: `container ${event.containerUuid} joined` }) },
             },
             ALLOCATIONS_CHANGED: {
@@ -448,6 +484,39 @@ export const instanceMachine = setup({
             overdue: {},
           },
           on: { PROBE_SUCCEEDED: 'responsive', BOOT_PROBE_FAILED: 'responsive' },
+        },
+      },
+    },
+    // Counted from the machine's start. At maxInstanceLifetime the instance drains (booting and idle
+    // instances shut down; running ones take no more work), and timeoutTERM into the drain it is shut
+    // down even with containers on it: the pool requeues those as it does for any instance that goes.
+    // A hold wins: a held instance past its lifetime is kept, and its drain starts afresh when the
+    // hold is lifted.
+    lifetime: {
+      initial: 'starting',
+      states: {
+        starting: { always: [{ guard: 'lifetimeLimited', target: 'within' }, { target: 'unlimited' }] },
+        unlimited: {},
+        within: { after: { maxInstanceLifetime: 'over' } },
+        over: {
+          // Chosen before draining is entered, so a held idle instance never sees itself draining.
+          initial: 'reached',
+          states: {
+            reached: { always: [{ guard: 'behaviorIsHold', target: 'held' }, { target: 'draining' }] },
+            draining: {
+              tags: ['lifetime:draining'],
+              always: { guard: 'behaviorIsHold', target: 'held' },
+              after: { timeoutTERM: 'overdue' },
+            },
+            held: { always: { guard: not('behaviorIsHold'), target: 'draining' } },
+            overdue: {
+              tags: ['lifetime:draining'],
+              entry: raise(({ context }) => ({
+                type: 'SHUTDOWN_REQUESTED' as const,
+                reason: `containers still running timeoutTERM after it ${lifetimeReason(context)}`,
+              })),
+            },
+          },
         },
       },
     },

@@ -1,6 +1,6 @@
 // The pool's own state: the sync loop, whether its picture of the cloud can be trusted, the quota
-// back-off and one throttle per kind of cloud call. Pure: listing is an actor and notifying
-// subscribers an action, both supplied by src/pool with .provide().
+// estimate and one throttle per kind of cloud call. Pure: listing is an actor and notifying
+// subscribers an action, both supplied by src/pool with .provide(); times arrive in events.
 import { assign, fromPromise, raise, setup, stateIn } from 'xstate';
 
 /** Consecutive failed listings after which the pool's picture of the cloud is stale. */
@@ -9,16 +9,50 @@ export const staleAfterFailedListings = 3;
 export type ThrottledOperation = 'create' | 'list' | 'destroy' | 'setTags';
 export const throttledOperations: readonly ThrottledOperation[] = ['create', 'list', 'destroy', 'setTags'];
 
+/** Longest quiet period the quota estimate waits before it allows one more instance. */
+export const maxQuotaQuietPeriodMs = 3_600_000;
+
+/**
+ * How long the estimate holds after a quota error before it allows one more instance: the TTL,
+ * doubled for each quota error in a row that showed no more room, up to an hour (never below the TTL).
+ */
+export function quotaQuietPeriodMs(quotaErrorTTL: number, doublings: number): number {
+  return Math.max(quotaErrorTTL, Math.min(quotaErrorTTL * 2 ** doublings, maxQuotaQuietPeriodMs));
+}
+
+/** What the pool believes of the cloud's quota, from its quota errors and listings. */
+export interface QuotaEstimate {
+  /** Instances the quota is thought to allow: creates stop at this many. */
+  instances: number;
+  /** Instances known to fit: those that existed at the last quota error, or more seen in a listing since. */
+  known: number;
+  /** Quota errors in a row that showed no more room than the one before, each doubling the quiet period. */
+  doublings: number;
+  /** Clock ms of the last quota error. */
+  lastErrorAt: number;
+  /** Clock ms the current quiet period began: the last quota error, or a listing that raised the estimate. */
+  quietSince: number;
+}
+
 export interface PoolContext {
   failedListings: number;
   /** How long each throttled operation waits, set by the rate-limit error that throttled it. */
   throttleDelayMs: Record<ThrottledOperation, number>;
+  /** Null until the first quota error. */
+  quota: QuotaEstimate | null;
+}
+
+/** What a successful listing found: instances of this pool's known types, and when it ended. */
+export interface ListingResult {
+  instances: number;
+  at: number;
 }
 
 export type PoolEvent =
-  | { type: 'LISTING_SUCCEEDED' }
+  | ({ type: 'LISTING_SUCCEEDED' } & ListingResult)
   | { type: 'LISTING_FAILED'; reason: string }
-  | { type: 'QUOTA_EXCEEDED' }
+  /** A create failed on the quota while `instances` existed (creates still in flight not counted). */
+  | { type: 'QUOTA_EXCEEDED'; instances: number; at: number }
   | { type: 'RATE_LIMITED'; operation: ThrottledOperation; delayMs: number };
 
 /** The throttle region of one kind of cloud call; its delay is named `<operation>Throttle`. */
@@ -47,7 +81,7 @@ export const poolMachine = setup({
   },
   actors: {
     // Lists the cloud and reconciles the workers with the answer; rejects if the listing failed.
-    syncInstances: fromPromise<void>(async () => {
+    syncInstances: fromPromise<ListingResult>(async () => {
       throw new Error('pool machine: syncInstances must be supplied with .provide()');
     }),
   },
@@ -57,16 +91,36 @@ export const poolMachine = setup({
       if (event.type !== 'RATE_LIMITED') return {};
       return { throttleDelayMs: { ...context.throttleDelayMs, [event.operation]: event.delayMs } };
     }),
+    // The quota holds what exists now; a quota error with more room than the last one starts the
+    // quiet periods over.
+    estimateFromQuotaError: assign(({ context, event }) => {
+      if (event.type !== 'QUOTA_EXCEEDED') return {};
+      const previous = context.quota;
+      const doublings = previous === null || event.instances > previous.known ? 0 : previous.doublings;
+      return { quota: { instances: event.instances, known: event.instances, doublings, lastErrorAt: event.at, quietSince: event.at } };
+    }),
+    doubleQuietPeriod: assign(({ context }) => (context.quota ? { quota: { ...context.quota, doublings: context.quota.doublings + 1 } } : {})),
+    allowOneMore: assign(({ context }) => (context.quota ? { quota: { ...context.quota, instances: context.quota.known + 1 } } : {})),
+    // Someone raised the quota (or the allowed one more fitted): what was listed fits, and the quiet
+    // periods start over from the TTL.
+    raiseEstimateToListing: assign(({ context, event }) => {
+      if (event.type !== 'LISTING_SUCCEEDED' || !context.quota) return {};
+      const { quota } = context;
+      return { quota: { ...quota, instances: Math.max(quota.instances, event.instances), known: event.instances, doublings: 0, quietSince: event.at } };
+    }),
   },
   guards: {
     listingThrottled: stateIn('#pool.throttle.list.throttled'),
     limits: ({ event }, params: { operation: ThrottledOperation }) =>
       event.type === 'RATE_LIMITED' && event.operation === params.operation,
     staleNow: ({ context }) => context.failedListings + 1 >= staleAfterFailedListings,
+    listedMoreThanKnown: ({ context, event }) => event.type === 'LISTING_SUCCEEDED' && context.quota !== null && event.instances > context.quota.known,
+    noMoreRoomThanKnown: ({ context, event }) => event.type === 'QUOTA_EXCEEDED' && context.quota !== null && event.instances <= context.quota.known,
   },
   delays: {
     syncInterval: 60_000,
-    quotaErrorTTL: 60_000,
+    // Supplied by the pool from quotaErrorTTL; this default is the config's.
+    quotaQuietPeriod: ({ context }) => quotaQuietPeriodMs(60_000, context.quota?.doublings ?? 0),
     createThrottle: ({ context }) => context.throttleDelayMs.create,
     listThrottle: ({ context }) => context.throttleDelayMs.list,
     destroyThrottle: ({ context }) => context.throttleDelayMs.destroy,
@@ -78,6 +132,7 @@ export const poolMachine = setup({
   context: {
     failedListings: 0,
     throttleDelayMs: { create: 0, list: 0, destroy: 0, setTags: 0 },
+    quota: null,
   },
   states: {
     sync: {
@@ -86,7 +141,7 @@ export const poolMachine = setup({
         listing: {
           invoke: {
             src: 'syncInstances',
-            onDone: { target: 'waiting', actions: raise({ type: 'LISTING_SUCCEEDED' }) },
+            onDone: { target: 'waiting', actions: raise(({ event }) => ({ type: 'LISTING_SUCCEEDED' as const, ...event.output })) },
             onError: {
               target: 'waiting',
               actions: raise(({ event }) => ({
@@ -131,13 +186,28 @@ export const poolMachine = setup({
         },
       },
     },
+    // The quota estimate (Arvados' atQuotaUntilFewerInstances): creates stop at the instances that
+    // existed at the last quota error; after a quiet period without one, one more is allowed.
     quota: {
-      initial: 'available',
+      initial: 'unestimated',
       states: {
-        available: { on: { QUOTA_EXCEEDED: 'exceeded' } },
-        exceeded: {
-          // A second quota error does not extend the wait: the TTL runs from the first.
-          after: { quotaErrorTTL: { target: 'available', actions: 'notifyChanged' } },
+        // No quota error yet: only maxInstances bounds creates.
+        unestimated: { on: { QUOTA_EXCEEDED: { target: 'estimated', actions: ['estimateFromQuotaError', 'notifyChanged'] } } },
+        estimated: {
+          initial: 'holding',
+          on: {
+            QUOTA_EXCEEDED: { target: '.holding', reenter: true, actions: ['estimateFromQuotaError', 'notifyChanged'] },
+            LISTING_SUCCEEDED: { guard: 'listedMoreThanKnown', target: '.holding', reenter: true, actions: ['raiseEstimateToListing', 'notifyChanged'] },
+          },
+          states: {
+            holding: { after: { quotaQuietPeriod: { target: 'probing', actions: ['allowOneMore', 'notifyChanged'] } } },
+            // One more than known is allowed; a quota error here means the quota did not grow.
+            probing: {
+              on: {
+                QUOTA_EXCEEDED: { guard: 'noMoreRoomThanKnown', target: 'holding', actions: ['estimateFromQuotaError', 'doubleQuietPeriod', 'notifyChanged'] },
+              },
+            },
+          },
         },
       },
     },

@@ -1,15 +1,11 @@
 // `drover logs UUID --follow` and the logs route's `since`: every byte of output printed once, a drop said in a line.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exitCodes } from '../src/cli/exit-codes.js';
 import { buildServer, startServer, type ApiDeps } from '../src/http/server.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import { logTailMarker, type Container, type ContainerSpec } from '../src/queue/types.js';
+import { apiFixture, type ApiFixture } from './support/api-fixture.js';
 import { runDrover } from './support/run-drover.js';
 
 const token = 'follow-token';
@@ -37,33 +33,28 @@ function runnerTail(output: string | Buffer, bytes: number): string {
   return logTailMarker(all.length, bytes) + all.subarray(all.length - bytes).toString('utf8');
 }
 
-let dir: string;
 let queue: SqliteQueue;
 let deps: ApiDeps;
 let app: FastifyInstance;
+let fixture: ApiFixture;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-follow-'));
-  queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
-  deps = {
-    queue,
-    pool: { instances: () => [], orphans: () => [], instance: () => undefined, setIdleBehavior: () => undefined, shutdown: () => false },
+  fixture = apiFixture({
+    prefix: 'drover-follow-',
     token,
-    registry: new Registry(),
-    logger: pino({ level: 'silent' }),
     liveLogs: async (container: Container) => {
       const output = outputs.get(container.uuid);
       return output === undefined ? null : runnerTail(output, tailBytes);
     },
-  };
+  });
+  ({ queue, deps } = fixture);
   app = buildServer(deps);
   await app.ready();
 });
 
 afterAll(async () => {
   await app.close();
-  queue.close();
-  rmSync(dir, { recursive: true, force: true });
+  fixture.close();
 });
 
 function running(output: string | Buffer): string {

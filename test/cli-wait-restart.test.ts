@@ -1,9 +1,6 @@
 // `drover submit --wait` rides out a daemon restart, and gives up on a daemon gone for longer than its bound.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, ApiError, ApiUnreachableError } from '../src/cli/client.js';
 import { exitCodes } from '../src/cli/exit-codes.js';
@@ -11,6 +8,7 @@ import { DaemonRetry, type Clock } from '../src/cli/retry.js';
 import { removeDaemonUrl, writeDaemonUrl } from '../src/daemon/url-file.js';
 import { startServer, type ApiDeps } from '../src/http/server.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
+import { apiFixture, type ApiFixture } from './support/api-fixture.js';
 import { closedUrl, runDrover } from './support/run-drover.js';
 import { shippedConfig } from './support/shipped-config.js';
 
@@ -19,22 +17,15 @@ const token = 'wait-restart-token';
 let dir: string;
 let queue: SqliteQueue;
 let deps: ApiDeps;
+let fixture: ApiFixture;
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-wait-restart-'));
-  queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
-  deps = {
-    queue,
-    pool: { instances: () => [], orphans: () => [], instance: () => undefined, setIdleBehavior: () => undefined, shutdown: () => false },
-    token,
-    registry: new Registry(),
-    logger: pino({ level: 'silent' }),
-  };
+  fixture = apiFixture({ prefix: 'drover-wait-restart-', token });
+  ({ dir, queue, deps } = fixture);
 });
 
 afterAll(() => {
-  queue.close();
-  rmSync(dir, { recursive: true, force: true });
+  fixture.close();
 });
 
 /** Virtual time: each pause moves it on at once. */

@@ -1,38 +1,26 @@
 // `drover run --config config/ec2.yml` (or gce.yml) as an operator without credentials meets it:
 // one line naming what is missing and exit code 2, before anything is created or listed; and with
 // credentials but no SSH key, the same for ssh.privateKeyFile.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { runDrover, type Run } from './support/run-drover.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-function runConfig(configFile: string, extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runConfig(configFile: string, extraEnv: Record<string, string> = {}): Promise<Run> {
   const home = mkdtempSync(join(tmpdir(), 'drover-ec2-'));
   dirs.push(home);
   // No credentials anywhere the SDK's default chain looks: no AWS_* variables, an empty HOME (no
   // ~/.aws), and both clouds' instance metadata services switched off, even were CI on a cloud VM.
   const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('AWS_') && !key.startsWith('GOOGLE_')));
   Object.assign(env, { HOME: home, DROVER_HOME: home, AWS_EC2_METADATA_DISABLED: 'true', METADATA_SERVER_DETECTION: 'none', ...extraEnv });
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    // A daemon that did start would run on; it is stopped so the test ends either way.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  // A daemon that did start would run on; it is stopped so the test ends either way.
+  return runDrover(['run', '--config', configFile], env, { timeoutMs: 30_000 });
 }
 
 describe('drover run on a cloud it has no credentials for', () => {

@@ -115,6 +115,8 @@ describe('parseConfig', () => {
       bootProbeCommand: 'true',
       runnerCommand: 'drover-runner',
       logTailBytes: 65_536,
+      maxInstanceLifetime: 345_600_000,
+      timeoutTERM: 120_000,
     });
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
     expect(config.log).toEqual({ level: 'info', format: 'auto' });
@@ -201,6 +203,23 @@ describe('parseConfig', () => {
     expect(error.issues[0]?.path).toBe('pool.logTailBytes');
     expect(error.issues[0]?.message).toContain(message);
     expect(error.message).toContain(`test.yml: pool.logTailBytes: ${message}`);
+  });
+
+  it('gives the scheduler type fallback its defaults: maxPriceFactor 1.5, preemptibleFallbackAfter 10m', () => {
+    expect(parseConfig(minimal, 'test.yml').scheduler).toMatchObject({ maxPriceFactor: 1.5, preemptibleFallbackAfter: 600_000 });
+    const config = parseConfig(`${minimal}scheduler:\n  maxPriceFactor: 1\n  preemptibleFallbackAfter: 2m30s\n`, 'test.yml');
+    expect(config.scheduler).toMatchObject({ maxPriceFactor: 1, preemptibleFallbackAfter: 150_000 });
+  });
+
+  it.each([
+    ['maxPriceFactor: 0.9', 'scheduler.maxPriceFactor', 'must be at least 1 (1: only the cheapest type that fits)'],
+    ['maxPriceFactor: dear', 'scheduler.maxPriceFactor', 'expected a number, got "dear"'],
+    ['preemptibleFallbackAfter: soon', 'scheduler.preemptibleFallbackAfter', 'soon'],
+  ])('rejects scheduler.%s, naming the key', (line, path, message) => {
+    const error = configError(`${minimal}scheduler:\n  ${line}\n`);
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.path).toBe(path);
+    expect(error.issues[0]?.message).toContain(message);
   });
 
   it('rejects a pool.probeRateCeiling below maxProbesPerSecond', () => {

@@ -314,4 +314,46 @@ describe('dispatch on the stub cloud', () => {
     expect(bigCreates).toBeLessThanOrEqual(61);
     h.stop();
   });
+
+  it('a preemptible type out of capacity: its container waits preemptibleFallbackAfter (10 min), then runs on on-demand', async () => {
+    const spot = { ...instanceTypes.small!, name: 'spot', providerType: 'stub.spot', price: 0.02, preemptible: true };
+    const types = { spot, small: instanceTypes.small! };
+    const stub = createStub({ bootDelayMs: { min: 30_000, max: 30_000 }, containerRunMs: 60_000, capacityErrorTypes: ['spot'] });
+    const h = new DispatchHarness(stub, {
+      instanceTypes: types,
+      pool: { quotaErrorTTL: 60_000 },
+      scheduler: { maxPriceFactor: 1.5, preemptibleFallbackAfter: 10 * 60_000 },
+    });
+    h.start();
+    const began = Date.now();
+    const uuid = h.queue.submit(spec({ constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: true } })).uuid;
+    expect(await h.runUntil(() => h.queue.get(uuid)?.state === 'complete', 30 * 60_000)).toBe(true);
+    expect(h.queue.get(uuid)).toMatchObject({ exitCode: 0, instanceType: 'small' });
+    const startedAfter = h.queue.get(uuid)!.startedAt! - began;
+    expect(startedAfter).toBeGreaterThanOrEqual(10 * 60_000);
+    // The first back-off after the 10 minutes lets the on-demand create go: within one back-off and one boot.
+    expect(startedAfter).toBeLessThanOrEqual(10 * 60_000 + 60_000 + 30_000 + 10_000);
+    h.stop();
+  });
+
+  it('one type out of capacity, a dearer one within maxPriceFactor: the big container runs on the next type up, the small one is done within one boot and run', async () => {
+    const big = { ...instanceTypes.large!, name: 'big', providerType: 'stub.big' };
+    // 0.25/h against big's 0.20/h: within maxPriceFactor 1.5.
+    const bigger = { ...big, name: 'bigger', providerType: 'stub.bigger', price: 0.25 };
+    const types = { small: instanceTypes.small!, big, bigger };
+    const stub = createStub({ bootDelayMs: { min: 30_000, max: 30_000 }, containerRunMs: 60_000, capacityErrorTypes: ['big'] });
+    const h = new DispatchHarness(stub, { instanceTypes: types, pool: { quotaErrorTTL: 60_000 }, scheduler: { maxPriceFactor: 1.5 } });
+    h.start();
+    const began = Date.now();
+    const bigUuid = h.queue.submit(spec({ priority: 10, constraints: { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false } })).uuid;
+    const smallUuid = h.queue.submit(spec({ priority: 1 })).uuid;
+    expect(await h.runUntil(() => h.queue.get(smallUuid)?.state === 'complete', 10 * 60_000)).toBe(true);
+    // One boot (30 s) and one run (60 s), with a few seconds for listings, probes and passes.
+    expect(Date.now() - began).toBeLessThanOrEqual(30_000 + 60_000 + 10_000);
+    expect(h.queue.get(smallUuid)).toMatchObject({ exitCode: 0, instanceType: 'small' });
+    expect(await h.runUntil(() => h.queue.get(bigUuid)?.state === 'complete', 10 * 60_000)).toBe(true);
+    expect(h.queue.get(bigUuid)).toMatchObject({ exitCode: 0, attempts: 1, instanceType: 'bigger' });
+    expect(Date.now() - began).toBeLessThanOrEqual(30_000 + 60_000 + 10_000);
+    h.stop();
+  });
 });

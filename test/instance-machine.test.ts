@@ -349,3 +349,100 @@ describe('races', () => {
     expect([...h.containers]).toEqual(['c-1']);
   });
 });
+
+// A timer set while the SimulatedClock is advanced counts from the end of that step, so the
+// lifetime and timeoutTERM are stepped over separately.
+describe('maxInstanceLifetime', () => {
+  const hours = 3_600_000;
+  const lifetime = 96 * hours;
+
+  it('an idle instance past its lifetime is shut down, saying why', async () => {
+    const h = await bootedIdle({ maxInstanceLifetime: lifetime });
+    h.assign('c-1');
+    await h.advance(lifetime - 10_000);
+    h.setContainers([]);
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(10_000 - 1);
+    expect(h.lifecycle()).toBe('idle');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toBe('reached maxInstanceLifetime 96h');
+  });
+
+  it('a running instance past its lifetime takes no new work and shuts down when its container ends', async () => {
+    const h = await bootedIdle({ maxInstanceLifetime: lifetime });
+    expect(h.assign('c-1')).toBe(true);
+    await h.advance(lifetime);
+    expect(h.lifecycle()).toBe('running');
+    // What the pool reads, so the scheduler stops offering it work; the saved tag is untouched.
+    expect(h.idleBehavior()).toBe('drain');
+    expect(h.savedBehaviors).toEqual([]);
+    expect(h.assign('c-2')).toBe(false);
+    expect(h.started).toEqual(['c-1']);
+
+    await h.advance(timeouts.timeoutTERM - 1);
+    h.setContainers([]);
+    await h.settle();
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toBe('reached maxInstanceLifetime 96h');
+  });
+
+  it('an instance still running containers timeoutTERM after its lifetime is shut down anyway', async () => {
+    const h = await bootedIdle({ maxInstanceLifetime: lifetime });
+    h.assign('c-1');
+    await h.advance(lifetime);
+    await h.advance(timeouts.timeoutTERM - 1);
+    expect(h.lifecycle()).toBe('running');
+    expect(h.destroyed).toEqual([]);
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.destroyed).toEqual(['i-1']);
+    expect(h.actor.getSnapshot().context.reason).toBe('containers still running timeoutTERM after it reached maxInstanceLifetime 96h');
+  });
+
+  it('counts an instance found in a listing from when the machine first saw it; without a limit it is kept', async () => {
+    const found = new InstanceHarness({ instance: cloudInstance('i-found'), maxInstanceLifetime: lifetime });
+    found.probeAnswers = [{ booted: true, running: ['c-9'] }];
+    await found.probe();
+    await found.advance(lifetime);
+    await found.advance(timeouts.timeoutTERM);
+    expect(found.destroyed).toEqual(['i-found']);
+
+    const unlimited = new InstanceHarness({ instance: cloudInstance('i-old'), maxInstanceLifetime: null });
+    unlimited.probeAnswers = [{ booted: true, running: ['c-9'] }];
+    await unlimited.probe();
+    await unlimited.advance(lifetime * 10);
+    expect(unlimited.lifecycle()).toBe('running');
+    expect(unlimited.assign('c-10')).toBe(true);
+  });
+
+  it('hold wins over the lifetime: a held instance is kept; lifted, it drains and gets a whole timeoutTERM', async () => {
+    const h = await bootedIdle({ maxInstanceLifetime: lifetime });
+    h.assign('c-1');
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
+    await h.advance(lifetime);
+    await h.advance(timeouts.timeoutTERM * 10);
+    expect(h.lifecycle()).toBe('running');
+    expect(h.idleBehavior()).toBe('hold');
+    expect(h.destroyed).toEqual([]);
+
+    h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await h.settle();
+    expect(h.assign('c-2')).toBe(false);
+    await h.advance(timeouts.timeoutTERM - 1);
+    expect(h.lifecycle()).toBe('running');
+    await h.advance(1);
+    expect(h.lifecycle()).toBe('shutdown');
+    expect(h.actor.getSnapshot().context.reason).toMatch(/timeoutTERM after it reached maxInstanceLifetime 96h/);
+
+    const idle = await bootedIdle({ maxInstanceLifetime: lifetime, idleBehavior: 'hold' });
+    await idle.advance(lifetime * 2);
+    expect(idle.lifecycle()).toBe('idle');
+    idle.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
+    await idle.settle();
+    expect(idle.lifecycle()).toBe('shutdown');
+    expect(idle.actor.getSnapshot().context.reason).toBe('reached maxInstanceLifetime 96h');
+  });
+});

@@ -1,9 +1,10 @@
-// Tests of chooseInstanceType: cheapest fit, each constraint, preemptible rules, reasons and ties.
+// Tests of chooseInstanceType: cheapest fit, each constraint, preemptible rules, reasons and ties;
+// and of fallbackTypes, the dearer types a container may take when its cheapest is out of capacity.
 
 import { describe, expect, it } from 'vitest';
 import type { InstanceType } from '../src/cloud/driver.js';
 import type { Constraints } from '../src/queue/types.js';
-import { chooseInstanceType } from '../src/scheduler/instance-type.js';
+import { chooseInstanceType, fallbackTypes } from '../src/scheduler/instance-type.js';
 import { instanceTypeFixture as type } from './support/fixtures.js';
 
 function types(...list: InstanceType[]): Record<string, InstanceType> {
@@ -202,5 +203,29 @@ describe('ties', () => {
     const upper = type('B', { price: 1 });
     const lower = type('a', { price: 1 });
     expect(chosen(want(), types(lower, upper))).toBe('B');
+  });
+});
+
+describe('fallback types', () => {
+  const names = (list: InstanceType[]) => list.map((t) => t.name);
+  const between = type('between', { vcpus: 2, ramMiB: 8192, scratchGiB: 20, price: 0.15 });
+
+  it('lists the other types that fit, up to maxPriceFactor × the cheapest price, cheapest first', () => {
+    const available = types(large, medium, between, small, gpu);
+    expect(names(fallbackTypes(want(), available, small, 2).sameKind)).toEqual(['between', 'medium']);
+    expect(names(fallbackTypes(want(), available, small, 1.5).sameKind)).toEqual(['between']);
+    expect(fallbackTypes(want(), available, small, 1).sameKind).toEqual([]);
+    expect(names(fallbackTypes(want({ ramMiB: 8192 }), available, between, 4).sameKind)).toEqual(['medium', 'large']);
+  });
+
+  it('keeps a preemptible choice to preemptible types; on-demand ones are listed apart, within the factor of the cheapest of them', () => {
+    const spot = type('spot', { price: 0.03, preemptible: true });
+    const spotDearer = type('spotDearer', { price: 0.04, preemptible: true });
+    const onDemand = type('onDemand', { price: 0.1 });
+    const onDemandDearer = type('onDemandDearer', { price: 0.14 });
+    const available = types(onDemandDearer, spotDearer, onDemand, spot, large);
+    expect(fallbackTypes(want({ preemptible: true }), available, spot, 1.5)).toEqual({ sameKind: [spotDearer], onDemand: [onDemand, onDemandDearer] });
+    // Not allowing preemptible types: none of them, ever.
+    expect(names(fallbackTypes(want(), available, onDemand, 10).sameKind)).toEqual(['onDemandDearer', 'large']);
   });
 });

@@ -33,6 +33,26 @@ describe('metrics', () => {
     expect(text).toContain('drover_orphan_instances 1');
     expect(text).toContain('drover_containers{state="queued"} 2');
     expect(text).toContain('drover_pool_creates_refused{cause="unloaded"} 0');
+    expect(text).toContain('drover_max_instances_estimate -1');
+    h.pool.stop();
+    queue.close();
+  });
+
+  it('reports the quota estimate once a quota error sets one, and quota as a cause of refused creates', async () => {
+    const stub = createStub({ quotaMaxInstances: 1 });
+    const h = new PoolHarness(stub, { probeInterval: 1_000, timeoutIdle: 3_600_000 });
+    const queue = new SqliteQueue({ path: queuePath(), maxAttempts: 3 });
+    const registry = new Registry();
+    registerDroverMetrics(registry, h.pool, queue);
+    await h.start();
+    expect(h.pool.create('small')).toBe(true);
+    await advance(2_000);
+    expect(h.pool.create('small')).toBe(true);
+    await advance(2_000);
+
+    const text = await registry.metrics();
+    expect(text).toContain('drover_max_instances_estimate 1');
+    expect(text).toContain('drover_pool_creates_refused{cause="quota"} 1');
     h.pool.stop();
     queue.close();
   });

@@ -61,7 +61,7 @@ function coming(workerId: string, type: InstanceType, state: ComingWorker['state
 }
 
 function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
-  return { open: [], coming: [], instances: 0, hourlySpend: 0, atQuota: false, createRefusal: () => null, ...overrides };
+  return { open: [], coming: [], instances: 0, hourlySpend: 0, createRefusal: () => null, ...overrides };
 }
 
 /** The pool refuses every create: listings, quota, throttle, create calls in flight. */
@@ -209,11 +209,12 @@ describe('scheduling pass (one container per instance)', () => {
     expect(result.shutdowns).toEqual([]);
   });
 
-  it('at quota, an idle worker nothing waits for is shut down to make room', () => {
-    const result = plan([container({ constraints: big })], instanceTypes, pool({ open: [idle('w1', small)], instances: 1, atQuota: true }), limits);
+  it('at the quota estimate, creates stop but no idle worker is shut down: the estimate is a guess, and a destroyed VM may hold quota a while', () => {
+    const quota = { reason: 'at the quota estimate of 1 instances', scope: 'pool' as const };
+    const result = plan([container({ constraints: big })], instanceTypes, pool({ open: [idle('w1', small)], instances: 1, createRefusal: () => quota }), limits);
     expect(result.decisions).toEqual([]);
-    expect(result.boundBy).toBe('at quota');
-    expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
+    expect(result.boundBy).toBe(quota.reason);
+    expect(result.shutdowns).toEqual([]);
   });
 
   it('does not put a small container on an idle worker of a larger type (whole instances)', () => {
@@ -333,6 +334,87 @@ describe('scheduling pass (one container per instance)', () => {
     ]);
     expect(result.boundBy).toBe('maxInstances');
     expect(result.blockedTypes).toEqual(['large']);
+  });
+});
+
+describe('scheduling pass (type fallback when the cheapest type is out of capacity)', () => {
+  // One vCPU fits all: cheap 0.10, dearer 0.14 (within 1.5×), dearest 0.20 (beyond it).
+  const cheap = instanceTypeFixture('cheap', { price: 0.1 });
+  const dearer = instanceTypeFixture('dearer', { price: 0.14 });
+  const dearest = instanceTypeFixture('dearest', { price: 0.2 });
+  const priced = { cheap, dearer, dearest };
+  const fallback: Limits = { ...limits, maxPriceFactor: 1.5 };
+
+  it('creates the next type up within maxPriceFactor, and nothing beyond it', () => {
+    const one = container();
+    expect(plan([one], priced, pool(noCapacityFor('cheap')), fallback).decisions).toEqual([{ kind: 'create', instanceType: 'dearer', forUuid: one.uuid }]);
+    const beyond = plan([one], priced, pool(noCapacityFor('cheap', 'dearer')), fallback);
+    expect(beyond.decisions).toEqual([]);
+    expect(beyond.blockedTypes).toEqual(['cheap', 'dearer']);
+    expect(beyond.boundBy).toBeNull();
+    // Without the factor (default 1) it waits for its own type.
+    expect(plan([one], priced, pool(noCapacityFor('cheap')), limits).decisions).toEqual([]);
+  });
+
+  it('only when its own type is refused: otherwise the cheapest is created', () => {
+    const one = container();
+    expect(plan([one], priced, pool(), fallback).decisions).toEqual([{ kind: 'create', instanceType: 'cheap', forUuid: one.uuid }]);
+  });
+
+  it('takes an idle worker of a fallback type before creating one, and waits for a coming one', () => {
+    const [first, second, third] = queued(3);
+    const result = plan([first!, second!, third!], priced, pool({ ...noCapacityFor('cheap'), open: [idle('w1', dearer)], coming: [coming('b1', dearer)], instances: 2 }), fallback);
+    expect(result.decisions).toEqual([
+      { kind: 'start', uuid: first!.uuid, workerId: 'w1', instanceType: 'dearer' },
+      { kind: 'create', instanceType: 'dearer', forUuid: third!.uuid },
+    ]);
+    expect(result.shutdowns).toEqual([]);
+  });
+
+  it('passes over a fallback the budget cannot take, binding nothing: lower-priority work still creates', () => {
+    // The high one needs 1 GiB (not on other); dearer would take spend to 1.04, over 1.02.
+    const high = container({ priority: 9, constraints: { vcpus: 1, ramMiB: 1024, scratchGiB: 0, gpus: 0, preemptible: false } });
+    const low = container({ priority: 1 });
+    const types = { ...priced, other: instanceTypeFixture('other', { price: 0.05, vcpus: 1, ramMiB: 512 }) };
+    const result = plan([high, low], types, pool({ ...noCapacityFor('cheap'), hourlySpend: 0.9 }), { ...fallback, maxHourlySpend: 1.02 });
+    expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'other', forUuid: low.uuid }]);
+    expect(result.boundBy).toBeNull();
+  });
+
+  describe('preemptible', () => {
+    const spot = instanceTypeFixture('spot', { price: 0.03, preemptible: true });
+    const spotDearer = instanceTypeFixture('spotDearer', { price: 0.04, preemptible: true });
+    const onDemand = instanceTypeFixture('onDemand', { price: 0.1 });
+    const kinds = { spot, spotDearer, onDemand };
+    const preemptible: Constraints = { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: true };
+    const settings: Limits = { ...fallback, preemptibleFallbackAfterMs: 10 * 60_000 };
+    function refusedFor(ms: number, ...names: string[]): Pick<PoolPicture, 'createRefusal'> {
+      return { createRefusal: (name) => (names.includes(name) ? { reason: `no capacity for ${name}`, scope: 'instanceType', refusedForMs: ms } : null) };
+    }
+
+    it('prefers a preemptible fallback at once', () => {
+      const one = container({ constraints: preemptible });
+      expect(plan([one], kinds, pool(refusedFor(0, 'spot')), settings).decisions).toEqual([{ kind: 'create', instanceType: 'spotDearer', forUuid: one.uuid }]);
+    });
+
+    it('falls back to on-demand only after preemptibleFallbackAfter of capacity refusals for its preemptible type', () => {
+      const one = container({ constraints: preemptible });
+      expect(plan([one], kinds, pool(refusedFor(9 * 60_000, 'spot', 'spotDearer')), settings).decisions).toEqual([]);
+      expect(plan([one], kinds, pool({ ...refusedFor(9 * 60_000, 'spot'), open: [idle('w1', onDemand)], instances: 1 }), settings).decisions).toEqual([
+        { kind: 'create', instanceType: 'spotDearer', forUuid: one.uuid },
+      ]);
+      expect(plan([one], kinds, pool(refusedFor(10 * 60_000, 'spot', 'spotDearer')), settings).decisions).toEqual([
+        { kind: 'create', instanceType: 'onDemand', forUuid: one.uuid },
+      ]);
+      // Without the setting it never does.
+      expect(plan([one], kinds, pool(refusedFor(60 * 60_000, 'spot', 'spotDearer')), fallback).decisions).toEqual([]);
+    });
+
+    it('a container that does not allow preemptible types never falls back onto one', () => {
+      const one = container();
+      const types = { onDemand, spotDearer: { ...spotDearer, price: 0.12 } };
+      expect(plan([one], types, pool(refusedFor(60 * 60_000, 'onDemand')), settings).decisions).toEqual([]);
+    });
   });
 });
 

@@ -72,7 +72,7 @@ describe('cloud errors', () => {
 
     await advance(59_999);
     expect(h.pool.create('small')).toBe(false);
-    expect(h.pool.createRefusal('small')).toBe('at quota');
+    expect(h.pool.createRefusal('small')).toBe('at the quota estimate of 0 instances (quota error 1m ago); one more allowed in 1s');
     expect(stub.callCounts.create).toBe(1);
 
     const before = h.notifications;
@@ -83,6 +83,36 @@ describe('cloud errors', () => {
     expect(h.pool.create('small')).toBe(true);
     await settle();
     expect(stub.liveCount()).toBe(1);
+    h.pool.stop();
+  });
+
+  it('quota error with creates in flight: the estimate is what exists, failed creates not counted, and the refusal says when one more is allowed', async () => {
+    const stub = createStub({ quotaMaxInstances: 2 });
+    const h = new PoolHarness(stub, { quotaErrorTTL: 60_000, syncInterval: 30_000, probeInterval: 600_000, maxConcurrentInstanceCreateOps: 4 });
+    await h.start();
+    stub.holdCloudOps(['create']);
+    for (let i = 0; i < 4; i++) expect(h.pool.create('small')).toBe(true);
+    stub.releaseCloudOps(['create']);
+    await settle();
+    expect(stub.liveCount()).toBe(2);
+    expect(h.pool.instances()).toHaveLength(2);
+    expect(h.pool.status()).toMatchObject({ atQuota: true });
+    expect(h.pool.create('small')).toBe(false);
+
+    // The next listing shows both: the estimate is 2, not the 4 creates tried, and the quiet period
+    // runs from that listing.
+    await advance(30_000);
+    expect(h.pool.status()).toMatchObject({ atQuota: true, quotaEstimate: 2 });
+    expect(h.pool.createRefusal('small')).toBe('at the quota estimate of 2 instances (quota error 30s ago); one more allowed in 1m');
+    expect(h.pool.picture().createRefusal('small')).toMatchObject({ scope: 'pool' });
+    expect(h.logsWith('pool state changed').at(-1)).toMatchObject({ quotaEstimate: 2 });
+
+    await advance(60_000);
+    expect(h.pool.status()).toMatchObject({ atQuota: false, quotaEstimate: 3 });
+    expect(h.pool.create('small')).toBe(true);
+    await settle();
+    expect(h.pool.createRefusal('small')).toBe('at the quota estimate of 2 instances (quota error 0s ago); one more allowed in 2m');
+    expect(stub.liveCount()).toBe(2);
     h.pool.stop();
   });
 

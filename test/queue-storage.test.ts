@@ -22,6 +22,7 @@ import type { Container } from '../src/queue/types.js';
 import type { Executor } from '../src/ssh/executor.js';
 import { DispatchHarness, spec } from './support/dispatch-harness.js';
 import { createStub, useFakeClock, type LogLine } from './support/pool-harness.js';
+import { runDrover } from './support/run-drover.js';
 
 // Every temp directory a test makes goes when it ends.
 const made: string[] = [];
@@ -443,16 +444,7 @@ describe('a queue file that cannot be used stops start-up', () => {
     const dir = join(path, '..');
     const configPath = join(dir, 'config.yml');
     writeFileSync(configPath, stubConfigText(dir, path));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    // A daemon that did start is stopped here, so the test never leaves one running.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', resolve);
-    });
-    clearTimeout(timer);
+    const { code, stderr } = await runDrover(['run', '--config', configPath], process.env, { timeoutMs: 20_000 });
     expect(stderr).toBe(`drover: queue.path: ${path}: not a SQLite database (SQLite: file is not a database); move it aside or point queue.path at another file\n`);
     expect(code).toBe(2);
   });

@@ -1,7 +1,6 @@
 // The daemon's state is private: a new queue file is 0600 in a 0700 directory whatever the umask,
 // and start-up refuses state that group or others can read or write, naming the key, the path,
 // its mode and the fix, without changing the operator's file.
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { loadConfig } from '../src/config/load.js';
 import { ensurePrivateState, StatePermissionError } from '../src/daemon/state-permissions.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import { spec } from './support/dispatch-harness.js';
+import { runDrover } from './support/run-drover.js';
 import { shippedConfig } from './support/shipped-config.js';
 
 const modeOf = (path: string) => statSync(path).mode & 0o777;
@@ -163,20 +163,7 @@ describe('drover run', () => {
     writeFileSync(queue, '');
     chmodSync(queue, 0o644);
     const configPath = writeConfig(dir, { queue, token });
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', configPath], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    // A daemon that did start is stopped here, so the test never leaves one running.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', resolve);
-    });
-    clearTimeout(timer);
+    const { code, stdout, stderr } = await runDrover(['run', '--config', configPath], process.env, { timeoutMs: 20_000 });
     expect(code).toBe(2);
     expect(stderr).toBe(
       `drover: queue.path: ${queue} is mode 0644 (readable by other users, and it holds submitted env values); run chmod 600 ${queue}\n`,

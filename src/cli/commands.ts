@@ -5,7 +5,7 @@ import { ConfigError } from '../config/load.js';
 import type { ContainerState } from '../queue/types.js';
 import { defaultConfigDescription } from '../config/home.js';
 import { ApiClient, ApiError, ApiUnreachableError, ClientSettingsError, resolveClientSettings, type SubmitRequest } from './client.js';
-import { exitCodes, exitWithUsageCode } from './exit-codes.js';
+import { exitCodes } from './exit-codes.js';
 import { followLogs } from './follow.js';
 import { containerDetails, containerTable, instanceName, instanceTable, orphanHint } from './format.js';
 import { listenForInterrupt } from './interrupt.js';
@@ -44,8 +44,6 @@ export function registerClientCommands(program: Command): void {
   // Lets `submit` hand everything after its first operand to the container untouched, so
   // `drover submit sh -c 'ls -l'` works without `--` (program-level options must then come first).
   program.enablePositionalOptions();
-  // Here because main.ts hands every command to this module; it covers `drover run` too.
-  exitWithUsageCode(program);
 
   clientCommand(program, 'submit')
     .description('queue a container; prints its uuid (on stderr with --wait, where stdout is the output)')

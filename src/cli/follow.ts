@@ -2,17 +2,7 @@
 import { finalStates } from '../queue/types.js';
 import type { ApiClient } from './client.js';
 import { exitCodes } from './exit-codes.js';
-import type { Interrupt } from './interrupt.js';
-import { DaemonRetry, realClock, type Clock } from './retry.js';
-
-export interface FollowOptions {
-  interrupt: Interrupt;
-  /** How long an unreachable daemon is retried (DaemonRetry). */
-  retryForMs: number;
-  /** The pause between two polls. */
-  intervalMs: number;
-  clock?: Clock;
-}
+import { daemonRetry, realClock, type PollOptions } from './retry.js';
 
 /**
  * Prints the container's output on stdout, each byte once: every poll asks for the output from the
@@ -21,10 +11,10 @@ export interface FollowOptions {
  * a line saying so. Once the container is final, says how it ended on stderr and returns 0;
  * Ctrl-C returns exitCodes.interrupted.
  */
-export async function followLogs(client: ApiClient, uuid: string, options: FollowOptions): Promise<number> {
+export async function followLogs(client: ApiClient, uuid: string, options: PollOptions): Promise<number> {
   const { interrupt, intervalMs } = options;
   const clock = options.clock ?? realClock;
-  const daemon = new DaemonRetry({ url: () => client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
+  const daemon = daemonRetry(client, options);
   let since = 0;
   let attempt: number | null = null;
   try {

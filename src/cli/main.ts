@@ -10,7 +10,7 @@ import { daemonUrlFile, removeDaemonUrl, writeDaemonUrl } from '../daemon/url-fi
 import { createLogger } from '../log/logger.js';
 import { registerCloudtestCommand } from './cloudtest-command.js';
 import { registerClientCommands } from './commands.js';
-import { runExitCodes } from './exit-codes.js';
+import { exitWithUsageCode, runExitCodes } from './exit-codes.js';
 import { refusal } from './refusals.js';
 import { registerTeardownCommand } from './teardown-command.js';
 
@@ -59,6 +59,8 @@ program
 registerClientCommands(program);
 registerTeardownCommand(program);
 registerCloudtestCommand(program);
+// Once every command is registered, so it reaches each of them.
+exitWithUsageCode(program);
 
 try {
   await program.parseAsync();

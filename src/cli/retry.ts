@@ -1,6 +1,7 @@
 // Requests that ride out a daemon restart: `submit --wait` and `logs --follow` keep asking a daemon that does not answer, for a while.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ApiUnreachableError } from './client.js';
+import { ApiUnreachableError, type ApiClient } from './client.js';
+import type { Interrupt } from './interrupt.js';
 
 /** Time as the retries see it; tests pass a virtual one so a bound is reached without waiting it out. */
 export interface Clock {
@@ -29,6 +30,22 @@ export interface DaemonRetryOptions {
   clock?: Clock;
   /** Where the two messages go (one when the daemon stops answering, one when it is back); stderr by default. */
   warn?: (line: string) => void;
+}
+
+/** How `logs --follow` and `submit --wait` poll the daemon. */
+export interface PollOptions {
+  interrupt: Interrupt;
+  /** How long an unreachable daemon is retried (DaemonRetry). */
+  retryForMs: number;
+  /** The pause between two polls. */
+  intervalMs: number;
+  clock?: Clock;
+}
+
+/** The DaemonRetry a poll asks the client's daemon through, until Ctrl-C. */
+export function daemonRetry(client: ApiClient, options: PollOptions): DaemonRetry {
+  const { retryForMs, intervalMs, interrupt, clock } = options;
+  return new DaemonRetry({ url: () => client.url, retryForMs, intervalMs, signal: interrupt.signal, clock });
 }
 
 /**

@@ -2,18 +2,11 @@
 import { finalStates, type Container } from '../queue/types.js';
 import type { ApiClient } from './client.js';
 import { exitCodes } from './exit-codes.js';
-import type { Interrupt } from './interrupt.js';
-import { DaemonRetry, realClock, type Clock } from './retry.js';
+import { daemonRetry, realClock, type PollOptions } from './retry.js';
 
-export interface WaitOptions {
+export interface WaitOptions extends PollOptions {
   /** Ctrl-C also cancels the container (else it only stops waiting). */
   cancelOnInterrupt: boolean;
-  interrupt: Interrupt;
-  /** How long an unreachable daemon is retried (DaemonRetry). */
-  retryForMs: number;
-  /** The pause between two polls. */
-  intervalMs: number;
-  clock?: Clock;
 }
 
 /**
@@ -23,7 +16,7 @@ export interface WaitOptions {
 export async function waitFor(client: ApiClient, uuid: string, options: WaitOptions): Promise<number> {
   const { interrupt, intervalMs } = options;
   const clock = options.clock ?? realClock;
-  const daemon = new DaemonRetry({ url: () => client.url, retryForMs: options.retryForMs, intervalMs, signal: interrupt.signal, clock });
+  const daemon = daemonRetry(client, options);
   let container: Container;
   try {
     for (;;) {

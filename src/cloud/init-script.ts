@@ -2,6 +2,8 @@
 // runs at every boot): it installs the dispatcher's SSH public key and the instance secret, which
 // the SSH executor reads back on first contact before it pins the host key. Pure: text in, text out.
 
+import { shellQuote } from '../shell-quote.js';
+
 /** Where the instance secret lives, relative to the login user's home directory. */
 export const instanceSecretFile = '.drover/instance-secret';
 
@@ -36,16 +38,16 @@ export function initScript(options: InitScriptOptions): string {
     throw new Error('initScript: home must be a non-empty path on one line');
   }
   const findHome =
-    home === undefined ? `home=$(getent passwd "$user" | cut -d: -f6)` : `home=${quote(home)}`;
+    home === undefined ? `home=$(getent passwd "$user" | cut -d: -f6)` : `home=${shellQuote(home)}`;
   return `#!/bin/sh
 # Drover instance init: installs the dispatcher's SSH key and this instance's secret.
 # It runs as root, on GCE at every boot, in a home the user owns: nothing is written, chmod-ed or
 # chown-ed through a path the user could have made a symbolic link. -C: a \`>\` never opens an
 # existing file, so a temp file planted between its removal and its write fails the script.
 set -euC
-user=${quote(username)}
-key=${quote(sshPublicKey)}
-secret=${quote(secret)}
+user=${shellQuote(username)}
+key=${shellQuote(sshPublicKey)}
+secret=${shellQuote(secret)}
 # The last check covers a user created meanwhile (GCE's guest agent), when useradd then fails and
 # the fallback, BusyBox's adduser -D, is missing or is Debian's, which has no -D.
 id "$user" >/dev/null 2>&1 || useradd -m -s /bin/sh "$user" || adduser -D -s /bin/sh "$user" || id "$user" >/dev/null 2>&1
@@ -102,9 +104,4 @@ install_temp "$secret_file"
 } >"$keys.tmp"
 install_temp "$keys"
 `;
-}
-
-/** POSIX shell single-quoting. */
-function quote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }

@@ -6,6 +6,7 @@ import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../clou
 import { gceSettingsSchema, type GceSettings } from '../cloud/gce/settings.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
+import { defaultMaxInstanceLifetime, defaultTimeoutTERM } from '../../machines/instance.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
 
 export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
@@ -62,6 +63,14 @@ export interface PoolSettings {
   timeoutBooting: number;
   timeoutProbe: number;
   timeoutShutdown: number;
+  /**
+   * Age at which an instance is drained, counted from its create (or, for one found at start-up,
+   * from the first listing that showed it); null: no limit. The config always fills it in
+   * (default 96h); absent, the pool uses that default too.
+   */
+  maxInstanceLifetime?: number | null;
+  /** How long containers may still run on an instance drained at maxInstanceLifetime before it is shut down anyway (default 2m). */
+  timeoutTERM?: number;
   maxInstances: number;
   maxConcurrentInstanceCreateOps: number;
   /** Containers one instance may run at once, as its vCPUs, RAM, scratch and GPUs allow (1: no packing). */
@@ -99,6 +108,17 @@ export interface SchedulerSettings {
   maxAttempts: number;
   /** Starts one scheduling pass hands out; the rest keep their worker and start in the next pass, passGap later. */
   maxStartsPerPass: number;
+  /**
+   * A container whose cheapest type is out of capacity may run on a dearer type that fits, up to
+   * this factor × the cheapest type's price (1: never). Optional for settings built in code; the
+   * config always sets it (default 1.5, as Arvados' MaximumPriceFactor).
+   */
+  maxPriceFactor?: number;
+  /**
+   * After its preemptible type has been refused for capacity this long, a container may run on
+   * on-demand types. Optional for settings built in code (then never); the config sets it (10 min).
+   */
+  preemptibleFallbackAfter?: number;
 }
 
 // The state paths below (queue.path, http.tokenFile, cloud.loopback.directory) may be written
@@ -253,6 +273,8 @@ const schedulerSchema = z.strictObject({
   maxHourlySpend: z.number().positive().nullable().default(null),
   maxAttempts: count(1).default(3),
   maxStartsPerPass: count(1).default(500),
+  maxPriceFactor: z.number().min(1, 'must be at least 1 (1: only the cheapest type that fits)').default(1.5),
+  preemptibleFallbackAfter: duration.default(10 * 60_000),
 });
 
 const queueSchema = z.strictObject({ path: nonEmpty.default('queue.sqlite') });
@@ -265,6 +287,12 @@ const httpSchema = z.strictObject({
 
 const runnerSchema = z.strictObject({ docker: z.boolean().default(false) });
 
+// setTimeout fires at once when asked to wait more than 2^31 - 1 ms (24.8 days): the long pool
+// timeouts are held to a round bound under that.
+const maxTimerMs = 596 * 3_600_000;
+const timerLength = (ms: number) => ms <= maxTimerMs;
+const tooLong = `must be at most ${formatDuration(maxTimerMs)}, the longest timer Drover can set`;
+
 const poolSchema = z
   .strictObject({
     syncInterval: interval.default(60_000),
@@ -275,6 +303,8 @@ const poolSchema = z
     timeoutBooting: duration.default(600_000),
     timeoutProbe: duration.default(600_000),
     timeoutShutdown: duration.default(10_000),
+    maxInstanceLifetime: interval.refine(timerLength, `${tooLong} (null: no limit)`).nullable().default(defaultMaxInstanceLifetime),
+    timeoutTERM: duration.refine(timerLength, tooLong).default(defaultTimeoutTERM),
     maxInstances: count(0).default(64),
     maxConcurrentInstanceCreateOps: count(1).default(1),
     maxRunningContainersPerInstance: count(1).default(1),

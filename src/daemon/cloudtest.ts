@@ -11,7 +11,7 @@
 // as a failure does, and a failed create is listed by its token until a lost answer would show.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
-import { systemClock, withTimeout, type Clock } from '../clock.js';
+import { sleep, systemClock, withTimeout, type Clock } from '../clock.js';
 import { tagKeys, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../cloud/driver.js';
 import { CloudError, CredentialsError, errorClass } from '../cloud/errors.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
@@ -550,25 +550,6 @@ class CloudtestRun {
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
-}
-
-/** Sleeps `ms` on the clock, or less when `signal` aborts first. */
-function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) {
-      resolve();
-      return;
-    }
-    const onAbort = () => {
-      clock.clearTimeout(timer);
-      resolve();
-    };
-    const timer = clock.setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** The message with its class when the class says something (QuotaError: ...), as the cloud gave it. */

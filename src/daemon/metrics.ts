@@ -49,6 +49,14 @@ export function registerDroverMetrics(registry: Registry, pool: Pool, queue: Con
     },
   });
   new Gauge({
+    name: 'drover_max_instances_estimate',
+    help: 'Instances the pool estimates the cloud quota allows, from its quota errors and listings; creates stop at it. -1: no estimate (no quota error seen).',
+    registers: [registry],
+    collect() {
+      this.set(pool.status().quotaEstimate ?? -1);
+    },
+  });
+  new Gauge({
     name: 'drover_containers',
     help: 'Containers waiting or running, by queue state.',
     labelNames: ['state'],

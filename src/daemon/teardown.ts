@@ -12,7 +12,7 @@
 // would requeue them and run them again. Queued containers stay queued.
 import { existsSync } from 'node:fs';
 import { Registry } from 'prom-client';
-import { systemClock, type Clock } from '../clock.js';
+import { sleep, systemClock, type Clock } from '../clock.js';
 import { tagKeys, type CloudInstance } from '../cloud/driver.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import type { Config } from '../config/schema.js';
@@ -226,10 +226,6 @@ function plural(instances: number): string {
 
 function count(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
-}
-
-function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => clock.setTimeout(resolve, ms));
 }
 
 function errorMessage(error: unknown): string {

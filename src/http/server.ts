@@ -274,7 +274,8 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
           request.log.warn({ err, uuid: container.uuid }, 'could not fetch live logs; returning the stored tail');
         }
       }
-      const piece = live === null ? outputSince(container.logTail, request.query.since) : outputSince(withoutPartialCharacter(live), request.query.since);
+      const tail = live === null ? markedTail(container.logTail) : withoutPartialCharacter(markedTail(live));
+      const piece = outputSince(tail, request.query.since);
       return reply
         .type('text/plain; charset=utf-8')
         .header(outputBytesHeader, String(piece.totalBytes))
@@ -350,20 +351,35 @@ function mustGet(queue: ContainerQueue, uuid: string): Container {
   return container;
 }
 
-/**
- * What the logs route answers for a tail `text` (the runner's or the stored one, after a
- * logTailMarker line when its start was dropped), and the output's size in bytes. Without `since`,
- * the tail as it is. With it, the output from byte `since` on: when the tail starts after that
- * byte, a line saying how many bytes were dropped comes first, so a client polling with the last
- * size it saw prints every byte once or says what it missed. Offsets count the UTF-8 bytes of the
- * text, from its end; a piece never starts inside a character.
- */
-function outputSince(text: string, since: number | undefined): { text: string; totalBytes: number } {
+/** A tail split after its logTailMarker line, read once per request. */
+interface MarkedTail {
+  /** The logTailMarker line, '' when the tail holds the whole output. */
+  marker: string;
+  /** The output's size and the bytes the tail kept, as the marker says; 0 without one. */
+  totalBytes: number;
+  keptBytes: number;
+  body: string;
+}
+
+function markedTail(text: string): MarkedTail {
   const marker = logTailMarkerPattern.exec(text);
-  const tail = Buffer.from(marker ? text.slice(marker[0].length) : text, 'utf8');
+  if (!marker) return { marker: '', totalBytes: 0, keptBytes: 0, body: text };
+  return { marker: marker[0], totalBytes: Number(marker[1]), keptBytes: Number(marker[2]), body: text.slice(marker[0].length) };
+}
+
+/**
+ * What the logs route answers for a tail (the runner's or the stored one, after a logTailMarker
+ * line when its start was dropped), and the output's size in bytes. Without `since`, the tail as
+ * it is. With it, the output from byte `since` on: when the tail starts after that byte, a line
+ * saying how many bytes were dropped comes first, so a client polling with the last size it saw
+ * prints every byte once or says what it missed. Offsets count the UTF-8 bytes of the text, from
+ * its end; a piece never starts inside a character.
+ */
+function outputSince(marked: MarkedTail, since: number | undefined): { text: string; totalBytes: number } {
+  const tail = Buffer.from(marked.body, 'utf8');
   // At least the tail: bytes that were not UTF-8 come back as U+FFFD, which can make the tail longer than the runner counted.
-  const totalBytes = Math.max(marker ? Number(marker[1]) : 0, tail.length);
-  if (since === undefined) return { text, totalBytes };
+  const totalBytes = Math.max(marked.totalBytes, tail.length);
+  if (since === undefined) return { text: marked.marker + marked.body, totalBytes };
   const tailStart = totalBytes - tail.length;
   if (since >= totalBytes) return { text: '', totalBytes };
   if (since < tailStart) {
@@ -384,18 +400,18 @@ function outputSince(text: string, since: number | undefined): { text: string; t
  * was dropped, counts the bytes that remain), the next poll reads it whole. A U+FFFD the output
  * holds itself waits for the next read too, or for the stored tail once the container is final.
  */
-function withoutPartialCharacter(text: string): string {
-  if (!text.endsWith('\uFFFD')) return text;
-  const marker = logTailMarkerPattern.exec(text);
-  if (!marker) return text.slice(0, -1);
-  const body = text.slice(marker[0].length, -1);
-  const kept = Number(/the last (\d+) kept\]/.exec(marker[0])?.[1]);
+function withoutPartialCharacter(marked: MarkedTail): MarkedTail {
+  if (!marked.body.endsWith('\uFFFD')) return marked;
+  const body = marked.body.slice(0, -1);
+  if (marked.marker === '') return { ...marked, body };
   // The tail may also start inside a character: each byte before its first whole one is a U+FFFD of its own.
   const cut = /^\uFFFD{0,3}/.exec(body)?.[0].length ?? 0;
-  const partial = kept - cut - Buffer.byteLength(body.slice(cut), 'utf8');
+  const partial = marked.keptBytes - cut - Buffer.byteLength(body.slice(cut), 'utf8');
   // A character is cut short after 1 to 3 of its bytes; any other count means this U+FFFD stands for something else.
-  if (!(partial >= 1 && partial <= 3)) return text;
-  return logTailMarker(Number(marker[1]) - partial, kept - partial) + body;
+  if (!(partial >= 1 && partial <= 3)) return marked;
+  const totalBytes = marked.totalBytes - partial;
+  const keptBytes = marked.keptBytes - partial;
+  return { marker: logTailMarker(totalBytes, keptBytes), totalBytes, keptBytes, body };
 }
 
 function orphanEntry(instance: CloudInstance): OrphanEntry {

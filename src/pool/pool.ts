@@ -12,6 +12,8 @@ import type { PoolSettings } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
 import { InstanceSecretMismatchError, InstanceSecretMissingError } from '../ssh/instance-secret.js';
 import {
+  defaultMaxInstanceLifetime,
+  defaultTimeoutTERM,
   idleBehaviors,
   instanceMachine,
   type CreateInstanceInput,
@@ -27,7 +29,8 @@ import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture, WorkerPool }
 import type { Container } from '../queue/types.js';
 import { Attempts, type AttemptRecords, type Placement } from './attempts.js';
 import { capacityOf, demandOf, fitsIn, minus, type Resources } from './resources.js';
-import { poolMachine, throttledOperations, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
+import { poolMachine, quotaQuietPeriodMs, throttledOperations, type ListingResult, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
+import { formatDuration } from '../config/duration.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import { ProbeScheduler } from './probe-scheduler.js';
@@ -124,7 +127,10 @@ export interface PoolStatus {
   loaded: boolean;
   /** Listings have failed often enough in a row that creates are refused. */
   stale: boolean;
+  /** Creates are refused because the instances are at the quota estimate. */
   atQuota: boolean;
+  /** Instances the quota is thought to allow (from quota errors and listings); null before any quota error. */
+  quotaEstimate: number | null;
   throttled: ThrottledOperation[];
   /** Instance type names out of capacity ('*' = every type). */
   capacityExhausted: string[];
@@ -151,6 +157,8 @@ export class Pool implements WorkerPool {
   private readonly reportedMissingSecrets = new Set<string>();
   /** Instance type name (or '*') → clock ms until which creates of it are refused. */
   private readonly capacityUntil = new Map<string, number>();
+  /** Instance type name (or '*') → clock ms of the first capacity error of its current shortage. */
+  private readonly capacitySince = new Map<string, number>();
   private readonly notifier = new Notifier();
   private readonly workerMachine;
   private readonly poolActor: Actor<PoolMachine>;
@@ -190,6 +198,7 @@ export class Pool implements WorkerPool {
         timeoutIdle: settings.timeoutIdle,
         timeoutProbe: settings.timeoutProbe,
         timeoutShutdown: settings.timeoutShutdown,
+        timeoutTERM: settings.timeoutTERM ?? defaultTimeoutTERM,
       },
       actors: {
         createInstance: fromPromise<CloudInstance, CreateInstanceInput>(({ input }) => this.createInstance(input)),
@@ -208,8 +217,11 @@ export class Pool implements WorkerPool {
 
     this.poolActor = createActor(
       poolMachine.provide({
-        delays: { syncInterval: settings.syncInterval, quotaErrorTTL: settings.quotaErrorTTL },
-        actors: { syncInstances: fromPromise<void>(() => this.syncInstances()) },
+        delays: {
+          syncInterval: settings.syncInterval,
+          quotaQuietPeriod: ({ context }) => quotaQuietPeriodMs(settings.quotaErrorTTL, context.quota?.doublings ?? 0),
+        },
+        actors: { syncInstances: fromPromise<ListingResult>(() => this.syncInstances()) },
         actions: { notifyChanged: () => this.notifier.notify() },
       }),
       { clock: this.clock },
@@ -276,7 +288,8 @@ export class Pool implements WorkerPool {
     const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
     if (pool.matches({ listing: 'unloaded' })) return poolWide('no cloud listing has succeeded yet');
     if (pool.matches({ listing: 'stale' })) return poolWide('cloud listings are failing; the instance count cannot be trusted');
-    if (pool.matches({ quota: 'exceeded' })) return poolWide('at quota');
+    const atQuota = this.quotaRefusal();
+    if (atQuota !== null) return poolWide(atQuota);
     if (pool.matches({ throttle: { create: 'throttled' } })) return poolWide('create calls are rate-limited');
     const { maxConcurrentInstanceCreateOps, maxInstances } = this.options.settings;
     let creating = 0;
@@ -285,7 +298,10 @@ export class Pool implements WorkerPool {
     if (this.workers.size >= maxInstances) return poolWide(`${this.workers.size} instances (maxInstances)`);
     const exhausted = this.capacityExhausted();
     if (exhausted.includes('*')) return poolWide('no capacity for any instance type');
-    if (exhausted.includes(instanceTypeName)) return { reason: `no capacity for ${instanceTypeName}`, scope: 'instanceType' };
+    if (exhausted.includes(instanceTypeName)) {
+      const refusedForMs = this.clock.now() - (this.capacitySince.get(instanceTypeName) ?? this.clock.now());
+      return { reason: `no capacity for ${instanceTypeName}`, scope: 'instanceType', refusedForMs };
+    }
     return null;
   }
 
@@ -328,7 +344,8 @@ export class Pool implements WorkerPool {
     return {
       loaded: !pool.matches({ listing: 'unloaded' }),
       stale: pool.matches({ listing: 'stale' }),
-      atQuota: pool.matches({ quota: 'exceeded' }),
+      atQuota: this.quotaRefusal() !== null,
+      quotaEstimate: pool.context.quota?.instances ?? null,
       throttled: throttledOperations.filter((operation) =>
         pool.matches({ throttle: { [operation]: 'throttled' } }),
       ),
@@ -380,7 +397,9 @@ export class Pool implements WorkerPool {
       coming,
       instances: this.workers.size,
       hourlySpend: this.hourlySpend(),
-      atQuota: this.poolActor.getSnapshot().matches({ quota: 'exceeded' }),
+      // The quota estimate bounds creates through createRefusal alone, pool-wide. It is a guess
+      // from the last quota error, and a destroyed instance may hold quota until the cloud has
+      // terminated it, so idle instances are not shut down to make room under it.
       createRefusal: (name) => this.scopedCreateRefusal(name),
     };
   }
@@ -550,7 +569,11 @@ export class Pool implements WorkerPool {
   private spawn(input: InstanceInput): Worker {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`spawn: unknown instance type ${input.instanceType}`);
-    const actor = createActor(this.workerMachine, { clock: this.clock, input: { ...input, maxFailedStarts: this.options.maxStartFailuresPerInstance } });
+    const { maxInstanceLifetime = defaultMaxInstanceLifetime } = this.options.settings;
+    const actor = createActor(this.workerMachine, {
+      clock: this.clock,
+      input: { ...input, maxFailedStarts: this.options.maxStartFailuresPerInstance, maxInstanceLifetime },
+    });
     const worker = new Worker(input.workerId, instanceType, actor, this.clock.now());
     this.workers.set(worker.id, worker);
     if (input.createToken) this.byCreateToken.set(input.createToken, worker);
@@ -614,12 +637,26 @@ export class Pool implements WorkerPool {
 
   // The sync loop changes the pool machine's state every interval; only what creates depend on is news.
   private observePool(): void {
-    const { loaded, stale, atQuota, throttled } = this.status();
-    const summary = JSON.stringify({ loaded, stale, atQuota, throttled });
+    const { loaded, stale, quotaEstimate, throttled } = this.status();
+    const summary = JSON.stringify({ loaded, stale, quotaEstimate, throttled });
     if (summary === this.lastPoolStatus) return;
     this.lastPoolStatus = summary;
-    this.logger.info({ loaded, stale, atQuota, throttled }, 'pool state changed');
+    this.logger.info({ loaded, stale, quotaEstimate, throttled }, 'pool state changed');
     this.notifier.notify();
+  }
+
+  /**
+   * Why the quota estimate refuses a create now, or null: the instances the pool knows (creates in
+   * flight included) are at the estimate.
+   */
+  private quotaRefusal(): string | null {
+    const pool = this.poolActor.getSnapshot();
+    const quota = pool.context.quota;
+    if (quota === null || this.workers.size < quota.instances) return null;
+    const now = this.clock.now();
+    const reason = `at the quota estimate of ${quota.instances} instances (quota error ${roughly(now - quota.lastErrorAt)} ago)`;
+    if (!pool.matches({ quota: { estimated: 'holding' } })) return reason;
+    return `${reason}; one more allowed in ${roughly(quota.quietSince + quotaQuietPeriodMs(this.options.settings.quotaErrorTTL, quota.doublings) - now)}`;
   }
 
   private throttled(operation: ThrottledOperation): boolean {
@@ -636,13 +673,16 @@ export class Pool implements WorkerPool {
     );
     switch (response.kind) {
       case 'quota':
-        this.poolActor.send({ type: 'QUOTA_EXCEEDED' });
+        this.poolActor.send({ type: 'QUOTA_EXCEEDED', instances: this.instancesExisting(), at: now });
         break;
       case 'rateLimit':
         this.poolActor.send({ type: 'RATE_LIMITED', operation, delayMs: response.delayMs });
         break;
       case 'capacity': {
         const key = response.instanceType ?? '*';
+        // An error within one back-off of the last one's end continues the same shortage.
+        const lastUntil = this.capacityUntil.get(key);
+        if (lastUntil === undefined || now > lastUntil + this.options.settings.quotaErrorTTL) this.capacitySince.set(key, now);
         this.capacityUntil.set(key, now + this.options.settings.quotaErrorTTL);
         const timer = this.clock.setTimeout(() => {
           this.timers.delete(timer);
@@ -657,7 +697,14 @@ export class Pool implements WorkerPool {
     this.notifier.notify();
   }
 
-  private async syncInstances(): Promise<void> {
+  /** Instances that exist in the cloud as far as the pool knows: creates in flight are not counted. */
+  private instancesExisting(): number {
+    let existing = 0;
+    for (const worker of this.workers.values()) if (worker.lifecycle !== 'creating' && worker.lifecycle !== 'failed') existing++;
+    return existing;
+  }
+
+  private async syncInstances(): Promise<ListingResult> {
     if (this.throttled('list')) throw new RateLimitError('listing skipped: list calls are rate-limited');
     const threshold = this.clock.now();
     let instances: CloudInstance[];
@@ -667,13 +714,13 @@ export class Pool implements WorkerPool {
       this.cloudCallFailed('list', error);
       throw error;
     }
-    this.reconcile(threshold, instances);
+    return { instances: this.reconcile(threshold, instances), at: this.clock.now() };
   }
 
-  /** Brings the registry in line with a listing that began at `threshold`. */
-  private reconcile(threshold: number, instances: CloudInstance[]): void {
+  /** Brings the registry in line with a listing that began at `threshold`; returns the instances it counted. */
+  private reconcile(threshold: number, instances: CloudInstance[]): number {
     // A listing that returns after stop() must not bring workers back to life.
-    if (this.stopped) return;
+    if (this.stopped) return 0;
     this.successfulListings++;
     const now = this.clock.now();
     const seen = new Set<Worker>();
@@ -728,6 +775,7 @@ export class Pool implements WorkerPool {
         this.forget(worker);
       }
     }
+    return seen.size;
   }
 
   private async createInstance(input: CreateInstanceInput): Promise<CloudInstance> {
@@ -818,6 +866,11 @@ export class Pool implements WorkerPool {
     }
     return { booted: true };
   }
+}
+
+/** A duration to the next whole second, for reasons an operator reads ("3m20s"). */
+function roughly(ms: number): string {
+  return formatDuration(Math.max(0, Math.ceil(ms / 1_000) * 1_000));
 }
 
 function restoredIdleBehavior(tags: Tags): IdleBehavior {

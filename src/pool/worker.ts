@@ -57,6 +57,8 @@ export function lifecycleOf(snapshot: WorkerSnapshot): Lifecycle {
   return lifecycles.find((lifecycle) => snapshot.hasTag(lifecycle)) ?? 'failed';
 }
 
+/** The behaviour the instance acts on: `drain` once its lifetime drains it, though its tag may still say run. */
 export function idleBehaviorOf(snapshot: WorkerSnapshot): IdleBehavior | null {
+  if (snapshot.hasTag('lifetime:draining')) return 'drain';
   return idleBehaviors.find((behavior) => snapshot.hasTag(`behavior:${behavior}`)) ?? null;
 }

@@ -221,14 +221,14 @@ export class SqliteQueue implements ContainerQueue {
           finished_at = @now, updated_at = @now
         WHERE uuid = @uuid AND state IN ('running', 'locked')
         RETURNING ${scalarColumns}`),
+      // A container still locked on the instance it exited on is marked running with the code:
+      // its start is counted as markRunning would. A cancelled one stays cancelled.
       recordExit: db.prepare<Params, Scalars>(`
-        UPDATE containers SET exit_code = @exitCode, updated_at = @now
-        WHERE uuid = @uuid AND (state = 'running' OR (state = 'cancelled' AND exit_code IS NULL))
-        RETURNING ${scalarColumns}`),
-      // markRunning and recordExit at once, for the instance the container is locked on.
-      recordStartAndExit: db.prepare<Params, Scalars>(`
-        UPDATE containers SET state = 'running', attempts = attempts + 1, started_at = @now, exit_code = @exitCode, updated_at = @now
-        WHERE uuid = @uuid AND state = 'locked' AND instance_id = @instanceId
+        UPDATE containers SET state = CASE state WHEN 'locked' THEN 'running' ELSE state END,
+          attempts = attempts + (state = 'locked'), started_at = CASE state WHEN 'locked' THEN @now ELSE started_at END,
+          exit_code = @exitCode, updated_at = @now
+        WHERE uuid = @uuid AND (state = 'running' OR (state = 'locked' AND instance_id = @instanceId)
+          OR (state = 'cancelled' AND exit_code IS NULL))
         RETURNING ${scalarColumns}`),
       completeLost: db.prepare<Params, Scalars>(`
         UPDATE containers SET state = 'complete', reason = @reason, finished_at = @now, updated_at = @now
@@ -353,12 +353,7 @@ export class SqliteQueue implements ContainerQueue {
 
   recordExit(uuid: string, exitCode: number, instanceId?: string): void {
     if (!Number.isSafeInteger(exitCode)) throw new RangeError(`exit code must be an integer, got ${exitCode}`);
-    const row = this.transact(() => {
-      const statement = this.status(uuid).state === 'locked' ? this.statements.recordStartAndExit : this.statements.recordExit;
-      return this.update(uuid, 'record exit', statement, { exitCode, instanceId: instanceId ?? null });
-    });
-    this.applied(row);
-    this.committed();
+    this.mutate(uuid, 'record exit', this.statements.recordExit, { exitCode, instanceId: instanceId ?? null });
   }
 
   setLogTail(uuid: string, logTail: string): void {

@@ -60,8 +60,8 @@ export function logTailMarker(totalBytes: number, keptBytes: number): string {
   return `[drover: ${totalBytes} bytes of output; the first ${totalBytes - keptBytes} were dropped, the last ${keptBytes} kept]\n`;
 }
 
-/** Matches a leading logTailMarker line; group 1 is the total size of the output. */
-export const logTailMarkerPattern = /^\[drover: (\d+) bytes of output; the first \d+ were dropped, the last \d+ kept\]\n/;
+/** Matches a leading logTailMarker line; group 1 is the total size of the output, group 2 the bytes kept. */
+export const logTailMarkerPattern = /^\[drover: (\d+) bytes of output; the first \d+ were dropped, the last (\d+) kept\]\n/;
 
 export class ContainerNotFoundError extends Error {
   constructor(readonly uuid: string) {

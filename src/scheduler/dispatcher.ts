@@ -77,6 +77,8 @@ export class Dispatcher {
       maxHourlySpend: settings.maxHourlySpend,
       maxContainersPerInstance: pool.maxContainersPerInstance,
       maxStartsPerPass: settings.maxStartsPerPass,
+      maxPriceFactor: settings.maxPriceFactor ?? 1,
+      preemptibleFallbackAfterMs: settings.preemptibleFallbackAfter ?? Infinity,
     });
     this.execute(result, picture);
     if (result.boundBy !== null || result.blockedTypes.length > 0 || result.deferredStarts > 0) {

@@ -108,3 +108,33 @@ function whyNothingFits(constraints: Constraints, all: InstanceType[], allowed: 
   // Unreachable while fits() compares only these dimensions; kept so a future check cannot yield no reason.
   return `${subject} fits the container${suffix}`;
 }
+
+/**
+ * The types a container may run on when its cheapest type (`cheapest`, from chooseInstanceType) is
+ * refused for the type alone: the other types it fits, up to `maxPriceFactor` × the cheapest's
+ * price, cheapest first. When the cheapest is preemptible, `sameKind` holds preemptible types only,
+ * and `onDemand` the on-demand types within the factor of the cheapest on-demand type that fits:
+ * the plan allows those only after the preemptible type has been refused for a while.
+ */
+export interface FallbackTypes {
+  sameKind: InstanceType[];
+  onDemand: InstanceType[];
+}
+
+export function fallbackTypes(
+  constraints: Constraints,
+  types: Readonly<Record<string, InstanceType>>,
+  cheapest: InstanceType,
+  maxPriceFactor: number,
+): FallbackTypes {
+  const fitting = Object.values(types)
+    .filter((type) => type !== cheapest && (constraints.preemptible || !type.preemptible) && fits(type, constraints))
+    .sort(cheaperFirst);
+  const within = (ceiling: number) => (type: InstanceType) => type.price <= ceiling;
+  if (!cheapest.preemptible) return { sameKind: fitting.filter(within(cheapest.price * maxPriceFactor)), onDemand: [] };
+  const onDemand = fitting.filter((type) => !type.preemptible);
+  return {
+    sameKind: fitting.filter((type) => type.preemptible).filter(within(cheapest.price * maxPriceFactor)),
+    onDemand: onDemand.length === 0 ? [] : onDemand.filter(within(onDemand[0]!.price * maxPriceFactor)),
+  };
+}

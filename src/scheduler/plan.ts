@@ -2,14 +2,15 @@
 // picture of the pool, decide what to start where, what to create, shut down and fail. No I/O;
 // the dispatcher carries the decisions out, in order, and stops creating at the first create the
 // pool refuses for every type. A refusal for one type alone (its capacity back-off) holds back
-// only the containers that need that type. With more than one container per instance allowed,
+// only the containers that need that type; one instance a container, they may run on a dearer type
+// that fits instead, within maxPriceFactor. With more than one container per instance allowed,
 // containers are packed onto workers that have room (partly used first), and a create picks the
 // type that holds the waiting group at the least cost per container.
 import type { InstanceType } from '../cloud/driver.js';
 import { capacityOf, demandOf, fitsIn, minus, type Resources } from '../pool/resources.js';
 import type { Constraints, Container } from '../queue/types.js';
-import { chooseInstanceType, type InstanceTypeChoice } from './instance-type.js';
-import type { PoolPicture } from './worker-pool.js';
+import { chooseInstanceType, fallbackTypes, type FallbackTypes, type InstanceTypeChoice } from './instance-type.js';
+import type { CreateRefusal, PoolPicture } from './worker-pool.js';
 
 export interface Limits {
   maxInstances: number;
@@ -23,6 +24,17 @@ export interface Limits {
    * containers past the limit keep their place on a worker, create nothing, and start next pass.
    */
   maxStartsPerPass?: number;
+  /**
+   * One instance a container: when its cheapest type is refused for the type alone (a capacity
+   * back-off), it may take a worker of, or create, another type that fits, up to this factor times
+   * the cheapest type's price (default 1: it waits for its cheapest type).
+   */
+  maxPriceFactor?: number;
+  /**
+   * How long a container's preemptible type must have been refused for capacity before it may
+   * fall back to on-demand types (default: never). Until then it falls back to preemptible ones only.
+   */
+  preemptibleFallbackAfterMs?: number;
 }
 
 export type Decision =
@@ -80,7 +92,8 @@ const groupLookahead = 64;
 export function plan(pending: readonly Container[], instanceTypes: Readonly<Record<string, InstanceType>>, pool: PoolPicture, limits: Limits): Plan {
   const perInstance = Math.max(1, limits.maxContainersPerInstance);
   const packing = perInstance > 1;
-  const choices = new ChoiceCache(instanceTypes);
+  const choices = new ChoiceCache(instanceTypes, limits.maxPriceFactor ?? 1);
+  const preemptibleFallbackAfter = limits.preemptibleFallbackAfterMs ?? Infinity;
   const slots = new SlotIndex(Object.values(instanceTypes), perInstance);
   for (const worker of pool.open) {
     const type = instanceTypes[worker.instanceType];
@@ -100,7 +113,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
   for (const container of pending) if (container.state === 'running' || container.state === 'locked') active++;
   let boundBy: string | null = null;
   // Asked once a pass: later containers that need a blocked type skip it without asking again.
-  const blockedTypes = new Set<string>();
+  const blockedTypes = new Map<string, CreateRefusal>();
   let concurrencyBound = false;
   let capacityBound = false;
   let blockedCreates = 0;
@@ -140,10 +153,9 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       continue;
     }
     const demand = demandOf(container.constraints);
-    const slot = slots.find(demand, container.constraints.preemptible, packing ? null : type);
-    if (slot) {
-      // A worker with room that takes work now starts it; one on its way (creating, booting, or
-      // created earlier in this pass) is waited for, and nothing is created.
+    // A worker with room that takes work now starts it; one on its way (creating, booting, or
+    // created earlier in this pass) is waited for, and nothing is created.
+    const placeOn = (slot: Slot): void => {
       slots.place(slot, demand);
       if (slot.open && slot.workerId !== null) {
         if (starts < maxStarts) decisions.push({ kind: 'start', uuid: container.uuid, workerId: slot.workerId, instanceType: slot.type.name });
@@ -151,6 +163,10 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
         starts++;
       }
       active++;
+    };
+    const slot = slots.find(demand, container.constraints.preemptible, packing ? null : [type]);
+    if (slot) {
+      placeOn(slot);
       continue;
     }
     if (boundBy !== null) {
@@ -164,31 +180,58 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       !blockedTypes.has(candidate.name) && (limits.maxHourlySpend === null || spend + candidate.price <= limits.maxHourlySpend);
     let createType: InstanceType | null = null;
     let refusal: string | null = null;
-    // Each round settles the create or blocks one more type, so it ends within the types.
-    while (createType === null && refusal === null) {
-      const candidate = packing ? (cheapestPerContainer(pending, index, choices, instanceTypes, perInstance, creatable) ?? type) : type;
-      // Every type it could be created as is refused for the type alone: it waits, nothing else does.
-      if (blockedTypes.has(candidate.name)) break;
+    // Settles a create of the candidate: allowed (the type), refused pool-wide (why), or refused for
+    // the type alone (null; the type joins blockedTypes).
+    const ask = (candidate: InstanceType): InstanceType | string | null => {
       const limit =
         instances >= limits.maxInstances
           ? 'maxInstances'
           : limits.maxHourlySpend !== null && spend + candidate.price > limits.maxHourlySpend
             ? 'maxHourlySpend'
-            : pool.atQuota
-              ? 'at quota'
-              : null;
-      const poolRefusal = limit === null ? pool.createRefusal(candidate.name) : null;
-      if (limit !== null) refusal = limit;
-      else if (poolRefusal === null) createType = candidate;
-      else if (poolRefusal.scope === 'pool') refusal = poolRefusal.reason;
-      else blockedTypes.add(candidate.name);
+            : null;
+      if (limit !== null) return limit;
+      const poolRefusal = pool.createRefusal(candidate.name);
+      if (poolRefusal === null) return candidate;
+      if (poolRefusal.scope === 'pool') return poolRefusal.reason;
+      blockedTypes.set(candidate.name, poolRefusal);
+      return null;
+    };
+    // Each round settles the create or blocks one more type, so it ends within the types.
+    while (createType === null && refusal === null) {
+      const candidate = packing ? (cheapestPerContainer(pending, index, choices, instanceTypes, perInstance, creatable) ?? type) : type;
+      // Every type it could be created as is refused for the type alone: it waits, nothing else does.
+      if (blockedTypes.has(candidate.name)) break;
+      const answer = ask(candidate);
+      if (typeof answer === 'string') refusal = answer;
+      else if (answer !== null) createType = answer;
+    }
+    if (createType === null && refusal === null && !packing) {
+      // Its cheapest type is refused for the type alone: a dearer one within maxPriceFactor, a
+      // worker of one first; on-demand ones for a preemptible type only once it has been refused
+      // for preemptibleFallbackAfter. One the budget cannot take is passed over: its own type waits,
+      // and that binds nothing else.
+      const fallbacks = choices.fallbacks(container.constraints, type);
+      const refusedFor = blockedTypes.get(type.name)?.refusedForMs ?? 0;
+      const allowed = refusedFor >= preemptibleFallbackAfter ? [...fallbacks.sameKind, ...fallbacks.onDemand] : fallbacks.sameKind;
+      const fallbackSlot = allowed.length > 0 ? slots.find(demand, container.constraints.preemptible, allowed) : null;
+      if (fallbackSlot) {
+        placeOn(fallbackSlot);
+        continue;
+      }
+      for (const candidate of allowed) {
+        const answer = creatable(candidate) ? ask(candidate) : null;
+        if (answer === null) continue;
+        if (typeof answer === 'string') refusal = answer;
+        else createType = answer;
+        break;
+      }
     }
     if (createType === null) {
       wantedLater.add(type.name);
       if (refusal !== null) {
         boundBy = refusal;
         // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
-        capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend' || refusal === 'at quota';
+        capacityBound = refusal === 'maxInstances' || refusal === 'maxHourlySpend';
         if (capacityBound) blockedCreates++;
       }
       continue;
@@ -213,7 +256,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       idleToFree--;
     }
   }
-  return { decisions, shutdowns, boundBy, blockedTypes: [...blockedTypes], deferredStarts };
+  return { decisions, shutdowns, boundBy, blockedTypes: [...blockedTypes.keys()], deferredStarts };
 }
 
 /**
@@ -262,12 +305,28 @@ class ChoiceCache {
   private last: Constraints | null = null;
   private lastChoice: InstanceTypeChoice | null = null;
 
-  constructor(private readonly instanceTypes: Readonly<Record<string, InstanceType>>) {}
+  private readonly fallbackCache = new Map<string, FallbackTypes>();
+
+  constructor(
+    private readonly instanceTypes: Readonly<Record<string, InstanceType>>,
+    private readonly maxPriceFactor: number,
+  ) {}
+
+  /** The dearer types a container may take when `cheapest`, its choice, is refused (asked only then). */
+  fallbacks(constraints: Constraints, cheapest: InstanceType): FallbackTypes {
+    const key = keyOf(constraints);
+    let fallbacks = this.fallbackCache.get(key);
+    if (!fallbacks) {
+      fallbacks = fallbackTypes(constraints, this.instanceTypes, cheapest, this.maxPriceFactor);
+      this.fallbackCache.set(key, fallbacks);
+    }
+    return fallbacks;
+  }
 
   choose(constraints: Constraints): InstanceTypeChoice {
     const last = this.last;
     if (this.lastChoice !== null && last !== null && sameConstraints(last, constraints)) return this.lastChoice;
-    const key = `${constraints.vcpus}/${constraints.ramMiB}/${constraints.scratchGiB}/${constraints.gpus}/${constraints.preemptible}`;
+    const key = keyOf(constraints);
     let choice = this.cache.get(key);
     if (!choice) {
       choice = chooseInstanceType(constraints, this.instanceTypes);
@@ -277,6 +336,10 @@ class ChoiceCache {
     this.lastChoice = choice;
     return choice;
   }
+}
+
+function keyOf(constraints: Constraints): string {
+  return `${constraints.vcpus}/${constraints.ramMiB}/${constraints.scratchGiB}/${constraints.gpus}/${constraints.preemptible}`;
 }
 
 function sameConstraints(a: Constraints, b: Constraints): boolean {
@@ -314,9 +377,9 @@ class SlotIndex {
     return this.everySlot;
   }
 
-  /** A slot with room for `demand`: of `onlyType` alone without packing, else of any type that fits. */
-  find(demand: Resources, preemptibleAllowed: boolean, onlyType: InstanceType | null): Slot | null {
-    const types = onlyType ? [onlyType] : this.types;
+  /** A slot with room for `demand`: of `onlyTypes` (in that order) without packing, else of any type that fits. */
+  find(demand: Resources, preemptibleAllowed: boolean, onlyTypes: readonly InstanceType[] | null): Slot | null {
+    const types = onlyTypes ?? this.types;
     for (const open of [true, false]) {
       const tiers: { partly: Set<Slot>; empty: Slot[] }[] = [];
       for (const type of types) {

@@ -28,8 +28,6 @@ export interface PoolPicture {
   /** Every instance the pool knows, whatever its state. */
   instances: number;
   hourlySpend: number;
-  /** The pool's quota back-off is on: no create would be tried. */
-  atQuota: boolean;
   /** Why a create of the type would be refused now, and how far the refusal reaches; null if it would go ahead. */
   createRefusal: (instanceType: string) => CreateRefusal | null;
 }
@@ -42,6 +40,12 @@ export interface PoolPicture {
 export interface CreateRefusal {
   reason: string;
   scope: 'instanceType' | 'pool';
+  /**
+   * For a capacity back-off: how long creates of the type have been refused for capacity, from the
+   * first error of the shortage (errors within one back-off of the last one's end continue it).
+   * The plan lets a preemptible container fall back to on-demand types after a while of this.
+   */
+  refusedForMs?: number;
 }
 
 export interface WorkerPool {

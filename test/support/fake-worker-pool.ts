@@ -41,7 +41,6 @@ export class FakeWorkerPool implements WorkerPool {
   readonly shutdowns: Array<{ workerId: string; state: 'idle' | 'booting' }> = [];
   /** When set, every create is refused (and the picture says why). */
   refuseCreates: string | null = null;
-  atQuota = false;
   /** Types out of capacity: their creates are refused, for the type alone, as the pool's capacity back-off does. */
   readonly noCapacityFor = new Set<string>();
   peakWorkers = 0;
@@ -72,7 +71,7 @@ export class FakeWorkerPool implements WorkerPool {
         open.push({ workerId, instanceId, instanceType: type.name, free: freeOn(worker), containers: worker.containers.size });
       }
     }
-    return { open, coming, instances: this.workers.size, hourlySpend, atQuota: this.atQuota, createRefusal: (name) => this.refusal(name) };
+    return { open, coming, instances: this.workers.size, hourlySpend, createRefusal: (name) => this.refusal(name) };
   }
 
   create(instanceType: string): boolean {
@@ -172,7 +171,6 @@ export class FakeWorkerPool implements WorkerPool {
   private refusal(instanceType: string): CreateRefusal | null {
     if (!this.options.instanceTypes[instanceType]) return { reason: `unknown instance type ${instanceType}`, scope: 'instanceType' };
     if (this.refuseCreates !== null) return { reason: this.refuseCreates, scope: 'pool' };
-    if (this.atQuota) return { reason: 'at quota', scope: 'pool' };
     if (this.workers.size >= this.options.maxInstances) return { reason: `${this.workers.size} instances (maxInstances)`, scope: 'pool' };
     if (this.noCapacityFor.has(instanceType)) return { reason: `no capacity for ${instanceType}`, scope: 'instanceType' };
     return null;

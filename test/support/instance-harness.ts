@@ -14,7 +14,7 @@ import {
   type ProbeResult,
 } from '../../machines/instance.js';
 
-export const timeouts = { timeoutBooting: 600_000, timeoutIdle: 60_000, timeoutProbe: 30_000, timeoutShutdown: 10_000 };
+export const timeouts = { timeoutBooting: 600_000, timeoutIdle: 60_000, timeoutProbe: 30_000, timeoutShutdown: 10_000, timeoutTERM: 120_000 };
 
 export function cloudInstance(id = 'i-1'): CloudInstance {
   return { id, providerType: 't3.small', address: '10.0.0.1', port: 22, tags: {} };

@@ -11,18 +11,21 @@ export interface Run {
   stderr: string;
 }
 
-export interface Watchers {
+export interface RunOptions {
   /** Sees stderr so far after each chunk (the uuid, with --wait); may signal the child. */
   onStderr?: (stderr: string, child: { kill(signal: NodeJS.Signals): void }) => void;
   /** Sees stdout so far after each chunk. */
   onStdout?: (stdout: string, child: { kill(signal: NodeJS.Signals): void }) => void;
+  /** SIGKILLs the child if it has not ended by then: a daemon that did start is stopped, so the test never leaves one running. */
+  timeoutMs?: number;
 }
 
 /** Runs drover with `args` and `env`; `onStderr` may be given alone, as the first tests did. */
-export function runDrover(args: string[], env: NodeJS.ProcessEnv, watchers: Watchers | Watchers['onStderr'] = {}): Promise<Run> {
-  const { onStderr, onStdout } = typeof watchers === 'function' ? { onStderr: watchers, onStdout: undefined } : watchers;
+export function runDrover(args: string[], env: NodeJS.ProcessEnv, options: RunOptions | RunOptions['onStderr'] = {}): Promise<Run> {
+  const { onStderr, onStdout, timeoutMs } = typeof options === 'function' ? { onStderr: options } : options;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -34,7 +37,10 @@ export function runDrover(args: string[], env: NodeJS.ProcessEnv, watchers: Watc
       onStderr?.(stderr, child);
     });
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
   });
 }
 

@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { InstancesClient, ZoneOperationsClient, protos } from '@google-cloud/compute';
 import { GoogleAuth, type AuthClient } from 'google-auth-library';
-import { systemClock, type Clock } from '../../clock.js';
+import { sleep, systemClock, type Clock } from '../../clock.js';
 import { formatDuration } from '../../config/duration.js';
 import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../driver.js';
 import { CloudError } from '../errors.js';
@@ -235,7 +235,7 @@ export class GceDriver implements CloudDriver {
       if (this.clock.now() >= deadline) {
         throw new CloudError(`GCE ${context.what}: operation ${current.name ?? '?'} not done after ${formatDuration(operationTimeoutMs)}`);
       }
-      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, operationPollIntervalMs));
+      await sleep(this.clock, operationPollIntervalMs);
       [current] = await this.call(context, () => operations.get({ project, zone, operation: current.name ?? '' }));
     }
     const fault = faultOfOperation(current);
