@@ -85,7 +85,12 @@ export type InstanceEvent =
   /** The ledger's containers on this instance changed: re-read the hasContainers guard. */
   | { type: 'ALLOCATIONS_CHANGED' }
   /** How a container start here went; `instanceFault` when it failed for the instance's reasons, not the container's. */
-  | { type: 'START_SETTLED'; outcome: 'started' | 'instanceFault' | 'containerFault' };
+  | { type: 'START_SETTLED'; outcome: 'started' | 'instanceFault' | 'containerFault' }
+  /**
+   * The instance is older than maxInstanceLifetime. The pool checks ages at each listing rather
+   * than each machine keeping a timer: 10,000 timers of 96 h would slow every other timer down.
+   */
+  | { type: 'LIFETIME_REACHED' };
 
 function notProvided(name: string): never {
   throw new Error(`instance machine: ${name} must be supplied with .provide()`);
@@ -162,7 +167,6 @@ export const instanceMachine = setup({
     timeoutShutdown: 10_000,
     // How long containers may still run on an instance drained at its lifetime before it is shut down anyway.
     timeoutTERM: defaultTimeoutTERM,
-    maxInstanceLifetime: ({ context }) => context.maxInstanceLifetime ?? 0,
   },
 }).createMachine({
   id: 'instance',
@@ -487,7 +491,8 @@ export const instanceMachine = setup({
         },
       },
     },
-    // Counted from the machine's start. At maxInstanceLifetime the instance drains (booting and idle
+    // Counted by the pool from when it first had the instance (LIFETIME_REACHED). At
+    // maxInstanceLifetime the instance drains (booting and idle
     // instances shut down; running ones take no more work), and timeoutTERM into the drain it is shut
     // down even with containers on it: the pool requeues those as it does for any instance that goes.
     // A hold wins: a held instance past its lifetime is kept, and its drain starts afresh when the
@@ -497,7 +502,7 @@ export const instanceMachine = setup({
       states: {
         starting: { always: [{ guard: 'lifetimeLimited', target: 'within' }, { target: 'unlimited' }] },
         unlimited: {},
-        within: { after: { maxInstanceLifetime: 'over' } },
+        within: { on: { LIFETIME_REACHED: 'over' } },
         over: {
           // Chosen before draining is entered, so a held idle instance never sees itself draining.
           initial: 'reached',

@@ -12,14 +12,15 @@ afterEach(() => {
 
 describe('maxInstanceLifetime', () => {
   it('a container still running timeoutTERM after its instance\'s lifetime is requeued and completes on another instance, started once there', async () => {
-    // Lifetime 60s, timeoutTERM 10s, one instance at a time: a 50s container that follows a 20s one
-    // on the first instance outlives it; its second run, on a fresh instance, ends within that one's lifetime.
+    // Lifetime 60s (the pool checks ages at each listing, every 5s here), timeoutTERM 10s, one
+    // instance at a time: a 60s container that follows a 20s one on the first instance outlives
+    // it; its second run, on a fresh instance, ends within that one's lifetime plus timeoutTERM.
     const stub = createStub({ bootDelayMs: { min: 1_000, max: 1_000 } });
-    const h = new DispatchHarness(stub, { pool: { maxInstanceLifetime: 60_000, timeoutTERM: 10_000, maxInstances: 1 } });
+    const h = new DispatchHarness(stub, { pool: { maxInstanceLifetime: 60_000, timeoutTERM: 10_000, maxInstances: 1, syncInterval: 5_000 } });
     h.start();
     const runFor = (ms: number, priority: number) => h.queue.submit(spec({ env: { [stubRunMsEnv]: String(ms) }, priority }));
     const before = runFor(20_000, 10);
-    const container = runFor(50_000, 1);
+    const container = runFor(60_000, 1);
     expect(await h.runUntil(() => h.queue.get(container.uuid)?.state === 'running', 30_000)).toBe(true);
     const first = h.queue.get(before.uuid)!.instanceId!;
     expect(h.queue.get(container.uuid)?.instanceId).toBe(first);

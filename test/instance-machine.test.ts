@@ -355,16 +355,17 @@ describe('races', () => {
 describe('maxInstanceLifetime', () => {
   const hours = 3_600_000;
   const lifetime = 96 * hours;
+  // The pool says when an instance is past its lifetime (it checks ages at each listing); the
+  // machine decides what that means.
+  const reachLifetime = async (h: InstanceHarness) => {
+    h.actor.send({ type: 'LIFETIME_REACHED' });
+    await h.settle();
+  };
 
   it('an idle instance past its lifetime is shut down, saying why', async () => {
     const h = await bootedIdle({ maxInstanceLifetime: lifetime });
-    h.assign('c-1');
-    await h.advance(lifetime - 10_000);
-    h.setContainers([]);
     expect(h.lifecycle()).toBe('idle');
-    await h.advance(10_000 - 1);
-    expect(h.lifecycle()).toBe('idle');
-    await h.advance(1);
+    await reachLifetime(h);
     expect(h.lifecycle()).toBe('shutdown');
     expect(h.destroyed).toEqual(['i-1']);
     expect(h.actor.getSnapshot().context.reason).toBe('reached maxInstanceLifetime 96h');
@@ -373,7 +374,7 @@ describe('maxInstanceLifetime', () => {
   it('a running instance past its lifetime takes no new work and shuts down when its container ends', async () => {
     const h = await bootedIdle({ maxInstanceLifetime: lifetime });
     expect(h.assign('c-1')).toBe(true);
-    await h.advance(lifetime);
+    await reachLifetime(h);
     expect(h.lifecycle()).toBe('running');
     // What the pool reads, so the scheduler stops offering it work; the saved tag is untouched.
     expect(h.idleBehavior()).toBe('drain');
@@ -392,7 +393,7 @@ describe('maxInstanceLifetime', () => {
   it('an instance still running containers timeoutTERM after its lifetime is shut down anyway', async () => {
     const h = await bootedIdle({ maxInstanceLifetime: lifetime });
     h.assign('c-1');
-    await h.advance(lifetime);
+    await reachLifetime(h);
     await h.advance(timeouts.timeoutTERM - 1);
     expect(h.lifecycle()).toBe('running');
     expect(h.destroyed).toEqual([]);
@@ -402,18 +403,19 @@ describe('maxInstanceLifetime', () => {
     expect(h.actor.getSnapshot().context.reason).toBe('containers still running timeoutTERM after it reached maxInstanceLifetime 96h');
   });
 
-  it('counts an instance found in a listing from when the machine first saw it; without a limit it is kept', async () => {
+  it('an instance found in a listing drains too; without a limit the event changes nothing', async () => {
     const found = new InstanceHarness({ instance: cloudInstance('i-found'), maxInstanceLifetime: lifetime });
     found.probeAnswers = [{ booted: true, running: ['c-9'] }];
     await found.probe();
-    await found.advance(lifetime);
+    await reachLifetime(found);
     await found.advance(timeouts.timeoutTERM);
     expect(found.destroyed).toEqual(['i-found']);
 
     const unlimited = new InstanceHarness({ instance: cloudInstance('i-old'), maxInstanceLifetime: null });
     unlimited.probeAnswers = [{ booted: true, running: ['c-9'] }];
     await unlimited.probe();
-    await unlimited.advance(lifetime * 10);
+    await reachLifetime(unlimited);
+    await unlimited.advance(timeouts.timeoutTERM * 10);
     expect(unlimited.lifecycle()).toBe('running');
     expect(unlimited.assign('c-10')).toBe(true);
   });
@@ -422,7 +424,7 @@ describe('maxInstanceLifetime', () => {
     const h = await bootedIdle({ maxInstanceLifetime: lifetime });
     h.assign('c-1');
     h.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'hold' });
-    await h.advance(lifetime);
+    await reachLifetime(h);
     await h.advance(timeouts.timeoutTERM * 10);
     expect(h.lifecycle()).toBe('running');
     expect(h.idleBehavior()).toBe('hold');
@@ -438,7 +440,7 @@ describe('maxInstanceLifetime', () => {
     expect(h.actor.getSnapshot().context.reason).toMatch(/timeoutTERM after it reached maxInstanceLifetime 96h/);
 
     const idle = await bootedIdle({ maxInstanceLifetime: lifetime, idleBehavior: 'hold' });
-    await idle.advance(lifetime * 2);
+    await reachLifetime(idle);
     expect(idle.lifecycle()).toBe('idle');
     idle.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'run' });
     await idle.settle();
@@ -446,3 +448,4 @@ describe('maxInstanceLifetime', () => {
     expect(idle.actor.getSnapshot().context.reason).toBe('reached maxInstanceLifetime 96h');
   });
 });
+

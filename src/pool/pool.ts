@@ -723,6 +723,7 @@ export class Pool implements WorkerPool {
     if (this.stopped) return 0;
     this.successfulListings++;
     const now = this.clock.now();
+    const { maxInstanceLifetime = defaultMaxInstanceLifetime } = this.options.settings;
     const seen = new Set<Worker>();
     const orphans: CloudInstance[] = [];
     for (const instance of instances) {
@@ -745,6 +746,7 @@ export class Pool implements WorkerPool {
         this.byInstanceId.set(instance.id, worker);
         if (worker.executor && instance.address) worker.executor.setTarget(this.executorTarget(instance));
         worker.actor.send({ type: 'INSTANCE_LISTED', instance });
+        if (maxInstanceLifetime !== null && now - worker.appearedAt >= maxInstanceLifetime) worker.actor.send({ type: 'LIFETIME_REACHED' });
       } else {
         worker = this.spawn({
           workerId: instance.id,
