@@ -21,7 +21,8 @@ import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError
 import { parseConfig } from '../src/config/load.js';
 import { createEc2Driver, type Ec2Driver } from '../src/cloud/ec2/ec2-driver.js';
 import { Ec2NotFoundError, ec2ErrorClasses } from '../src/cloud/ec2/errors.js';
-import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../src/cloud/ec2/settings.js';
+import { ec2SettingsSchema, type Ec2Settings } from '../src/cloud/ec2/settings.js';
+import { unknownLaunchTypes } from '../src/config/schema.js';
 import { startFakeEc2Endpoint, type FakeEc2Endpoint } from './support/fake-ec2-endpoint.js';
 import { describeDriverConformance } from './support/driver-conformance.js';
 import { instanceTypeFixture } from './support/fixtures.js';

@@ -12,7 +12,8 @@ import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError
 import { createGceDriver, type GceDriver } from '../src/cloud/gce/gce-driver.js';
 import { faultOfCall, gceErrorTable, GceFingerprintError, GceNotFoundError, toCloudError } from '../src/cloud/gce/errors.js';
 import { tagsMetadataKey } from '../src/cloud/gce/labels.js';
-import { gceSettingsSchema, unknownLaunchTypes, type GceSettings } from '../src/cloud/gce/settings.js';
+import { gceSettingsSchema, type GceSettings } from '../src/cloud/gce/settings.js';
+import { unknownLaunchTypes } from '../src/config/schema.js';
 import { describeDriverConformance } from './support/driver-conformance.js';
 import { fakeGceAccessToken, startFakeGceEndpoint, type FakeGceEndpoint } from './support/fake-gce-endpoint.js';
 import { instanceTypeFixture } from './support/fixtures.js';
@@ -410,7 +411,7 @@ describe('GCE settings', () => {
     expect(result.success).toBe(false);
     expect(result.error?.issues.map((issue) => issue.path.join('.'))).toEqual(['zones.0', 'operationPollInterval']);
     const settings = gceSettingsSchema.parse({ project: 'p', zones: ['us-central1-a'], image: 'i', launch: { gpu: {}, typo: {} } });
-    expect(unknownLaunchTypes(settings, ['gpu', 'standard'])).toEqual(['typo']);
+    expect(unknownLaunchTypes(settings.launch, ['gpu', 'standard'])).toEqual(['typo']);
   });
 
   it('config/gce.yml holds a valid cloud.gce section whose launch overrides name its instance types', () => {
@@ -420,7 +421,7 @@ describe('GCE settings', () => {
     };
     const settings = gceSettingsSchema.parse(example.cloud.gce);
     expect(settings.operationPollIntervalMs).toBe(2000);
-    expect(unknownLaunchTypes(settings, Object.keys(example.instanceTypes))).toEqual([]);
+    expect(unknownLaunchTypes(settings.launch, Object.keys(example.instanceTypes))).toEqual([]);
   });
 });
 

@@ -2,7 +2,9 @@
 // runs at every boot): it installs the dispatcher's SSH public key and the instance secret, which
 // the SSH executor reads back on first contact before it pins the host key. Pure: text in, text out.
 
+import { randomBytes } from 'node:crypto';
 import { shellQuote } from '../shell-quote.js';
+import type { CreateRequest, InstanceType, Tags } from './driver.js';
 
 /** Where the instance secret lives, relative to the login user's home directory. */
 export const instanceSecretFile = '.drover/instance-secret';
@@ -104,4 +106,23 @@ install_temp "$secret_file"
 } >"$keys.tmp"
 install_temp "$keys"
 `;
+}
+
+/** A fresh instance secret: 32 random bytes as hex, as the init script accepts. */
+export function newInstanceSecret(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/**
+ * The create request for an instance whose tags carry `secret`: with `launch` (real VMs) it also
+ * carries the init script that writes the secret and installs the dispatcher's key.
+ */
+export function createRequest(
+  instanceType: InstanceType,
+  tags: Tags,
+  launch: { username: string; sshPublicKey: string } | undefined,
+  secret: string,
+): CreateRequest {
+  if (!launch) return { instanceType, tags };
+  return { instanceType, tags, initScript: initScript({ ...launch, secret }), sshPublicKey: launch.sshPublicKey };
 }

@@ -2,7 +2,7 @@
 
 import { z } from 'zod';
 import type { InstanceType } from '../cloud/driver.js';
-import { ec2SettingsSchema, unknownLaunchTypes, type Ec2Settings } from '../cloud/ec2/settings.js';
+import { ec2SettingsSchema, type Ec2Settings } from '../cloud/ec2/settings.js';
 import { gceSettingsSchema, type GceSettings } from '../cloud/gce/settings.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
@@ -250,6 +250,12 @@ const stubSchema = z
       seedInstances: s.seedInstances,
     }),
   );
+
+/** Keys of a driver's `launch` map that name no instance type, for the config check to report under cloud.<driver>.launch.<key>. */
+export function unknownLaunchTypes(launch: Readonly<Record<string, unknown>>, instanceTypeNames: Iterable<string>): string[] {
+  const known = new Set(instanceTypeNames);
+  return Object.keys(launch).filter((name) => !known.has(name));
+}
 
 // An omitted `cloud` reports `cloud.driver: required`, which names what to add.
 const cloudSchema = z.strictObject({

@@ -9,13 +9,13 @@
 // its idle behaviour is `hold`, so even a daemon run with that pool name would leave it alone.
 // Nothing else will ever destroy it, so an interrupt abandons the step in progress and cleans up
 // as a failure does, and a failed create is listed by its token until a lost answer would show.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { sleep, systemClock, withTimeout, type Clock } from '../clock.js';
-import { tagKeys, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../cloud/driver.js';
+import { tagKeys, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
 import { CloudError, CredentialsError, errorClass } from '../cloud/errors.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
-import { initScript } from '../cloud/init-script.js';
+import { createRequest, newInstanceSecret } from '../cloud/init-script.js';
 import { formatDuration } from '../config/duration.js';
 import type { Config } from '../config/schema.js';
 import { commandTimeoutMs } from '../pool/pool.js';
@@ -140,7 +140,7 @@ class CloudtestRun {
   private readonly poolTag: string;
   private readonly createToken = randomUUID();
   // Checked on first SSH contact, as the pool's are: only the VM this create made holds it.
-  private readonly secret = randomBytes(32).toString('hex');
+  private readonly secret = newInstanceSecret();
   private readonly pollMs: number;
   private readonly destroyRounds: number;
   private readonly interrupt: AbortSignal | undefined;
@@ -233,9 +233,7 @@ class CloudtestRun {
     const { instanceType } = this;
     const tags = this.createdTags();
     const { launch } = this.cloud;
-    const request: CreateRequest = launch
-      ? { instanceType, tags, initScript: initScript({ ...launch, secret: this.secret }), sshPublicKey: launch.sshPublicKey }
-      : { instanceType, tags };
+    const request = createRequest(instanceType, tags, launch, this.secret);
     this.tellMayBeLeft(this.createTokenHint());
     let instance: CloudInstance;
     try {

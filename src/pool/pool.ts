@@ -1,13 +1,13 @@
 // The pool: keeps one worker actor per cloud instance, in a registry of root actors (spawning
 // thousands of children of one machine is quadratic), and wires the pool machine and the instance
 // machine to the cloud driver, the executors, the clock and the logs.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Logger } from 'pino';
 import { systemClock, withTimeout, type Clock } from '../clock.js';
-import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type InstanceType, type Tags } from '../cloud/driver.js';
+import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
 import { errorClass, RateLimitError } from '../cloud/errors.js';
-import { initScript } from '../cloud/init-script.js';
+import { createRequest, newInstanceSecret } from '../cloud/init-script.js';
 import type { PoolSettings } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
 import { InstanceSecretMismatchError, InstanceSecretMissingError } from '../ssh/instance-secret.js';
@@ -784,7 +784,7 @@ export class Pool implements WorkerPool {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`unknown instance type ${input.instanceType}`);
     // Checked on first SSH contact: only the VM this create made holds it.
-    const secret = randomBytes(32).toString('hex');
+    const secret = newInstanceSecret();
     const tags: Tags = {
       [tagKeys.pool]: this.options.poolName,
       [tagKeys.instanceType]: instanceType.name,
@@ -792,12 +792,8 @@ export class Pool implements WorkerPool {
       [tagKeys.createToken]: input.createToken,
       [tagKeys.secret]: secret,
     };
-    const { launch } = this.options;
-    const request: CreateRequest = launch
-      ? { instanceType, tags, initScript: initScript({ ...launch, secret }), sshPublicKey: launch.sshPublicKey }
-      : { instanceType, tags };
     try {
-      const instance = await this.options.driver.create(request);
+      const instance = await this.options.driver.create(createRequest(instanceType, tags, this.options.launch, secret));
       // Held or drained while the create was in flight: the tag must say so for a restart.
       const behavior = this.workers.get(input.workerId)?.idleBehavior;
       if (behavior && behavior !== 'run') this.saveIdleBehavior(instance.id, behavior);

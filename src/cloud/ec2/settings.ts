@@ -88,8 +88,3 @@ export function launchSettingsFor(settings: Ec2Settings, typeName: string): Ec2L
   return { ...defaults, ...launch[typeName] };
 }
 
-/** Keys of a `launch` map that name no instance type, for the config check to report under cloud.ec2.launch.<key>. */
-export function unknownLaunchTypes(launch: Readonly<Record<string, unknown>>, instanceTypeNames: Iterable<string>): string[] {
-  const known = new Set(instanceTypeNames);
-  return Object.keys(launch).filter((name) => !known.has(name));
-}

@@ -132,8 +132,3 @@ export function launchFor(settings: GceSettings, instanceTypeName: string): GceL
   };
 }
 
-/** Names under `launch` that are not instance types, for the config check to report as `cloud.gce.launch.<name>`. */
-export function unknownLaunchTypes(settings: Pick<GceSettings, 'launch'>, instanceTypeNames: Iterable<string>): string[] {
-  const known = new Set(instanceTypeNames);
-  return Object.keys(settings.launch).filter((name) => !known.has(name));
-}
