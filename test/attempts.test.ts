@@ -9,6 +9,17 @@ import { AllocationLedger } from '../src/pool/ledger.js';
 import type { Container } from '../src/queue/types.js';
 import type { CommandResult } from '../src/ssh/executor.js';
 
+/** What the attempts are told that these tests do not vary: no callbacks, the pool's default timings. */
+const timings = {
+  changed: () => {},
+  startSettled: () => {},
+  uncertainDeadlineMs: 600_000,
+  killRetryMs: 30_000,
+  watchSeconds: 25,
+  watchRetryMs: 5_000,
+  maxRefusals: 10,
+};
+
 const answer = (exitCode: number | null, stderr = ''): CommandResult => ({ stdout: '', stderr, exitCode });
 
 describe('classifyStart', () => {
@@ -112,13 +123,7 @@ describe('Attempts: copies of a container on the wrong instance', () => {
         if (command.includes(' wait ')) await new Promise(() => {});
         return { stdout: '', stderr: '', exitCode: 0 };
       },
-      changed: () => {},
-      startSettled: () => {},
-      uncertainDeadlineMs: 600_000,
-      killRetryMs: 30_000,
-      watchSeconds: 25,
-      watchRetryMs: 5_000,
-      maxRefusals: 10,
+      ...timings,
     });
     const settle = () => new Promise((resolve) => setImmediate(resolve));
     return { queue, writes, commands: () => commands.filter((command) => !command.includes(' wait ')), attempts, settle };
@@ -204,13 +209,7 @@ describe('Attempts: a long spell of refused queue writes', () => {
       docker: false,
       // The watch session never answers within the test; nothing else is run.
       run: () => new Promise(() => {}),
-      changed: () => {},
-      startSettled: () => {},
-      uncertainDeadlineMs: 600_000,
-      killRetryMs: 30_000,
-      watchSeconds: 25,
-      watchRetryMs: 5_000,
-      maxRefusals: 10,
+      ...timings,
     });
     const settle = () => new Promise((resolve) => setImmediate(resolve));
     const logged = (level: number, msg: string) => lines.filter((line) => line.level === level && line.msg === msg).map((line) => line.containerUuid);

@@ -71,6 +71,17 @@ async function logs(uuid: string, query = ''): Promise<{ status: number; text: s
 }
 
 /** Bytes as printf would write them: `bytes('a', [0xe2, 0x82])`. */
+/** Runs each step's action once the CLI's output so far ends with its text, one step at a time and in order. */
+function inTurn(steps: [string, () => void][]): (stdout: string) => void {
+  return (stdout) => {
+    const next = steps[0];
+    if (next && stdout.endsWith(next[0])) {
+      steps.shift();
+      next[1]();
+    }
+  };
+}
+
 function bytes(...parts: (string | number[])[]): Buffer {
   return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part, 'utf8') : Buffer.from(part))));
 }
@@ -187,13 +198,7 @@ describe('drover logs --follow', () => {
     ];
     try {
       const result = await runDrover(['logs', uuid, '--follow'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
-        onStdout: (stdout) => {
-          const next = steps[0];
-          if (next && stdout.endsWith(next[0])) {
-            steps.shift();
-            next[1]();
-          }
-        },
+        onStdout: inTurn(steps),
       });
       expect(result.stdout).toBe(`first\nsecond\n${dropped}${big.slice(-64)}last\n`);
       expect(result.stderr).toBe(`drover: ${uuid} complete, exit code 3\n`);
@@ -220,13 +225,7 @@ describe('drover logs --follow', () => {
     ];
     try {
       const result = await runDrover(['logs', uuid, '-f'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
-        onStdout: (stdout) => {
-          const next = steps[0];
-          if (next && stdout.endsWith(next[0])) {
-            steps.shift();
-            next[1]();
-          }
-        },
+        onStdout: inTurn(steps),
       });
       expect(result.stdout).toBe('attempt one\n[drover: attempt 2 started; its output follows]\nattempt two\n');
       expect(result.stderr).toBe(`drover: ${uuid} complete, exit code 0\n`);
@@ -274,13 +273,7 @@ describe('drover logs --follow', () => {
     ];
     try {
       const result = await runDrover(['logs', uuid, '-f'], { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token }, {
-        onStdout: (stdout) => {
-          const next = steps[0];
-          if (next && stdout.endsWith(next[0])) {
-            steps.shift();
-            next[1]();
-          }
-        },
+        onStdout: inTurn(steps),
       });
       expect(result.stdout).toBe(`attempt one\n[drover: attempt 2 started; its output follows]\n${second}`);
       expect(result.code).toBe(exitCodes.ok);
