@@ -367,15 +367,18 @@ describe('a start the queue could not record, on the stub cloud', () => {
   });
 });
 
-/** The QueueStorageError message `nobody` gets opening the queue at `path` (run as root only; needs setpriv). */
-async function refusalAsNobody(path: string): Promise<string> {
-  chmodSync(join(path, '..'), 0o755);
+/**
+ * The QueueStorageError message root gets opening the queue at `path` without its capabilities
+ * (setpriv drops them all), so file modes bind it as they bind anyone. Still uid 0, so it reads
+ * the repository wherever it was cloned.
+ */
+async function refusalWithoutRootPowers(path: string): Promise<string> {
   const script = `
     const { SqliteQueue } = await import(${JSON.stringify(pathToFileURL(resolve('src/queue/sqlite-queue.ts')).href)});
     const { QueueStorageError } = await import(${JSON.stringify(pathToFileURL(resolve('src/queue/storage.ts')).href)});
     try { new SqliteQueue({ path: ${JSON.stringify(path)}, maxAttempts: 3 }); process.stdout.write('opened'); }
     catch (error) { process.stdout.write(error instanceof QueueStorageError ? error.message : 'other: ' + error); }`;
-  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+  const child = spawn('setpriv', ['--bounding-set=-all', '--inh-caps=-all', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HOME: tmpdir() },
   });
@@ -421,12 +424,12 @@ describe('a queue file that cannot be used stops start-up', () => {
     );
   });
 
-  // Root writes through file modes, so as root the queue is opened by `nobody` in a child process.
+  // Root writes through file modes, so as root the queue is opened by a child without root's capabilities.
   it('a read-only file: read-only', async () => {
     const path = tempQueue();
     new SqliteQueue({ path, maxAttempts: 3 }).close();
     chmodSync(path, 0o444);
-    const message = process.getuid?.() === 0 ? await refusalAsNobody(path) : refusal(path).message;
+    const message = process.getuid?.() === 0 ? await refusalWithoutRootPowers(path) : refusal(path).message;
     expect(message).toMatch(new RegExp(`^queue\\.path: ${path}: the file is read-only \\(SQLite: .*\\); make it, its -wal`));
   });
 
