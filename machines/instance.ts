@@ -51,6 +51,8 @@ export interface InstanceContext {
   /** Container starts in a row that failed for the instance's reasons (refused by its runner, or unanswered). */
   failedStarts: number;
   maxFailedStarts: number;
+  /** It was shut down for not booting within timeoutBooting: a failed boot, which its launch config counts. */
+  bootTimedOut: boolean;
   maxInstanceLifetime: number | null;
 }
 
@@ -132,6 +134,7 @@ export const instanceMachine = setup({
     // Persists the behaviour in the instance's tags so a restarted pool restores it.
     saveIdleBehavior: (_, _params: { idleBehavior: IdleBehavior }) => {},
     because: assign((_, params: { reason: string }) => ({ reason: params.reason })),
+    markBootTimedOut: assign({ bootTimedOut: true }),
     rememberInstance: assign(({ event }) => {
       if (event.type !== 'INSTANCE_LISTED') return {};
       return { instance: event.instance };
@@ -183,6 +186,7 @@ export const instanceMachine = setup({
     pendingShutdown: null,
     failedStarts: 0,
     maxFailedStarts: input.maxFailedStarts ?? 3,
+    bootTimedOut: false,
     maxInstanceLifetime: input.maxInstanceLifetime ?? null,
     lastError: null,
   }),
@@ -247,7 +251,7 @@ export const instanceMachine = setup({
                 // run first: only a probe that did not find it booted may condemn it.
                 guard: and(['probedOnce', not('seenBooted'), not('behaviorIsHold'), not('containersRunning')]),
                 target: `${lifecycle}.shutdown`,
-                actions: { type: 'because', params: { reason: 'not seen booted within timeoutBooting' } },
+                actions: [{ type: 'because', params: { reason: 'not seen booted within timeoutBooting' } }, 'markBootTimedOut'],
               },
             },
           },
@@ -275,7 +279,7 @@ export const instanceMachine = setup({
               always: {
                 guard: not('behaviorIsHold'),
                 target: `${lifecycle}.shutdown`,
-                actions: { type: 'because', params: { reason: 'boot probe did not pass within timeoutBooting' } },
+                actions: [{ type: 'because', params: { reason: 'boot probe did not pass within timeoutBooting' } }, 'markBootTimedOut'],
               },
             },
           },

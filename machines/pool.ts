@@ -34,8 +34,21 @@ export interface QuotaEstimate {
   quietSince: number;
 }
 
+/** Boot failures across the pool are counted over this long for freezePoolAfterBootFailures. */
+export const freezeWindowMs = 3_600_000;
+
+export interface PoolInput {
+  /** Boot failures within freezeWindowMs after which every create stops until an operator resumes the pool; null: never. */
+  freezeAfterBootFailures?: number | null;
+}
+
 export interface PoolContext {
   failedListings: number;
+  freezeAfterBootFailures: number | null;
+  /** Clock ms of the boot failures within the last freezeWindowMs (only kept when freezing is on). */
+  recentBootFailures: number[];
+  /** Why creates froze, while they are frozen. */
+  frozenBecause: string | null;
   /** How long each throttled operation waits, set by the rate-limit error that throttled it. */
   throttleDelayMs: Record<ThrottledOperation, number>;
   /** Null until the first quota error. */
@@ -53,7 +66,11 @@ export type PoolEvent =
   | { type: 'LISTING_FAILED'; reason: string }
   /** A create failed on the quota while `instances` existed (creates still in flight not counted). */
   | { type: 'QUOTA_EXCEEDED'; instances: number; at: number }
-  | { type: 'RATE_LIMITED'; operation: ThrottledOperation; delayMs: number };
+  | { type: 'RATE_LIMITED'; operation: ThrottledOperation; delayMs: number }
+  /** An instance failed its boot (or its create failed with no capacity, quota or rate class). */
+  | { type: 'BOOT_FAILED'; at: number }
+  /** The operator lifts a freeze. */
+  | { type: 'RESUME_CREATES' };
 
 /** The throttle region of one kind of cloud call; its delay is named `<operation>Throttle`. */
 function throttleRegion(operation: ThrottledOperation) {
@@ -78,6 +95,7 @@ export const poolMachine = setup({
   types: {
     context: {} as PoolContext,
     events: {} as PoolEvent,
+    input: {} as PoolInput,
   },
   actors: {
     // Lists the cloud and reconciles the workers with the answer; rejects if the listing failed.
@@ -99,6 +117,14 @@ export const poolMachine = setup({
       const doublings = previous === null || event.instances > previous.known ? 0 : previous.doublings;
       return { quota: { instances: event.instances, known: event.instances, doublings, lastErrorAt: event.at, quietSince: event.at } };
     }),
+    recordBootFailure: assign(({ context, event }) => {
+      if (event.type !== 'BOOT_FAILED' || context.freezeAfterBootFailures === null) return {};
+      return { recentBootFailures: [...context.recentBootFailures.filter((at) => at > event.at - freezeWindowMs), event.at] };
+    }),
+    freeze: assign(({ context }) => ({
+      frozenBecause: `${context.recentBootFailures.length} boot failures within an hour (freezePoolAfterBootFailures ${context.freezeAfterBootFailures ?? 0})`,
+    })),
+    thaw: assign({ frozenBecause: null, recentBootFailures: [] }),
     doubleQuietPeriod: assign(({ context }) => (context.quota ? { quota: { ...context.quota, doublings: context.quota.doublings + 1 } } : {})),
     allowOneMore: assign(({ context }) => (context.quota ? { quota: { ...context.quota, instances: context.quota.known + 1 } } : {})),
     // Someone raised the quota (or the allowed one more fitted): what was listed fits, and the quiet
@@ -110,6 +136,11 @@ export const poolMachine = setup({
     }),
   },
   guards: {
+    // The failure that arrived is the one that reaches the limit.
+    freezesNow: ({ context, event }) =>
+      event.type === 'BOOT_FAILED' &&
+      context.freezeAfterBootFailures !== null &&
+      context.recentBootFailures.filter((at) => at > event.at - freezeWindowMs).length + 1 >= context.freezeAfterBootFailures,
     listingThrottled: stateIn('#pool.throttle.list.throttled'),
     limits: ({ event }, params: { operation: ThrottledOperation }) =>
       event.type === 'RATE_LIMITED' && event.operation === params.operation,
@@ -129,11 +160,14 @@ export const poolMachine = setup({
 }).createMachine({
   id: 'pool',
   type: 'parallel',
-  context: {
+  context: ({ input }) => ({
     failedListings: 0,
+    freezeAfterBootFailures: input?.freezeAfterBootFailures ?? null,
+    recentBootFailures: [],
+    frozenBecause: null,
     throttleDelayMs: { create: 0, list: 0, destroy: 0, setTags: 0 },
     quota: null,
-  },
+  }),
   states: {
     sync: {
       initial: 'listing',
@@ -215,11 +249,25 @@ export const poolMachine = setup({
       type: 'parallel',
       // One region per kind of call: a rate-limit error closes it for the delay the error gave,
       // and a later one restarts the wait.
+      states: Object.fromEntries(throttledOperations.map((operation) => [operation, throttleRegion(operation)])) as Record<
+        ThrottledOperation,
+        ReturnType<typeof throttleRegion>
+      >,
+    },
+    // The operator's brake on a pool that keeps making instances that never boot: frozen, no
+    // create goes ahead until POST /pool/resume.
+    creates: {
+      initial: 'open',
       states: {
-        create: throttleRegion('create'),
-        list: throttleRegion('list'),
-        destroy: throttleRegion('destroy'),
-        setTags: throttleRegion('setTags'),
+        open: {
+          on: {
+            BOOT_FAILED: [
+              { guard: 'freezesNow', target: 'frozen', actions: ['recordBootFailure', 'freeze', 'notifyChanged'] },
+              { actions: 'recordBootFailure' },
+            ],
+          },
+        },
+        frozen: { on: { RESUME_CREATES: { target: 'open', actions: ['thaw', 'notifyChanged'] } } },
       },
     },
   },

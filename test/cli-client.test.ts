@@ -12,6 +12,7 @@ import { startServer, type PoolControl } from '../src/http/server.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import type { ContainerSpec } from '../src/queue/types.js';
+import { noLaunchConfigs } from './support/api-fixture.js';
 import { closedUrl, runDrover } from './support/run-drover.js';
 
 const token = 'cli-test-token';
@@ -68,7 +69,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'drover-cli-client-'));
   queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
   server = await startServer(
-    { queue, pool, token, registry: new Registry(), logger: pino({ level: 'silent' }) },
+    { queue, pool, launchConfigs: noLaunchConfigs, token, registry: new Registry(), logger: pino({ level: 'silent' }) },
     { address: '127.0.0.1', port: 0 },
   );
   env = { ...process.env, DROVER_URL: server.url, DROVER_TOKEN: token };

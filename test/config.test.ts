@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultStubFaults } from '../src/cloud/stub/faults.js';
 import { formatDuration, parseDuration } from '../src/config/duration.js';
+import { defaultLaunchConfig, launchConfigId } from '../src/config/launch-configs.js';
 import { defaultConfigPath, packagedConfigPath, packageRoot, packageVersion, stateHome } from '../src/config/home.js';
 import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
@@ -117,6 +118,10 @@ describe('parseConfig', () => {
       logTailBytes: 65_536,
       maxInstanceLifetime: 345_600_000,
       timeoutTERM: 120_000,
+      launchConfigRetryInterval: 300_000,
+      launchConfigHealthWindow: 3_600_000,
+      bootFailuresToBreak: 3,
+      freezePoolAfterBootFailures: null,
     });
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
     expect(config.log).toEqual({ level: 'info', format: 'auto' });
@@ -131,6 +136,7 @@ describe('parseConfig', () => {
       price: 0.02,
       preemptible: false,
     });
+    expect(config.launchConfigs).toEqual([defaultLaunchConfig('small')]);
   });
 
   it('gives an empty section (null in YAML) its defaults too', () => {
@@ -442,5 +448,242 @@ describe('log.format', () => {
 
   it('names the choices for anything else', () => {
     expect(configError(`${minimal}log: { format: fancy }\n`).message).toBe('test.yml: log.format: expected one of auto, pretty, json, got "fancy"');
+  });
+});
+
+describe('pool launch config keys', () => {
+  it('reads launchConfigRetryInterval, launchConfigHealthWindow, bootFailuresToBreak and freezePoolAfterBootFailures', () => {
+    const config = parseConfig(
+      `${minimal}pool:\n  launchConfigRetryInterval: 90s\n  launchConfigHealthWindow: 30m\n  bootFailuresToBreak: 5\n  freezePoolAfterBootFailures: 20\n`,
+      'test.yml',
+    );
+    expect(config.pool).toMatchObject({
+      launchConfigRetryInterval: 90_000,
+      launchConfigHealthWindow: 1_800_000,
+      bootFailuresToBreak: 5,
+      freezePoolAfterBootFailures: 20,
+    });
+  });
+
+  it.each([
+    ['launchConfigRetryInterval: soon', 'pool.launchConfigRetryInterval', 'expected a duration such as 10s, 5m or 1h30m, got "soon"'],
+    ['launchConfigHealthWindow: 0s', 'pool.launchConfigHealthWindow', 'must be longer than 0s'],
+    ['bootFailuresToBreak: 0', 'pool.bootFailuresToBreak', 'must be at least 1'],
+    ['bootFailuresToBreak: 2.5', 'pool.bootFailuresToBreak', 'expected a whole number, got 2.5'],
+    ['freezePoolAfterBootFailures: 0', 'pool.freezePoolAfterBootFailures', 'must be at least 1'],
+  ])('rejects pool.%s, naming the key', (line, path, message) => {
+    expect(configError(`${minimal}pool:\n  ${line}\n`).issues).toEqual([{ path, message }]);
+  });
+});
+
+describe('launch configs', () => {
+  const types = (small: string, large = '') => `
+cloud:
+  driver: stub
+instanceTypes:
+  small:
+    providerType: t3.small
+    vcpus: 2
+    ramMiB: 2048
+    price: 0.02
+${small}  large:
+    providerType: t3.large
+    vcpus: 4
+    ramMiB: 8192
+    price: 0.08
+${large}`;
+  const parse = (small: string, large = '') => parseConfig(types(small, large), 'test.yml');
+  const lcs = (...entries: string[]) => `    launchConfigs:\n${entries.map((entry) => `      - ${entry}\n`).join('')}`;
+
+  it('gives a type without launch configs (absent, null or empty) its default one', () => {
+    for (const small of ['', '    launchConfigs:\n', '    launchConfigs: []\n']) {
+      expect(parse(small).launchConfigs).toEqual([defaultLaunchConfig('small'), defaultLaunchConfig('large')]);
+    }
+  });
+
+  it('fills in defaults and hashes the content into the id when none is given', () => {
+    const [config] = parse(lcs('{ zone: zone-a, image: img-1, extra: { keyName: ops } }')).launchConfigs;
+    const content = { instanceType: 'small', zone: 'zone-a', region: null, subnet: null, image: 'img-1', extra: { keyName: 'ops' } };
+    expect(config).toEqual({ id: launchConfigId(content), ...content, weight: 1, maxInstances: null, initialState: 'active' });
+    expect(config?.id).toMatch(/^small-[0-9a-f]{12}$/);
+  });
+
+  it('reads weight, maxInstances, state and a given id, which is kept as written', () => {
+    const [config] = parse(lcs('{ id: small.zone-a_1, zone: zone-a, weight: 2.5, maxInstances: 4, state: paused }')).launchConfigs;
+    expect(config).toMatchObject({ id: 'small.zone-a_1', zone: 'zone-a', weight: 2.5, maxInstances: 4, initialState: 'paused' });
+  });
+
+  it('gives the same content the same id on every parse, whatever the key order; a changed image a new one', () => {
+    const a = parse(lcs('{ zone: zone-a, image: img-1, extra: { a: 1, b: [2, 3] } }')).launchConfigs[0]?.id;
+    const b = parse(lcs('{ extra: { b: [2, 3], a: 1 }, weight: 3, image: img-1, zone: zone-a }')).launchConfigs[0]?.id;
+    const changed = parse(lcs('{ zone: zone-a, image: img-2, extra: { a: 1, b: [2, 3] } }')).launchConfigs[0]?.id;
+    expect(a).toBeDefined();
+    expect(b).toBe(a);
+    expect(changed).not.toBe(a);
+    // The same content for another type is another config.
+    expect(parse('', lcs('{ zone: zone-a, image: img-1, extra: { a: 1, b: [2, 3] } }')).launchConfigs[1]?.id).not.toBe(a);
+  });
+
+  it('lists every type\'s launch configs in file order, and leaves InstanceType without them', () => {
+    const config = parse(lcs('{ id: s1 }', '{ id: s2 }'), lcs('{ id: l1 }'));
+    expect(config.launchConfigs.map((launchConfig) => [launchConfig.id, launchConfig.instanceType])).toEqual([
+      ['s1', 'small'],
+      ['s2', 'small'],
+      ['l1', 'large'],
+    ]);
+    expect(config.instanceTypes.small).not.toHaveProperty('launchConfigs');
+    expect(Object.keys(config.instanceTypes.small ?? {}).sort()).toEqual(['gpus', 'name', 'preemptible', 'price', 'providerType', 'ramMiB', 'scratchGiB', 'vcpus']);
+  });
+
+  it('rejects an id used twice across the pool, naming the key path and where it was first used', () => {
+    const error = configError(types(lcs('{ id: shared, zone: zone-a }'), lcs('{ id: other }', '{ id: shared, zone: zone-b }')));
+    expect(error.issues).toEqual([
+      {
+        path: 'instanceTypes.large.launchConfigs[1].id',
+        message: 'duplicate launch config id "shared", already used by instanceTypes.small.launchConfigs[0]; launch config ids must be unique across the pool',
+      },
+    ]);
+  });
+
+  it('rejects two entries of the same content without ids, which would be one config', () => {
+    const error = configError(types(lcs('{ zone: zone-a, weight: 1 }', '{ zone: zone-a, weight: 2 }')));
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.path).toBe('instanceTypes.small.launchConfigs[1].id');
+    expect(error.issues[0]?.message).toMatch(/^duplicate launch config id "small-[0-9a-f]{12}": the same content as instanceTypes\.small\.launchConfigs\[0\]/);
+  });
+
+  it('reports a duplicate id together with the other problems of the file', () => {
+    const error = configError(types(lcs('{ id: twice }', '{ id: twice, weight: 0 }')));
+    expect(error.issues.map((issue) => issue.path).sort()).toEqual(['instanceTypes.small.launchConfigs[1].id', 'instanceTypes.small.launchConfigs[1].weight']);
+  });
+
+  it.each([
+    ['{ weight: 0 }', 'weight', 'must be greater than 0'],
+    ['{ weight: -2 }', 'weight', 'must be greater than 0'],
+    ['{ weight: heavy }', 'weight', 'expected a number, got "heavy"'],
+    ['{ maxInstances: 0 }', 'maxInstances', 'must be at least 1'],
+    ['{ maxInstances: 1.5 }', 'maxInstances', 'expected a whole number, got 1.5'],
+    ['{ state: broken }', 'state', 'expected one of active, paused, got "broken"'],
+    ['{ id: "has space" }', 'id', 'expected 1 to 64 characters from A-Z, a-z, 0-9, ., _ and -'],
+    [`{ id: ${'x'.repeat(65)} }`, 'id', 'expected 1 to 64 characters from A-Z, a-z, 0-9, ., _ and -'],
+    ['{ zone: "" }', 'zone', 'must not be empty'],
+    ['{ image: 5 }', 'image', 'expected a string, got 5'],
+    ['{ extra: [1] }', 'extra', 'expected a mapping, got a list'],
+    ['{ zones: [a] }', 'zones', 'unknown key'],
+  ])('rejects launch config %s, naming the key', (entry, key, message) => {
+    const error = configError(types(lcs('{ id: fine }', entry)));
+    expect(error.issues).toEqual([{ path: `instanceTypes.small.launchConfigs[1].${key}`, message }]);
+  });
+
+  it('rejects a launchConfigs that is not a list', () => {
+    expect(configError(types('    launchConfigs: { zone: a }\n')).issues).toEqual([
+      { path: 'instanceTypes.small.launchConfigs', message: 'expected a list, got a mapping' },
+    ]);
+  });
+
+  it('checks nothing driver-specific for the stub: any region, zone or extra is read as written', () => {
+    const [config] = parse(lcs('{ region: mars-1, zone: crater-a, extra: { anything: [1] } }')).launchConfigs;
+    expect(config).toMatchObject({ region: 'mars-1', zone: 'crater-a', extra: { anything: [1] } });
+  });
+
+  describe('with the ec2 driver', () => {
+    const ec2 = (small: string) =>
+      types(small).replace(
+        'driver: stub',
+        'driver: ec2\n  ec2:\n    region: us-east-1\n    imageId: ami-0default\n    subnetId: subnet-0default\n    securityGroupIds: [sg-1]',
+      );
+
+    it('accepts a launch config of its region with an EC2 image, subnet and launch override fields in extra', () => {
+      const config = parseConfig(
+        ec2(lcs('{ region: us-east-1, zone: us-east-1b, image: ami-0abc, subnet: subnet-0b, extra: { securityGroupIds: [sg-2], rootVolumeGiB: 50 } }')),
+        'test.yml',
+      );
+      expect(config.launchConfigs[0]).toMatchObject({ region: 'us-east-1', image: 'ami-0abc', extra: { securityGroupIds: ['sg-2'], rootVolumeGiB: 50 } });
+    });
+
+    it('rejects a region other than cloud.ec2.region, and a zone outside it', () => {
+      const error = configError(ec2(lcs('{ id: west, region: us-west-2, zone: us-west-2a }')));
+      expect(error.issues).toEqual([
+        {
+          path: 'instanceTypes.small.launchConfigs[0].region',
+          message: 'must be cloud.ec2.region (us-east-1), the one region the ec2 driver creates in; got "us-west-2"',
+        },
+        {
+          path: 'instanceTypes.small.launchConfigs[0].zone',
+          message: 'expected an availability zone of cloud.ec2.region (us-east-1), such as us-east-1a; got "us-west-2a"',
+        },
+      ]);
+    });
+
+    it('rejects an image or subnet that is no AMI or subnet id', () => {
+      const error = configError(ec2(lcs('{ image: debian-12, subnet: net-1 }')));
+      expect(error.issues).toEqual([
+        { path: 'instanceTypes.small.launchConfigs[0].image', message: 'expected an id such as ami-0123456789abcdef0' },
+        { path: 'instanceTypes.small.launchConfigs[0].subnet', message: 'expected an id such as subnet-0123456789abcdef0' },
+      ]);
+    });
+
+    it('checks extra against the EC2 launch override, naming each bad key', () => {
+      const error = configError(ec2(lcs('{ extra: { rootVolumeGiB: big, securityGroupIds: [group-1], zone: us-east-1a } }')));
+      expect(error.issues).toEqual([
+        { path: 'instanceTypes.small.launchConfigs[0].extra.securityGroupIds[0]', message: 'expected an id such as sg-0123456789abcdef0' },
+        { path: 'instanceTypes.small.launchConfigs[0].extra.rootVolumeGiB', message: 'expected a number, got "big"' },
+        { path: 'instanceTypes.small.launchConfigs[0].extra.zone', message: expect.stringMatching(/^unknown key for the ec2 driver; extra takes imageId, subnetId, securityGroupIds/) },
+      ]);
+    });
+
+    it('rejects extra repeating the image or subnet the launch config sets itself', () => {
+      const error = configError(ec2(lcs('{ image: ami-0a, subnet: subnet-0a, extra: { imageId: ami-0b, subnetId: subnet-0b } }')));
+      expect(error.issues.map((issue) => issue.path)).toEqual([
+        'instanceTypes.small.launchConfigs[0].extra.imageId',
+        'instanceTypes.small.launchConfigs[0].extra.subnetId',
+      ]);
+      expect(error.issues[0]?.message).toBe('given twice: this launch config sets image (ami-0a) itself; keep one');
+    });
+  });
+
+  describe('with the gce driver', () => {
+    const gce = (small: string, launch = '') =>
+      types(small).replace(
+        'driver: stub',
+        `driver: gce\n  gce:\n    project: p\n    zones: [us-central1-a]\n    image: projects/debian-cloud/global/images/family/debian-12${launch}`,
+      );
+
+    it('accepts a zone in the config\'s region and GCE launch override fields in extra', () => {
+      const config = parseConfig(gce(lcs('{ region: us-central1, zone: us-central1-f, extra: { bootDiskGiB: 50, acceleratorType: nvidia-tesla-t4 } }')), 'test.yml');
+      expect(config.launchConfigs[0]).toMatchObject({ region: 'us-central1', zone: 'us-central1-f', extra: { bootDiskGiB: 50 } });
+      // Without a zone of its own, the zone the type creates in must be in the region.
+      expect(parseConfig(gce(lcs('{ region: us-central1 }')), 'test.yml').launchConfigs[0]?.region).toBe('us-central1');
+    });
+
+    it('rejects a region its zone is not in, naming where the zone comes from', () => {
+      expect(configError(gce(lcs('{ region: europe-west4, zone: us-central1-b }'))).issues).toEqual([
+        {
+          path: 'instanceTypes.small.launchConfigs[0].region',
+          message: 'the zone it creates in, us-central1-b (its zone), is not in region europe-west4: expected a zone whose name starts with europe-west4-',
+        },
+      ]);
+      expect(configError(gce(lcs('{ region: us-central }'))).issues[0]?.message).toMatch(/us-central1-a \(cloud\.gce\.zones\[0\]\), is not in region us-central:/);
+      const typeLaunch = '\n    launch:\n      small: { zone: us-east1-b }';
+      expect(configError(gce(lcs('{ region: us-central1 }'), typeLaunch)).issues[0]?.message).toMatch(/us-east1-b \(cloud\.gce\.launch\.small\.zone\)/);
+    });
+
+    it('rejects a zone that is no GCE zone name, and checks extra against the GCE launch override', () => {
+      const error = configError(gce(lcs('{ zone: central, extra: { bootDiskGiB: 5, imageId: x } }')));
+      expect(error.issues).toEqual([
+        { path: 'instanceTypes.small.launchConfigs[0].extra.bootDiskGiB', message: 'must be at least 10' },
+        { path: 'instanceTypes.small.launchConfigs[0].extra.imageId', message: expect.stringMatching(/^unknown key for the gce driver; extra takes zone, image, bootDiskGiB/) },
+        { path: 'instanceTypes.small.launchConfigs[0].zone', message: 'expected a zone name such as us-central1-a' },
+      ]);
+    });
+
+    it('rejects extra repeating the zone, image or subnet the launch config sets itself', () => {
+      const error = configError(gce(lcs('{ zone: us-central1-b, image: img, subnet: sub, extra: { zone: us-central1-c, image: other, subnetwork: sub2 } }')));
+      expect(error.issues.map((issue) => issue.path)).toEqual([
+        'instanceTypes.small.launchConfigs[0].extra.zone',
+        'instanceTypes.small.launchConfigs[0].extra.image',
+        'instanceTypes.small.launchConfigs[0].extra.subnetwork',
+      ]);
+    });
   });
 });

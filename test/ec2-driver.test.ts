@@ -16,7 +16,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { tagKeys, type CreateRequest } from '../src/cloud/driver.js';
+import { tagKeys, type CreateRequest, type LaunchConfig } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { parseConfig } from '../src/config/load.js';
 import { createEc2Driver, type Ec2Driver } from '../src/cloud/ec2/ec2-driver.js';
@@ -52,6 +52,10 @@ function createRequest(instanceType = large, token = 'token-1'): CreateRequest {
     tags: { ...poolTags, [tagKeys.instanceType]: instanceType.name, [tagKeys.createToken]: token, [tagKeys.secret]: 'ab'.repeat(32) },
     initScript: '#!/bin/sh\necho ssh-ed25519 AAAA drover >> /root/.ssh/authorized_keys\n',
   };
+}
+
+function launchConfig(fields: Partial<LaunchConfig> = {}): LaunchConfig {
+  return { id: 'large-lc', instanceType: 'large', zone: null, region: null, subnet: null, image: null, extra: {}, ...fields };
 }
 
 function ec2Instance(id: string, state = 'running', fields: Partial<Instance> = {}): Instance {
@@ -133,6 +137,98 @@ describe('EC2 driver through the SDK client', () => {
     expect(input).toMatchObject({ ImageId: 'ami-0gpu', SubnetId: 'subnet-gpu', SecurityGroupIds: ['sg-111', 'sg-222'] });
     // scratch: null in its entry: the type's own instance-store disks serve as scratch.
     expect(input.BlockDeviceMappings).toEqual([{ DeviceName: '/dev/xvda', Ebs: { VolumeSize: 20, DeleteOnTermination: true } }]);
+  });
+
+  it('creates from a launch config: its image, its one subnet instead of the list, its extra merged over the type\'s settings', async () => {
+    ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-lc')] });
+    const request = {
+      ...createRequest(),
+      launchConfig: launchConfig({
+        zone: 'us-east-1c',
+        region: 'us-east-1',
+        subnet: 'subnet-ccc',
+        image: 'ami-0launch',
+        extra: { securityGroupIds: ['sg-333'], rootVolumeGiB: 80, keyName: 'ops', scratch: { volumeType: 'io2' } },
+      }),
+    };
+    await driver({ subnetId: ['subnet-aaa', 'subnet-bbb'] }).create(request);
+
+    const calls = ec2.commandCalls(RunInstancesCommand);
+    expect(calls).toHaveLength(1);
+    const input = calls[0]!.args[0].input;
+    expect(input).toMatchObject({
+      ClientToken: 'token-1',
+      ImageId: 'ami-0launch',
+      SubnetId: 'subnet-ccc',
+      SecurityGroupIds: ['sg-333'],
+      KeyName: 'ops',
+      // Not in extra: the type's own.
+      IamInstanceProfile: { Name: 'drover-worker' },
+      BlockDeviceMappings: [
+        { DeviceName: '/dev/xvda', Ebs: { VolumeSize: 80, DeleteOnTermination: true } },
+        { DeviceName: '/dev/xvdb', Ebs: { VolumeSize: 50, VolumeType: 'io2', DeleteOnTermination: true } },
+      ],
+    });
+    // The subnet decides the zone.
+    expect(input.Placement).toBeUndefined();
+  });
+
+  it('places a launch config with a zone and no subnet in that zone, with no SubnetId, in one call', async () => {
+    ec2.on(RunInstancesCommand).resolves({ Instances: [ec2Instance('i-zone')] });
+    await driver({ subnetId: ['subnet-aaa', 'subnet-bbb'] }).create({ ...createRequest(), launchConfig: launchConfig({ zone: 'us-east-1d' }) });
+    const input = ec2.commandCalls(RunInstancesCommand)[0]!.args[0].input;
+    expect(input.Placement).toEqual({ AvailabilityZone: 'us-east-1d' });
+    expect(input).not.toHaveProperty('SubnetId');
+    expect(input).toMatchObject({ ClientToken: 'token-1', ImageId: 'ami-0123456789abcdef0' });
+  });
+
+  it('with a launch config that names neither zone nor subnet, uses the type\'s subnets, in order; extra.subnetId replaces them', async () => {
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-aaa' }).rejects(awsError('InsufficientInstanceCapacity'));
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-bbb' }).resolves({ Instances: [ec2Instance('i-5')] });
+    ec2.on(RunInstancesCommand, { SubnetId: 'subnet-eee' }).resolves({ Instances: [ec2Instance('i-6')] });
+    const twoSubnets = driver({ subnetId: ['subnet-aaa', 'subnet-bbb'] });
+    await twoSubnets.create({ ...createRequest(), launchConfig: launchConfig({ image: 'ami-0other' }) });
+    expect(ec2.commandCalls(RunInstancesCommand).map((call) => [call.args[0].input.SubnetId, call.args[0].input.ClientToken, call.args[0].input.ImageId])).toEqual([
+      ['subnet-aaa', 'token-1', 'ami-0other'],
+      ['subnet-bbb', 'token-1.1', 'ami-0other'],
+    ]);
+
+    ec2.resetHistory();
+    // A zone with subnets of its own in extra: the subnets decide, so no Placement.
+    await twoSubnets.create({ ...createRequest(), launchConfig: launchConfig({ zone: 'us-east-1e', extra: { subnetId: ['subnet-eee', 'subnet-fff'] } }) });
+    const inputs = ec2.commandCalls(RunInstancesCommand).map((call) => call.args[0].input);
+    expect(inputs.map((input) => input.SubnetId)).toEqual(['subnet-eee']);
+    expect(inputs[0]?.Placement).toBeUndefined();
+  });
+
+  it('gives the capacity error of a launch config create its zone', async () => {
+    ec2.on(RunInstancesCommand).rejects(awsError('InsufficientInstanceCapacity'));
+    const zoneOnly = await driver().create({ ...createRequest(), launchConfig: launchConfig({ zone: 'us-east-1d' }) }).catch((error: unknown) => error);
+    expect(zoneOnly).toBeInstanceOf(CapacityError);
+    expect(zoneOnly).toMatchObject({ instanceType: 'large', zone: 'us-east-1d' });
+    expect((zoneOnly as Error).message).toMatch(/in us-east-1d: no capacity/);
+
+    const withSubnet = await driver().create({ ...createRequest(), launchConfig: launchConfig({ zone: 'us-east-1c', subnet: 'subnet-ccc' }) }).catch((error: unknown) => error);
+    expect(withSubnet).toMatchObject({ instanceType: 'large', zone: 'us-east-1c' });
+
+    ec2.on(RunInstancesCommand).rejects(awsError('InsufficientFreeAddressesInSubnet'));
+    const twoSubnets = driver({ subnetId: ['subnet-aaa', 'subnet-bbb'] });
+    const noAddresses = await twoSubnets.create({ ...createRequest(), launchConfig: launchConfig({ zone: 'us-east-1a', extra: { subnetId: ['subnet-aaa', 'subnet-bbb'] } }) }).catch((error: unknown) => error);
+    expect(noAddresses).toMatchObject({ instanceType: undefined, zone: 'us-east-1a' });
+
+    // Without a launch config zone, the error names none, as before.
+    ec2.on(RunInstancesCommand).rejects(awsError('InsufficientInstanceCapacity'));
+    expect(await driver().create(createRequest()).catch((error: unknown) => error)).toMatchObject({ zone: undefined });
+  });
+
+  it('refuses, before calling EC2, a launch config of another region or with an extra that is no launch override', async () => {
+    const otherRegion = await driver().create({ ...createRequest(), launchConfig: launchConfig({ region: 'eu-west-1' }) }).catch((error: unknown) => error);
+    expect(otherRegion).toBeInstanceOf(CloudError);
+    expect((otherRegion as Error).message).toMatch(/region eu-west-1.*us-east-1 \(cloud\.ec2\.region\)/);
+    const badExtra = await driver().create({ ...createRequest(), launchConfig: launchConfig({ extra: { imageId: 'debian' } }) }).catch((error: unknown) => error);
+    expect(badExtra).toBeInstanceOf(CloudError);
+    expect((badExtra as Error).message).toMatch(/launch config large-lc: extra\.imageId: expected an id such as ami-/);
+    expect(ec2.commandCalls(RunInstancesCommand)).toEqual([]);
   });
 
   it('refuses a create without a create token, before calling EC2', async () => {
@@ -298,6 +394,9 @@ describe('cloud.ec2 settings', () => {
     expect(ec2.subnetIds).toHaveLength(2);
     expect(Object.keys(ec2.launch)).toEqual(['gpu']);
     expect(unknownLaunchTypes(ec2.launch, Object.keys(raw.instanceTypes))).toEqual([]);
+    // As a whole, with its launch configs checked against the ec2 section (parsing needs no credentials).
+    const whole = parseConfig(doc.toString(), 'config/ec2.yml');
+    expect(whole.launchConfigs.filter((launchConfig) => launchConfig.instanceType === 'xlarge').map((launchConfig) => launchConfig.id)).toEqual(['xlarge-a', 'xlarge-b']);
     // Every other section, checked by Drover's own config schema with the cloud section swapped out.
     doc.setIn(['cloud'], { driver: 'stub' });
     const config = parseConfig(doc.toString(), 'config/ec2.yml');
@@ -353,6 +452,18 @@ describe('EC2 driver over HTTP to a local EC2 endpoint', () => {
     expect(again.id).toBe(created.id);
     expect(endpoint.instances).toHaveLength(1);
     expect(endpoint.instances[0]!.tags).toEqual(createRequest(large, 'token-retry').tags);
+  });
+
+  it('a launch config create sends its image and zone over the wire, and a retry with its ClientToken returns the same instance', async () => {
+    const request = { ...createRequest(large, 'token-lc'), launchConfig: launchConfig({ zone: 'us-east-1b', image: 'ami-0launch' }) };
+    endpoint.loseNextAnswer('RunInstances');
+    const created = await driver({ retryStrategy: immediateRetries(2) }).create(request);
+    const runs = endpoint.requests.filter((sent) => sent.action === 'RunInstances');
+    expect(runs.map((sent) => sent.params.ClientToken)).toEqual(['token-lc', 'token-lc']);
+    expect(endpoint.instances).toHaveLength(1);
+    expect(created.id).toBe(endpoint.instances[0]!.id);
+    expect(endpoint.instances[0]!.launch).toMatchObject({ ImageId: 'ami-0launch', 'Placement.AvailabilityZone': 'us-east-1b' });
+    expect(endpoint.instances[0]!.launch).not.toHaveProperty('SubnetId');
   });
 
   it('a DescribeInstances of two pages returns both pages’ instances, only the pool’s, without the terminated', async () => {

@@ -7,12 +7,13 @@ import { OAuth2Client } from 'google-auth-library';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import type { Clock } from '../src/clock.js';
-import { tagKeys, type CreateRequest } from '../src/cloud/driver.js';
+import { tagKeys, type CreateRequest, type LaunchConfig } from '../src/cloud/driver.js';
 import { CapacityError, CloudError, CredentialsError, QuotaError, RateLimitError } from '../src/cloud/errors.js';
 import { createGceDriver, type GceDriver } from '../src/cloud/gce/gce-driver.js';
 import { faultOfCall, gceErrorTable, GceFingerprintError, GceNotFoundError, toCloudError } from '../src/cloud/gce/errors.js';
 import { tagsMetadataKey } from '../src/cloud/gce/labels.js';
 import { gceSettingsSchema, type GceSettings } from '../src/cloud/gce/settings.js';
+import { parseConfig } from '../src/config/load.js';
 import { unknownLaunchTypes } from '../src/config/schema.js';
 import { describeDriverConformance } from './support/driver-conformance.js';
 import { fakeGceAccessToken, startFakeGceEndpoint, type FakeGceEndpoint } from './support/fake-gce-endpoint.js';
@@ -79,6 +80,10 @@ function createRequest(instanceType = standard, token = crypto.randomUUID(), ext
     initScript,
     sshPublicKey,
   };
+}
+
+function launchConfig(instanceType: string, fields: Partial<LaunchConfig> = {}): LaunchConfig {
+  return { id: `${instanceType}-lc`, instanceType, zone: null, region: null, subnet: null, image: null, extra: {}, ...fields };
 }
 
 function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -210,6 +215,61 @@ describe('GCE driver against a Compute endpoint', () => {
       deviceName: `drover-scratch-${i}`,
       initializeParams: { diskType: 'zones/us-central1-c/diskTypes/local-ssd' },
     })));
+  });
+
+  it('creates from a launch config: its zone (in the URL and every zonal part), image, subnetwork, and extra over the type\'s launch', async () => {
+    const request = {
+      ...createRequest(gpu),
+      launchConfig: launchConfig('gpu', {
+        zone: 'us-central1-f',
+        region: 'us-central1',
+        image: 'projects/p/global/images/drover-gpu-2',
+        subnet: 'regions/us-central1/subnetworks/gpu',
+        extra: { bootDiskGiB: 100, scratchDiskType: 'pd-ssd', acceleratorType: 'nvidia-l4' },
+      }),
+    };
+    const instance = await driver.create(request);
+
+    expect(instance.id).toMatch(/^us-central1-f\/drover-/);
+    expect(fake.requests.find((r) => r.call === 'insert')?.path).toBe('/compute/v1/projects/p/zones/us-central1-f/instances');
+    const body = bodyOf('insert');
+    expect(body.machineType).toBe('zones/us-central1-f/machineTypes/n1-standard-8');
+    expect(body.disks).toMatchObject([
+      {
+        boot: true,
+        initializeParams: { sourceImage: 'projects/p/global/images/drover-gpu-2', diskSizeGb: '100', diskType: 'zones/us-central1-f/diskTypes/pd-balanced' },
+      },
+      { type: 'PERSISTENT', deviceName: 'drover-scratch', initializeParams: { diskType: 'zones/us-central1-f/diskTypes/pd-ssd', diskSizeGb: '400' } },
+    ]);
+    expect(body.networkInterfaces).toMatchObject([{ network: 'global/networks/default', subnetwork: 'regions/us-central1/subnetworks/gpu' }]);
+    expect(body.guestAccelerators).toEqual([{ acceleratorType: 'zones/us-central1-f/acceleratorTypes/nvidia-l4', acceleratorCount: 2 }]);
+    expect(fake.requests.filter((r) => r.call === 'operation').every((r) => r.path.startsWith('/compute/v1/projects/p/zones/us-central1-f/operations/'))).toBe(true);
+  });
+
+  it('leaves what a launch config does not set to the type\'s launch and the section', async () => {
+    await driver.create({ ...createRequest(gpu), launchConfig: launchConfig('gpu', { image: 'projects/p/global/images/other' }) });
+    const body = bodyOf('insert');
+    // The gpu type's launch override puts it in us-central1-c with local SSD; the section gives the subnetwork.
+    expect(body.machineType).toBe('zones/us-central1-c/machineTypes/n1-standard-8');
+    expect(body.disks).toMatchObject([{ initializeParams: { sourceImage: 'projects/p/global/images/other', diskSizeGb: '20' } }, { type: 'SCRATCH' }, { type: 'SCRATCH' }]);
+    expect(body.networkInterfaces).toMatchObject([{ subnetwork: 'regions/us-central1/subnetworks/drover' }]);
+  });
+
+  it('a capacity refusal of a launch config create names the launch config\'s zone', async () => {
+    fake.failNextOperation('insert', [{ code: 'ZONE_RESOURCE_POOL_EXHAUSTED', message: 'no resources' }]);
+    const error = await rejection(driver.create({ ...createRequest(), launchConfig: launchConfig('standard', { zone: 'us-central1-b' }) }));
+    expect(error).toBeInstanceOf(CapacityError);
+    expect(error).toMatchObject({ instanceType: 'standard', zone: 'us-central1-b' });
+  });
+
+  it('refuses, before calling GCE, a launch config whose zone is not in its region or whose extra is no launch override', async () => {
+    const outside = await rejection(driver.create({ ...createRequest(), launchConfig: launchConfig('standard', { region: 'europe-west4' }) }));
+    expect(outside).toBeInstanceOf(CloudError);
+    expect((outside as Error).message).toMatch(/zone us-central1-a is not in its region europe-west4/);
+    const badExtra = await rejection(driver.create({ ...createRequest(), launchConfig: launchConfig('standard', { extra: { bootDiskGiB: 1 } }) }));
+    expect(badExtra).toBeInstanceOf(CloudError);
+    expect((badExtra as Error).message).toMatch(/launch config standard-lc: extra\.bootDiskGiB/);
+    expect(fake.requests.filter((r) => r.call === 'insert')).toEqual([]);
   });
 
   it('lists by label on the server, every page, terminated instances included, tags read back exactly', async () => {
@@ -421,6 +481,12 @@ describe('GCE settings', () => {
     };
     const settings = gceSettingsSchema.parse(example.cloud.gce);
     expect(settings.operationPollIntervalMs).toBe(2000);
+    // As a whole, with its launch configs checked against the gce section (parsing needs no credentials).
+    const whole = parseConfig(readFileSync(new URL('../config/gce.yml', import.meta.url), 'utf8'), 'config/gce.yml');
+    expect(whole.launchConfigs.filter((launchConfig) => launchConfig.instanceType === 'standard-4').map((launchConfig) => launchConfig.zone)).toEqual([
+      'us-central1-a',
+      'us-central1-c',
+    ]);
     expect(unknownLaunchTypes(settings.launch, Object.keys(example.instanceTypes))).toEqual([]);
   });
 });

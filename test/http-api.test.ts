@@ -1,4 +1,4 @@
-// The HTTP API over a real socket and a real SQLite queue: auth, JSON errors, containers, instances, health and metrics.
+// The HTTP API over a real socket and a real SQLite queue: auth, JSON errors, containers, instances, launch configs, health and metrics.
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,13 +7,15 @@ import { Counter, Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { IdleBehavior } from '../machines/instance.js';
 import { tagKeys, type CloudInstance } from '../src/cloud/driver.js';
-import { maxBodyBytes, startServer, type ApiDeps, type InstancesResponse, type PoolControl } from '../src/http/server.js';
+import { maxBodyBytes, startServer, type ApiDeps, type InstancesResponse, type LaunchConfigsResponse, type PoolControl } from '../src/http/server.js';
 import { MAX_COMMAND_ARGS, MAX_START_COMMAND_BYTES } from '../src/http/submit-limits.js';
 import { ensureToken, tokensMatch } from '../src/http/token.js';
+import { LaunchConfigStateError, UnknownLaunchConfigError, type LaunchConfigView } from '../src/pool/launch-config-view.js';
 import { UnknownInstanceError, type InstanceView } from '../src/pool/pool.js';
 import { SqliteQueue } from '../src/queue/sqlite-queue.js';
 import { startCommand } from '../src/runner/deploy.js';
 import type { Container } from '../src/queue/types.js';
+import { FakeLaunchConfigs, launchConfigView } from './support/api-fixture.js';
 import { createStub, instanceTypes, PoolHarness, poolTags } from './support/pool-harness.js';
 
 const token = 'test-token-0123456789';
@@ -74,6 +76,7 @@ class FakePool implements PoolControl {
 let dir: string;
 let queue: SqliteQueue;
 let pool: FakePool;
+let launchConfigs: FakeLaunchConfigs;
 let registry: Registry;
 let server: { url: string; close(): Promise<void> } | undefined;
 
@@ -81,6 +84,7 @@ beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'drover-http-'));
   queue = new SqliteQueue({ path: join(dir, 'queue.sqlite'), maxAttempts: 3 });
   pool = new FakePool();
+  launchConfigs = new FakeLaunchConfigs();
   registry = new Registry();
 });
 
@@ -93,7 +97,7 @@ afterEach(async () => {
 
 async function start(overrides: Partial<ApiDeps> = {}): Promise<string> {
   server = await startServer(
-    { queue, pool, token, registry, logger: pino({ level: 'silent' }), ...overrides },
+    { queue, pool, launchConfigs, token, registry, logger: pino({ level: 'silent' }), ...overrides },
     { address: '127.0.0.1', port: 0 },
   );
   return server.url;
@@ -505,6 +509,141 @@ describe('instances', () => {
     expect(killed.status).toBe(200);
     expect(killed.json()).toMatchObject({ instanceId: 'i-2', state: 'shutdown' });
     expect(pool.kills).toEqual(['i-2']);
+  });
+});
+
+describe('launch configs', () => {
+  it('lists every launch config with createsFrozen null while creates are not frozen', async () => {
+    const url = await start();
+    const a = launchConfigs.add(launchConfigView({ id: 'small-a', weight: 2, effectiveWeight: 1.5, instances: 3, recent: { successes: 4, failures: 1, windowMs: 600_000 } }));
+    const b = launchConfigs.add(launchConfigView({ id: 'small-b', state: 'broken', lastError: { at: 1_000, message: 'boot probe failed' }, nextTrialAt: 61_000 }));
+    const listed = await call(url, 'GET', '/launch-configs');
+    expect(listed.status).toBe(200);
+    expect(listed.json()).toEqual({ launchConfigs: [a, b], createsFrozen: null } satisfies LaunchConfigsResponse);
+  });
+
+  it('lists why every create is frozen while it is', async () => {
+    const url = await start();
+    launchConfigs.frozen = '20 boot failures in a row across the pool';
+    const listed = await call(url, 'GET', '/launch-configs');
+    expect(listed.status).toBe(200);
+    expect(listed.json()).toEqual({ launchConfigs: [], createsFrozen: '20 boot failures in a row across the pool' });
+  });
+
+  it('pauses, resumes and archives a config, answering it as it is after each change', async () => {
+    const url = await start();
+    launchConfigs.add(launchConfigView({ id: 'small-a' }));
+    for (const [action, state] of [
+      ['pause', 'paused'],
+      ['resume', 'active'],
+      ['archive', 'archived'],
+    ] as const) {
+      const response = await call(url, 'POST', `/launch-configs/small-a/${action}`);
+      expect(response.status, action).toBe(200);
+      expect((response.json() as LaunchConfigView).state).toBe(state);
+      expect(response.json()).toEqual(launchConfigs.views.get('small-a'));
+    }
+    expect(launchConfigs.calls.filter((c) => c.method === 'changeLaunchConfig')).toEqual([
+      { method: 'changeLaunchConfig', id: 'small-a', action: 'pause' },
+      { method: 'changeLaunchConfig', id: 'small-a', action: 'resume' },
+      { method: 'changeLaunchConfig', id: 'small-a', action: 'archive' },
+    ]);
+  });
+
+  it('passes an id that needs escaping through whole', async () => {
+    const url = await start();
+    launchConfigs.add(launchConfigView({ id: 'small a/b' }));
+    const response = await call(url, 'POST', `/launch-configs/${encodeURIComponent('small a/b')}/pause`);
+    expect(response.status).toBe(200);
+    expect(response.json()).toMatchObject({ id: 'small a/b', state: 'paused' });
+  });
+
+  it('answers an unknown launch config with 404 naming it', async () => {
+    const url = await start();
+    const response = await call(url, 'POST', '/launch-configs/small-nope/pause');
+    expect(response.status).toBe(404);
+    expect(response.json()).toEqual({ error: 'no launch config small-nope in this pool' });
+  });
+
+  it('answers an action the state does not allow with 409 and the reason, changing nothing', async () => {
+    const url = await start();
+    launchConfigs.add(launchConfigView({ id: 'small-a', state: 'archived' }));
+    const response = await call(url, 'POST', '/launch-configs/small-a/resume');
+    expect(response.status).toBe(409);
+    expect(response.json()).toEqual({ error: 'launch config small-a is archived; it cannot resume' });
+    expect(launchConfigs.views.get('small-a')?.state).toBe('archived');
+  });
+
+  it('answers an action that is not pause, resume or archive with 400, without asking the pool', async () => {
+    const url = await start();
+    launchConfigs.add(launchConfigView({ id: 'small-a' }));
+    for (const action of ['delete', 'Pause', 'broken']) {
+      const response = await call(url, 'POST', `/launch-configs/small-a/${action}`);
+      expect(response.status, action).toBe(400);
+      expect(response.json()).toEqual({ error: 'params/action must be one of pause, resume, archive' });
+    }
+    expect(launchConfigs.calls).toEqual([]);
+  });
+
+  it('matches the launch config errors by class: errors merely named or worded like them are 500s', async () => {
+    const named = Object.assign(new Error('no launch config small-a in this pool'), { name: 'UnknownLaunchConfigError' });
+    const alike = Object.assign(new Error('launch config small-a is archived'), { name: 'LaunchConfigStateError', launchConfigId: 'small-a' });
+    for (const impostor of [named, alike]) {
+      launchConfigs.changeLaunchConfig = () => {
+        throw impostor;
+      };
+      const url = await start();
+      const response = await call(url, 'POST', '/launch-configs/small-a/pause');
+      expect(response.status, impostor.name).toBe(500);
+      expect(response.json()).toEqual({ error: 'internal error; see the daemon log' });
+      await server?.close();
+      server = undefined;
+    }
+    // The real classes, subclassed as a pool might, keep their statuses.
+    launchConfigs.changeLaunchConfig = (id) => {
+      throw new (class extends LaunchConfigStateError {})(id, 'still booting a trial');
+    };
+    const url = await start();
+    expect((await call(url, 'POST', '/launch-configs/small-a/pause')).status).toBe(409);
+    launchConfigs.changeLaunchConfig = (id) => {
+      throw new UnknownLaunchConfigError(id);
+    };
+    expect((await call(url, 'POST', '/launch-configs/small-a/pause')).status).toBe(404);
+  });
+
+  it('resumes frozen creates once: resumed true, then false', async () => {
+    const url = await start();
+    launchConfigs.frozen = '20 boot failures in a row across the pool';
+    const first = await call(url, 'POST', '/pool/resume');
+    expect(first.status).toBe(200);
+    expect(first.json()).toEqual({ resumed: true });
+    expect(launchConfigs.frozen).toBeNull();
+    const second = await call(url, 'POST', '/pool/resume');
+    expect(second.status).toBe(200);
+    expect(second.json()).toEqual({ resumed: false });
+    expect(launchConfigs.calls.filter((c) => c.method === 'resumeCreates')).toHaveLength(2);
+  });
+
+  it('refuses every launch config route and pool resume without a token (401), asking the pool nothing', async () => {
+    const url = await start();
+    launchConfigs.add(launchConfigView({ id: 'small-a' }));
+    launchConfigs.frozen = 'frozen';
+    for (const [method, path] of [
+      ['GET', '/launch-configs'],
+      ['POST', '/launch-configs/small-a/pause'],
+      ['POST', '/launch-configs/small-a/archive'],
+      ['POST', '/pool/resume'],
+    ] as const) {
+      const missing = await call(url, method, path, { authorization: null });
+      expect(missing.status, path).toBe(401);
+      expect(missing.challenge).toBe('Bearer realm="drover"');
+      expect(missing.json()).toEqual({ error: 'missing bearer token' });
+      const wrong = await call(url, method, path, { authorization: 'Bearer not-the-token' });
+      expect(wrong.status, path).toBe(401);
+    }
+    expect(launchConfigs.calls).toEqual([]);
+    expect(launchConfigs.views.get('small-a')?.state).toBe('active');
+    expect(launchConfigs.frozen).toBe('frozen');
   });
 });
 

@@ -16,7 +16,7 @@ function quotaHarness() {
       actors: { syncInstances: fromPromise<ListingResult>(() => Promise.resolve({ instances: 0, at: clock.now() })) },
       actions: { notifyChanged: () => notifications++ },
     }),
-    { clock },
+    { clock, input: {} },
   );
   actor.start();
   return {

@@ -153,7 +153,7 @@ describe('cloud errors', () => {
     expect(h.pool.create('large')).toBe(true);
     await settle();
     expect(h.pool.create('large')).toBe(false);
-    expect(h.pool.status().capacityExhausted).toEqual(['large']);
+    expect(h.pool.status().capacityExhausted).toEqual(['large in *']);
     expect(h.pool.create('small')).toBe(true);
     await settle();
     stub.faults.capacityErrorTypes = [];

@@ -6,7 +6,16 @@ import { defaultConfigPath, stateHome } from '../config/home.js';
 import { loadConfig } from '../config/load.js';
 import type { Config, HttpSettings } from '../config/schema.js';
 import { daemonUrlFile, readDaemonUrl } from '../daemon/url-file.js';
-import { attemptHeader, outputBytesHeader, type InstanceEntry, type InstancesResponse, type SubmitRequest } from '../http/server.js';
+import {
+  attemptHeader,
+  outputBytesHeader,
+  type InstanceEntry,
+  type InstancesResponse,
+  type LaunchConfigsResponse,
+  type PoolResumeResponse,
+  type SubmitRequest,
+} from '../http/server.js';
+import type { LaunchConfigAction, LaunchConfigView } from '../pool/launch-config-view.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container, ContainerState } from '../queue/types.js';
 
@@ -131,6 +140,21 @@ export class ApiClient {
 
   kill(id: string, signal?: AbortSignal): Promise<InstanceView> {
     return this.json<InstanceView>('POST', `/instances/${encodeURIComponent(id)}/kill`, { signal });
+  }
+
+  /** Every launch config the pool knows, and why every create is frozen (null if not). */
+  launchConfigs(signal?: AbortSignal): Promise<LaunchConfigsResponse> {
+    return this.json<LaunchConfigsResponse>('GET', '/launch-configs', { signal });
+  }
+
+  /** Pauses, resumes or archives a launch config; the config as it is after. */
+  changeLaunchConfig(id: string, action: LaunchConfigAction, signal?: AbortSignal): Promise<LaunchConfigView> {
+    return this.json<LaunchConfigView>('POST', `/launch-configs/${encodeURIComponent(id)}/${action}`, { signal });
+  }
+
+  /** Lifts the pool's freeze of every create; false if creates were not frozen. */
+  async resumeCreates(signal?: AbortSignal): Promise<boolean> {
+    return (await this.json<PoolResumeResponse>('POST', '/pool/resume', { signal })).resumed;
   }
 
   health(signal?: AbortSignal): Promise<{ ok: boolean }> {

@@ -7,7 +7,8 @@ import { defaultConfigDescription } from '../config/home.js';
 import { ApiClient, ApiError, ApiUnreachableError, ClientSettingsError, resolveClientSettings, type SubmitRequest } from './client.js';
 import { exitCodes } from './exit-codes.js';
 import { followLogs } from './follow.js';
-import { containerDetails, containerTable, instanceName, instanceTable, orphanHint } from './format.js';
+import type { LaunchConfigAction, LaunchConfigView } from '../pool/launch-config-view.js';
+import { containerDetails, containerTable, frozenHint, instanceName, instanceTable, launchConfigTable, orphanHint } from './format.js';
 import { listenForInterrupt } from './interrupt.js';
 import { defaultRetryForMs } from './retry.js';
 import { waitFor } from './wait.js';
@@ -151,6 +152,8 @@ export function registerClientCommands(program: Command): void {
     );
 
   registerInstanceCommands(program);
+  registerLaunchConfigCommands(program);
+  registerPoolCommands(program);
 }
 
 /** `drover instance hold|drain|resume|kill ID`: one instance's idle behaviour, or its end. */
@@ -180,6 +183,69 @@ function registerInstanceCommands(program: Command): void {
         process.stdout.write(`${instanceName(view)}: ${view.state}\n`);
       }),
     );
+}
+
+/** `drover launch-config list [--json]` and `drover launch-config pause|resume|archive ID`: where instances are launched from. */
+function registerLaunchConfigCommands(program: Command): void {
+  const launchConfig = program
+    .command('launch-config')
+    .description("list or change the pool's launch configs: where, and from what, each instance type is launched");
+
+  clientCommand(launchConfig, 'list')
+    .summary('list the launch configs, their state, weight, instances and recent boots')
+    .description(
+      'list the launch configs: STATE (active, paused, archived, or broken after boot failures in a row), WEIGHT (configured→effective), ' +
+        'INSTANCES (n/max when capped), RECENT (boots/failures over the recent window) and LAST ERROR; a note on stderr when every create is frozen',
+    )
+    .option('--json', 'print the answer as the API returns it: every field of each config, and createsFrozen')
+    .action(
+      handled(async (options: ClientOptions & { json?: boolean }) => {
+        const answer = await clientFor(options).launchConfigs();
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+          return;
+        }
+        process.stdout.write(launchConfigTable(answer.launchConfigs, Date.now(), lineWidth()));
+        // On stderr, so stdout stays a table a script can read.
+        const hint = frozenHint(answer.createsFrozen);
+        if (hint !== null) process.stderr.write(hint);
+      }),
+    );
+
+  for (const [action, description] of [
+    ['pause', 'create no more instances from the config until `resume`'],
+    ['resume', 'create instances from a paused config again (the daemon refuses what its state does not allow, such as an archived config)'],
+    ['archive', 'retire the config: no more instances are created from it, and `resume` cannot undo it'],
+  ] as const satisfies ReadonlyArray<readonly [LaunchConfigAction, string]>) {
+    clientCommand(launchConfig, action)
+      .description(description)
+      .argument('<id>', 'its id (`drover launch-config list` shows them)')
+      .action(
+        handled(async (id: string, options: ClientOptions) => {
+          const view = await clientFor(options).changeLaunchConfig(id, action);
+          process.stdout.write(launchConfigLine(view));
+        }),
+      );
+  }
+}
+
+/** `drover pool resume`: lifts the freeze of every create that repeated boot failures set. */
+function registerPoolCommands(program: Command): void {
+  const pool = program.command('pool').description('act on the whole pool');
+  clientCommand(pool, 'resume')
+    .description('let the pool create instances again after it froze every create on repeated boot failures')
+    .action(
+      handled(async (options: ClientOptions) => {
+        const resumed = await clientFor(options).resumeCreates();
+        process.stdout.write(resumed ? 'creates resumed\n' : 'creates were not frozen; nothing to resume\n');
+      }),
+    );
+}
+
+/** A launch config after a change: its id and state, and why creates from it are still refused if it is active. */
+function launchConfigLine(view: LaunchConfigView): string {
+  const refused = view.state === 'active' && view.refusal !== null ? ` (creates refused: ${view.refusal})` : '';
+  return `${view.id}: ${view.state}${refused}\n`;
 }
 
 async function setIdleBehavior(instance: string, behavior: IdleBehavior, options: ClientOptions): Promise<void> {

@@ -19,7 +19,10 @@ export const exitCodes = {
    * and --follow first retry it for a while (--retry-for).
    */
   unreachable: 100,
-  /** The daemon answered with an error (4xx/5xx): an unknown uuid or instance, a refused token, a spec it cannot run. */
+  /**
+   * The daemon answered with an error (4xx/5xx): an unknown uuid, instance or launch config, a launch
+   * config change its state does not allow, a refused token, a spec it cannot run.
+   */
   refused: 101,
   /**
    * The client's own settings: no API token (usually no daemon has run on this state yet, which the

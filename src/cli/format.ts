@@ -1,5 +1,6 @@
-// How the client commands print containers and instances: tables for listings, labelled lines for one container.
+// How the client commands print containers, instances and launch configs: tables for listings, labelled lines for one container.
 import type { InstanceEntry } from '../http/server.js';
+import type { LaunchConfigView } from '../pool/launch-config-view.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container } from '../queue/types.js';
 import { shellWord } from '../shell-quote.js';
@@ -23,13 +24,16 @@ export function containerTable(containers: Container[], now: number, lineWidth?:
     formatAge(now - c.submittedAt),
     oneLine(c.reason) ?? '-',
   ]);
-  if (lineWidth !== undefined) {
-    // Every column but the last is padded to its widest cell, two spaces apart.
-    const before = columnWidths(header, rows).slice(0, -1).reduce((sum, width) => sum + width + 2, 0);
-    const room = Math.max(minReasonWidth, lineWidth - before);
-    for (const row of rows) row[row.length - 1] = shorten(row[row.length - 1] ?? '', room);
-  }
+  if (lineWidth !== undefined) fitLastColumn(header, rows, lineWidth);
   return table(header, rows);
+}
+
+/** Shortens every row's last cell so its line fits `lineWidth`, keeping at least minReasonWidth characters of it. */
+function fitLastColumn(header: string[], rows: string[][], lineWidth: number): void {
+  // Every column but the last is padded to its widest cell, two spaces apart.
+  const before = columnWidths(header, rows).slice(0, -1).reduce((sum, width) => sum + width + 2, 0);
+  const room = Math.max(minReasonWidth, lineWidth - before);
+  for (const row of rows) row[row.length - 1] = shorten(row[row.length - 1] ?? '', room);
 }
 
 // An orphan's TYPE is its unknown type tag and its STATE is `orphan`; it has no idle behaviour or containers.
@@ -54,6 +58,33 @@ export function orphanHint(instances: InstanceEntry[]): string | null {
     `the pool neither counts nor manages ${it}, and \`drover instance kill\` cannot reach ${it}. ` +
     `Destroy ${it} with the cloud's own tools, or add ${its} type to instanceTypes in the config.\n`
   );
+}
+
+/**
+ * The launch configs as a table, LAST ERROR last (its age, then its message on one line, shortened
+ * to fit `lineWidth` when one is given, as containerTable's REASON). WEIGHT is the configured
+ * weight → the one creates use now; INSTANCES is `n/max` when the config has a cap; RECENT is
+ * boots/failures over the pool's window.
+ */
+export function launchConfigTable(configs: LaunchConfigView[], now: number, lineWidth?: number): string {
+  const header = ['ID', 'TYPE', 'STATE', 'WEIGHT', 'INSTANCES', 'RECENT', 'LAST ERROR'];
+  const rows = configs.map((c) => [
+    c.id,
+    c.instanceType,
+    c.state,
+    `${formatWeight(c.weight)}→${formatWeight(c.effectiveWeight)}`,
+    c.maxInstances === null ? String(c.instances) : `${c.instances}/${c.maxInstances}`,
+    `${c.recent.successes}/${c.recent.failures}`,
+    c.lastError === null ? '-' : `${formatAge(now - c.lastError.at)} ago: ${oneLine(c.lastError.message) ?? '-'}`,
+  ]);
+  if (lineWidth !== undefined) fitLastColumn(header, rows, lineWidth);
+  return table(header, rows);
+}
+
+/** What the operator should know when every create is frozen; null while they are not. */
+export function frozenHint(createsFrozen: string | null): string | null {
+  if (createsFrozen === null) return null;
+  return `warning: every create is frozen: ${oneLine(createsFrozen) ?? '-'}. Once its cause is fixed, \`drover pool resume\` lifts the freeze.\n`;
 }
 
 /**
@@ -115,6 +146,12 @@ function oneLine(text: string | null): string | null {
 
 function shorten(text: string, width: number): string {
   return text.length <= width ? text : `${text.slice(0, width - 1)}…`;
+}
+
+/** A weight as an operator reads it: at most two decimals, `<0.01` for a positive one that would round to 0. */
+function formatWeight(weight: number): string {
+  const rounded = Number(weight.toFixed(2));
+  return rounded === 0 && weight > 0 ? '<0.01' : String(rounded);
 }
 
 function plural(n: number, noun: string): string {

@@ -28,8 +28,27 @@ export interface CloudInstance {
   tags: Tags;
 }
 
+/**
+ * Where and from what one instance type is launched: one of the type's launch configs. Fields a
+ * driver has no use for are ignored by it; null leaves the driver's own setting (its config section).
+ */
+export interface LaunchConfig {
+  /** Stable: given in the config, or a hash of the instance type and the fields below. */
+  id: string;
+  /** Drover's name of the instance type this config launches. */
+  instanceType: string;
+  zone: string | null;
+  region: string | null;
+  subnet: string | null;
+  image: string | null;
+  /** Driver-specific settings (e.g. EC2 securityGroupIds, GCE bootDiskGiB), merged over the driver's section. */
+  extra: Readonly<Record<string, unknown>>;
+}
+
 export interface CreateRequest {
   instanceType: InstanceType;
+  /** The launch config the pool chose for this create; absent: the driver's own settings for the type. */
+  launchConfig?: LaunchConfig;
   /** Put on the instance (and, where the cloud has them, its volumes) in the same call that creates it. */
   tags: Tags;
   /**
@@ -62,4 +81,6 @@ export const tagKeys = {
   createToken: 'drover-create-token',
   /** A random value per create, also written onto the instance, checked on first SSH contact. */
   secret: 'drover-secret',
+  /** The id of the launch config the instance was created from. */
+  launchConfig: 'drover-launch-config',
 } as const;

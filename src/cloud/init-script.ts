@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { shellQuote } from '../shell-quote.js';
-import type { CreateRequest, InstanceType, Tags } from './driver.js';
+import type { CreateRequest, InstanceType, LaunchConfig, Tags } from './driver.js';
 
 /** Where the instance secret lives, relative to the login user's home directory. */
 export const instanceSecretFile = '.drover/instance-secret';
@@ -122,7 +122,9 @@ export function createRequest(
   tags: Tags,
   launch: { username: string; sshPublicKey: string } | undefined,
   secret: string,
+  launchConfig?: LaunchConfig,
 ): CreateRequest {
-  if (!launch) return { instanceType, tags };
-  return { instanceType, tags, initScript: initScript({ ...launch, secret }), sshPublicKey: launch.sshPublicKey };
+  const request: CreateRequest = launchConfig ? { instanceType, tags, launchConfig } : { instanceType, tags };
+  if (!launch) return request;
+  return { ...request, initScript: initScript({ ...launch, secret }), sshPublicKey: launch.sshPublicKey };
 }

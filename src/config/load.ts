@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { stateHome } from './home.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, describeConfigIssue, type Config } from './schema.js';
 
 export interface ConfigIssue {
   /** Dotted key path such as `cloud.stub.seedInstances[0].instanceType`; empty for file-level problems. */
@@ -49,7 +49,7 @@ export function parseConfig(yamlText: string, source: string, options: ConfigOpt
   }
   // An empty file reads as null; treating it as {} lets the schema name each required key.
   const data: unknown = doc.toJS() ?? {};
-  const result = configSchema.safeParse(data, { error: describeIssue });
+  const result = configSchema.safeParse(data, { error: describeConfigIssue });
   if (!result.success) {
     throw new ConfigError(source, result.error.issues.flatMap(toConfigIssues));
   }
@@ -112,42 +112,4 @@ function formatPath(path: readonly PropertyKey[]): string {
     else out += `[${JSON.stringify(String(key))}]`;
   }
   return out;
-}
-
-const typeNames: Record<string, string> = {
-  string: 'a string',
-  number: 'a number',
-  int: 'a whole number',
-  boolean: 'true or false',
-  object: 'a mapping',
-  record: 'a mapping',
-  array: 'a list',
-};
-
-function describeValue(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return JSON.stringify(value);
-  return String(value);
-}
-
-// zod's own wording ("Invalid input: expected number, received string") speaks of JavaScript types;
-// these speak of what the operator wrote. Messages set in the schema itself take precedence.
-function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
-  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.input === undefined) return 'required';
-  switch (issue.code) {
-    case 'invalid_type':
-      return `expected ${typeNames[issue.expected] ?? issue.expected}, got ${describeValue(issue.input)}`;
-    case 'invalid_value':
-      return `expected one of ${issue.values.map((v) => String(v)).join(', ')}, got ${describeValue(issue.input)}`;
-    case 'too_small':
-      if (issue.origin === 'array') return `must have at least ${issue.minimum} entries`;
-      if (issue.origin === 'string') return 'must not be empty';
-      return issue.inclusive ? `must be at least ${issue.minimum}` : `must be greater than ${issue.minimum}`;
-    case 'too_big':
-      return issue.inclusive ? `must be at most ${issue.maximum}` : `must be less than ${issue.maximum}`;
-    default:
-      return undefined;
-  }
 }

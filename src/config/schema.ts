@@ -2,9 +2,10 @@
 
 import { z } from 'zod';
 import type { InstanceType } from '../cloud/driver.js';
-import { ec2SettingsSchema, type Ec2Settings } from '../cloud/ec2/settings.js';
-import { gceSettingsSchema, type GceSettings } from '../cloud/gce/settings.js';
+import { ec2ImageId, ec2LaunchOverrideSchema, ec2SubnetId, ec2SettingsSchema, type Ec2Settings } from '../cloud/ec2/settings.js';
+import { gceLaunchOverrideSchema, gceSettingsSchema, gceZoneName, type GceSettings } from '../cloud/gce/settings.js';
 import { defaultStubFaults, type StubFaults } from '../cloud/stub/faults.js';
+import { defaultLaunchConfig, launchConfigId, type LaunchConfigSettings } from './launch-configs.js';
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { defaultMaxInstanceLifetime, defaultTimeoutTERM } from '../../machines/instance.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
@@ -86,6 +87,23 @@ export interface PoolSettings {
    * always fills it in (default 65536); absent, the pool uses that default too.
    */
   logTailBytes?: number;
+  /**
+   * How long a launch config the bad-image breaker holds (broken) waits before one trial create,
+   * and between trials after that. The config always fills it in (default 5m).
+   */
+  launchConfigRetryInterval?: number;
+  /**
+   * The window over which a launch config's boots and failures are counted for its effective
+   * weight (weight × boot success rate). The config always fills it in (default 1h).
+   */
+  launchConfigHealthWindow?: number;
+  /** Boot failures in a row, of one launch config, after which the breaker holds it (broken). The config always fills it in (default 3). */
+  bootFailuresToBreak?: number;
+  /**
+   * Boot failures within one hour, across the pool, after which every create is frozen until an
+   * operator resumes the pool; null: never. The config always fills it in (default null).
+   */
+  freezePoolAfterBootFailures?: number | null;
 }
 
 export interface SshSettings {
@@ -161,6 +179,11 @@ export interface Config {
   log: LogSettings;
   /** Keyed by Drover's name for the type; each value's `name` equals its key. */
   instanceTypes: Record<string, InstanceType>;
+  /**
+   * Every instance type's launch configs (`instanceTypes.<name>.launchConfigs`), in file order:
+   * a type that gives none has one, `defaultLaunchConfig(name)`. Ids are unique across the pool.
+   */
+  launchConfigs: LaunchConfigSettings[];
 }
 
 // Returning undefined for a missing value leaves the wording ("required") to the caller's error map.
@@ -204,6 +227,8 @@ const stubSchema = z
     minListInterval: duration.default(d.minListIntervalMs),
     quotaMaxInstances: count(0).nullable().default(d.quotaMaxInstances),
     capacityErrorTypes: z.array(nonEmpty).default(() => [...d.capacityErrorTypes]),
+    capacityErrorZones: z.array(nonEmpty).default(() => [...d.capacityErrorZones]),
+    brokenImages: z.array(nonEmpty).default(() => [...d.brokenImages]),
     bootDelay: z
       .strictObject({ min: duration, max: duration })
       .superRefine((delay, ctx) => {
@@ -236,6 +261,8 @@ const stubSchema = z
       minListIntervalMs: s.minListInterval,
       quotaMaxInstances: s.quotaMaxInstances,
       capacityErrorTypes: s.capacityErrorTypes,
+      capacityErrorZones: s.capacityErrorZones,
+      brokenImages: s.brokenImages,
       bootDelayMs: s.bootDelay,
       neverBootFraction: s.neverBootFraction,
       vanishFraction: s.vanishFraction,
@@ -318,6 +345,10 @@ const poolSchema = z
     bootProbeCommand: nonEmpty.default('true'),
     runnerCommand: nonEmpty.default('drover-runner'),
     logTailBytes: count(minLogTailBytes).max(maxLogTailBytes).default(logTailBytes),
+    launchConfigRetryInterval: duration.refine(timerLength, tooLong).default(5 * 60_000),
+    launchConfigHealthWindow: interval.refine(timerLength, tooLong).default(3_600_000),
+    bootFailuresToBreak: count(1).default(3),
+    freezePoolAfterBootFailures: count(1).nullable().default(null),
   })
   .superRefine(
     (pool, ctx) => {
@@ -346,6 +377,20 @@ const sshSchema = z.strictObject({
 
 const logSchema = z.strictObject({ level: z.enum(logLevels).default('info'), format: z.enum(logFormats).default('auto') });
 
+const launchConfigEntrySchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1 to 64 characters from A-Z, a-z, 0-9, ., _ and -').optional(),
+  zone: nonEmpty.optional(),
+  region: nonEmpty.optional(),
+  subnet: nonEmpty.optional(),
+  image: nonEmpty.optional(),
+  weight: z.number().positive().default(1),
+  maxInstances: count(1).nullable().default(null),
+  state: z.enum(['active', 'paused']).default('active'),
+  // Checked against the driver's own override keys by the config check below, which knows the driver.
+  extra: z.preprocess((value) => value ?? {}, z.record(nonEmpty, z.unknown())),
+});
+type LaunchConfigEntry = z.output<typeof launchConfigEntrySchema>;
+
 const instanceTypeSchema = z.strictObject({
   providerType: nonEmpty,
   vcpus: count(1),
@@ -354,13 +399,59 @@ const instanceTypeSchema = z.strictObject({
   gpus: count(0).default(0),
   price: z.number().min(0),
   preemptible: z.boolean().default(false),
+  launchConfigs: z.array(launchConfigEntrySchema).nullish(),
 });
+
+/**
+ * An instance type as the schema reads it: its launch configs stay with it, as written, until the
+ * config is put together (Config.launchConfigs), so the config check reads them as the file has them.
+ */
+type InstanceTypeWithLaunchConfigs = InstanceType & { launchConfigs?: LaunchConfigEntry[] | null };
+
+/** The type's launch configs: one per entry, or its default when the file gives none. */
+function launchConfigsOf(instanceType: string, entries: readonly LaunchConfigEntry[] | null | undefined): LaunchConfigSettings[] {
+  if (!entries || entries.length === 0) return [defaultLaunchConfig(instanceType)];
+  return entries.map((entry) => {
+    const content = {
+      instanceType,
+      zone: entry.zone ?? null,
+      region: entry.region ?? null,
+      subnet: entry.subnet ?? null,
+      image: entry.image ?? null,
+      extra: entry.extra,
+    };
+    return {
+      id: entry.id ?? launchConfigId(content),
+      ...content,
+      weight: entry.weight,
+      maxInstances: entry.maxInstances,
+      initialState: entry.state,
+    };
+  });
+}
+
+/**
+ * The id of a launch config entry that may not have parsed (the config check runs on what did
+ * not, too): its own id, or the hash of its content; undefined when its content is not readable.
+ */
+function launchConfigIdOf(instanceType: string, entry: Record<string, unknown>): string | undefined {
+  if (entry.id !== undefined) return typeof entry.id === 'string' ? entry.id : undefined;
+  const content: Record<string, string | null> = {};
+  for (const key of ['zone', 'region', 'subnet', 'image'] as const) {
+    const value = entry[key] ?? null;
+    if (value !== null && typeof value !== 'string') return undefined;
+    content[key] = value;
+  }
+  const extra = entry.extra ?? {};
+  if (!isRecord(extra)) return undefined;
+  return launchConfigId({ instanceType, zone: content.zone ?? null, region: content.region ?? null, subnet: content.subnet ?? null, image: content.image ?? null, extra });
+}
 
 const instanceTypesSchema = z
   .record(nonEmpty, instanceTypeSchema)
   .refine((types) => Object.keys(types).length > 0, 'at least one instance type is required')
   .transform(
-    (types): Record<string, InstanceType> =>
+    (types): Record<string, InstanceTypeWithLaunchConfigs> =>
       Object.fromEntries(Object.entries(types).map(([name, type]) => [name, { name, ...type }])),
   );
 
@@ -430,8 +521,189 @@ export const configSchema: z.ZodType<Config> = z
           }
         });
       }
+      for (const problem of [...duplicateLaunchConfigIds(raw.instanceTypes), ...launchConfigProblems(raw.cloud, raw.instanceTypes)]) {
+        ctx.issues.push({ code: 'custom', ...problem });
+      }
     },
     // By default zod skips this check once any other field has failed; running it anyway lets one
     // pass over the file report every problem.
     { when: () => true },
-  );
+  )
+  // The launch configs leave their instance types (InstanceType has no field for them) for the
+  // config's own list, in file order.
+  .transform((value): Config => {
+    const instanceTypes: Record<string, InstanceType> = {};
+    const launchConfigs: LaunchConfigSettings[] = [];
+    for (const [name, { launchConfigs: entries, ...instanceType }] of Object.entries(value.instanceTypes)) {
+      instanceTypes[name] = instanceType;
+      launchConfigs.push(...launchConfigsOf(name, entries));
+    }
+    return { ...value, instanceTypes, launchConfigs };
+  });
+
+interface LaunchConfigProblem {
+  path: (string | number)[];
+  message: string;
+  input: unknown;
+}
+
+/** Launch config ids used twice across the pool, each reported where it is used again. */
+function duplicateLaunchConfigIds(instanceTypes: Record<string, unknown>): LaunchConfigProblem[] {
+  const problems: LaunchConfigProblem[] = [];
+  // Where each id was first seen, to name both places of a duplicate.
+  const seen = new Map<string, string>();
+  for (const [typeName, type] of Object.entries(instanceTypes)) {
+    if (!isRecord(type)) continue;
+    const entries = type.launchConfigs ?? [];
+    if (!Array.isArray(entries)) continue;
+    if (entries.length === 0) {
+      // A type with none has its default, which only an id written to match it can collide with.
+      const id = defaultLaunchConfig(typeName).id;
+      if (!seen.has(id)) seen.set(id, `instanceTypes.${typeName} (its default launch config)`);
+      continue;
+    }
+    entries.forEach((entry: unknown, i) => {
+      if (!isRecord(entry)) return;
+      const id = launchConfigIdOf(typeName, entry);
+      if (id === undefined) return;
+      const first = seen.get(id);
+      if (first === undefined) {
+        seen.set(id, `instanceTypes.${typeName}.launchConfigs[${i}]`);
+        return;
+      }
+      problems.push({
+        path: ['instanceTypes', typeName, 'launchConfigs', i, 'id'],
+        message:
+          entry.id === undefined
+            ? `duplicate launch config id ${JSON.stringify(id)}: the same content as ${first}; give each an id of its own, or change one`
+            : `duplicate launch config id ${JSON.stringify(id)}, already used by ${first}; launch config ids must be unique across the pool`,
+        input: id,
+      });
+    });
+  }
+  return problems;
+}
+
+/**
+ * What the configured driver cannot launch among the launch configs: for ec2, a region other than
+ * cloud.ec2.region, a zone outside it, an image or subnet that is no AMI or subnet id; for gce, a
+ * zone that is no zone name or not in the config's region; for both, an `extra` that is not an
+ * override of the driver's `launch` entries, or one that repeats a field the config sets itself.
+ * The stub and loopback drivers read no launch config field, so nothing is checked for them.
+ * `instanceTypes` may be only partly parsed, so everything is read as unknown.
+ */
+function launchConfigProblems(cloud: Record<string, unknown>, instanceTypes: Record<string, unknown>): LaunchConfigProblem[] {
+  const driver = cloud.driver;
+  if (driver !== 'ec2' && driver !== 'gce') return [];
+  const settings = cloud[driver];
+  // Missing or invalid: that is reported already, and says more than anything checked against it.
+  if (!isRecord(settings)) return [];
+  const problems: LaunchConfigProblem[] = [];
+  for (const [typeName, type] of Object.entries(instanceTypes)) {
+    if (!isRecord(type) || !Array.isArray(type.launchConfigs)) continue;
+    type.launchConfigs.forEach((entry: unknown, i) => {
+      if (!isRecord(entry)) return;
+      const report = (key: (string | number)[], message: string, input: unknown) =>
+        problems.push({ path: ['instanceTypes', typeName, 'launchConfigs', i, ...key], message, input });
+      const field = (key: string): string | null => (typeof entry[key] === 'string' ? entry[key] : null);
+      const check = (key: string, schema: z.ZodType) => {
+        const value = field(key);
+        const result = value === null ? undefined : schema.safeParse(value, { error: describeConfigIssue });
+        if (result && !result.success) report([key], result.error.issues[0]?.message ?? 'invalid', value);
+      };
+      const extra = isRecord(entry.extra) ? entry.extra : {};
+      const twice = (extraKey: string, key: string) => {
+        if (extra[extraKey] !== undefined && field(key) !== null) {
+          report(['extra', extraKey], `given twice: this launch config sets ${key} (${field(key)}) itself; keep one`, extra[extraKey]);
+        }
+      };
+      const overrideSchema = driver === 'ec2' ? ec2LaunchOverrideSchema : gceLaunchOverrideSchema;
+      const extraKeys = Object.keys(driver === 'ec2' ? ec2LaunchOverrideSchema.in.shape : gceLaunchOverrideSchema.shape).join(', ');
+      const parsedExtra = overrideSchema.safeParse(extra, { error: describeConfigIssue });
+      for (const issue of parsedExtra.error?.issues ?? []) {
+        const path = ['extra', ...issue.path.filter((key): key is string | number => typeof key !== 'symbol')];
+        if (issue.code === 'unrecognized_keys') {
+          for (const key of issue.keys) report([...path, key], `unknown key for the ${driver} driver; extra takes ${extraKeys}`, key);
+        } else {
+          report(path, issue.message, undefined);
+        }
+      }
+      const region = field('region');
+      const zone = field('zone');
+      if (driver === 'ec2') {
+        const ec2Region = typeof settings.region === 'string' ? settings.region : null;
+        if (region !== null && ec2Region !== null && region !== ec2Region) {
+          report(['region'], `must be cloud.ec2.region (${ec2Region}), the one region the ec2 driver creates in; got ${JSON.stringify(region)}`, region);
+        }
+        if (zone !== null && ec2Region !== null && !zone.startsWith(ec2Region)) {
+          report(['zone'], `expected an availability zone of cloud.ec2.region (${ec2Region}), such as ${ec2Region}a; got ${JSON.stringify(zone)}`, zone);
+        }
+        check('image', ec2ImageId);
+        check('subnet', ec2SubnetId);
+        twice('imageId', 'image');
+        twice('subnetId', 'subnet');
+      } else {
+        check('zone', gceZoneName);
+        twice('zone', 'zone');
+        twice('image', 'image');
+        twice('subnetwork', 'subnet');
+        if (region !== null) {
+          // The zone the create goes to, and where it is set.
+          const typeLaunch = isRecord(settings.launch) && isRecord(settings.launch[typeName]) ? settings.launch[typeName] : {};
+          const zones = Array.isArray(settings.zones) ? (settings.zones as unknown[]) : [];
+          const [used, from] =
+            zone !== null
+              ? [zone, 'its zone']
+              : typeof extra.zone === 'string'
+                ? [extra.zone, 'its extra.zone']
+                : typeof typeLaunch.zone === 'string'
+                  ? [typeLaunch.zone, `cloud.gce.launch.${typeName}.zone`]
+                  : [zones[0], 'cloud.gce.zones[0]'];
+          if (typeof used === 'string' && !used.startsWith(`${region}-`)) {
+            report(['region'], `the zone it creates in, ${used} (${from}), is not in region ${region}: expected a zone whose name starts with ${region}-`, region);
+          }
+        }
+      }
+    });
+  }
+  return problems;
+}
+
+const typeNames: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  object: 'a mapping',
+  record: 'a mapping',
+  array: 'a list',
+};
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return JSON.stringify(value);
+  return String(value);
+}
+
+// zod's own wording ("Invalid input: expected number, received string") speaks of JavaScript types;
+// these speak of what the operator wrote. Messages set in the schema itself take precedence. The
+// error map of every parse of a config (loadConfig's, and the checks here that parse a part again).
+export function describeConfigIssue(issue: z.core.$ZodRawIssue): string | undefined {
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.input === undefined) return 'required';
+  switch (issue.code) {
+    case 'invalid_type':
+      return `expected ${typeNames[issue.expected] ?? issue.expected}, got ${describeValue(issue.input)}`;
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => String(v)).join(', ')}, got ${describeValue(issue.input)}`;
+    case 'too_small':
+      if (issue.origin === 'array') return `must have at least ${issue.minimum} entries`;
+      if (issue.origin === 'string') return 'must not be empty';
+      return issue.inclusive ? `must be at least ${issue.minimum}` : `must be greater than ${issue.minimum}`;
+    case 'too_big':
+      return issue.inclusive ? `must be at most ${issue.maximum}` : `must be less than ${issue.maximum}`;
+    default:
+      return undefined;
+  }
+}

@@ -76,6 +76,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     logger,
     clock,
     records: queue,
+    // Launch configs, and the operator's pauses and archives of them kept in the queue file.
+    launchConfigs: config.launchConfigs,
+    launchConfigStore: queue,
     docker: config.runner.docker,
     launch: cloud.launch,
     prepareInstance: cloud.deploysRunner
@@ -103,6 +106,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       {
         queue,
         pool,
+        launchConfigs: pool,
         token,
         registry,
         logger,

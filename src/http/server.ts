@@ -1,10 +1,18 @@
-// The daemon's HTTP API: containers and instances for the drover CLI, plus health and Prometheus metrics.
+// The daemon's HTTP API: containers, instances and launch configs for the drover CLI, plus health and Prometheus metrics.
 import type { AddressInfo } from 'node:net';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifySchemaValidationError } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { idleBehaviors, type IdleBehavior } from '../../machines/instance.js';
 import { tagKeys, type CloudInstance } from '../cloud/driver.js';
+import {
+  launchConfigActions,
+  LaunchConfigStateError,
+  UnknownLaunchConfigError,
+  type LaunchConfigAction,
+  type LaunchConfigControl,
+  type LaunchConfigView,
+} from '../pool/launch-config-view.js';
 import { UnknownInstanceError, type InstanceView } from '../pool/pool.js';
 import { InvalidContainerSpecError } from '../queue/sqlite-queue.js';
 import { QueueUnavailableError, type QueueHealth } from '../queue/storage.js';
@@ -34,6 +42,8 @@ export interface PoolControl {
 export interface ApiDeps {
   queue: ContainerQueue;
   pool: PoolControl;
+  /** The pool's launch configs and its create freeze (the Pool itself in the daemon). */
+  launchConfigs: LaunchConfigControl;
   token: string;
   registry: Registry;
   logger: Logger;
@@ -70,6 +80,17 @@ export type InstanceEntry = PoolInstanceEntry | OrphanEntry;
 /** The body of `GET /instances`: the pool's instances (by worker id), then the orphans (by instance id). */
 export interface InstancesResponse {
   instances: InstanceEntry[];
+}
+
+/** The body of `GET /launch-configs`: every launch config the pool knows, and why every create is frozen (null if not). */
+export interface LaunchConfigsResponse {
+  launchConfigs: LaunchConfigView[];
+  createsFrozen: string | null;
+}
+
+/** The body of `POST /pool/resume`: false when creates were not frozen, so nothing changed. */
+export interface PoolResumeResponse {
+  resumed: boolean;
 }
 
 /** The body of `POST /containers`; omitted fields take the defaults below. */
@@ -111,6 +132,16 @@ const instanceParams = {
   required: ['id'],
   additionalProperties: false,
   properties: { id: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+
+const launchConfigActionParams = {
+  type: 'object',
+  required: ['id', 'action'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', minLength: 1, maxLength: 200 },
+    action: { type: 'string', enum: launchConfigActions },
+  },
 } as const;
 
 const submitBody = {
@@ -167,7 +198,7 @@ const idleBehaviorBody = {
 } as const;
 
 export function buildServer(deps: ApiDeps): FastifyInstance {
-  const { queue, pool, registry } = deps;
+  const { queue, pool, launchConfigs, registry } = deps;
   // Widened to fastify's logger type so the instance is a plain FastifyInstance, not one generic over pino's Logger.
   const logger: FastifyBaseLogger = deps.logger;
   const app = Fastify({
@@ -316,6 +347,24 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     },
   );
 
+  app.get('/launch-configs', { schema: { querystring: noQuery } }, async (): Promise<LaunchConfigsResponse> => ({
+    launchConfigs: launchConfigs.launchConfigs(),
+    createsFrozen: launchConfigs.createsFrozen(),
+  }));
+
+  // pause, resume or archive: the action is a path segment checked against launchConfigActions, so
+  // another word is a 400 naming the ones there are. Answers the config as it is after the change.
+  app.post<{ Params: { id: string; action: LaunchConfigAction } }>(
+    '/launch-configs/:id/:action',
+    { schema: { params: launchConfigActionParams, querystring: noQuery } },
+    async (request): Promise<LaunchConfigView> => launchConfigs.changeLaunchConfig(request.params.id, request.params.action),
+  );
+
+  // Lifts the freeze of every create that repeated boot failures set; idempotent, so a second call answers false.
+  app.post('/pool/resume', { schema: { querystring: noQuery } }, async (): Promise<PoolResumeResponse> => ({
+    resumed: launchConfigs.resumeCreates(),
+  }));
+
   // A supervisor or load balancer learns that the queue cannot take changes (disk full, corrupt file).
   app.get('/healthz', { schema: { querystring: noQuery } }, async (_request, reply) => {
     const health = deps.health?.() ?? { ok: true };
@@ -432,8 +481,10 @@ function mustGetInstance(pool: PoolControl, id: string): InstanceView {
 
 /** Maps anything thrown while serving a request to the status and the one-line reason the client sees. */
 function classify(error: unknown): { status: number; message: string } {
-  if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError) return { status: 404, message: error.message };
-  if (error instanceof ContainerStateError) return { status: 409, message: error.message };
+  if (error instanceof ContainerNotFoundError || error instanceof UnknownInstanceError || error instanceof UnknownLaunchConfigError) {
+    return { status: 404, message: error.message };
+  }
+  if (error instanceof ContainerStateError || error instanceof LaunchConfigStateError) return { status: 409, message: error.message };
   if (error instanceof InvalidContainerSpecError || error instanceof UnrunnableSpecError) return { status: 400, message: error.message };
   // The queue file refused it (disk full, read-only, corrupt): nothing changed, and /healthz says why.
   if (error instanceof QueueUnavailableError) return { status: 503, message: error.message };

@@ -6,7 +6,8 @@ import { CapacityError, QuotaError, RateLimitError } from '../cloud/errors.js';
 export type FailureResponse =
   | { kind: 'quota' }
   | { kind: 'rateLimit'; delayMs: number }
-  | { kind: 'capacity'; instanceType: string | null }
+  /** `instanceType` null: every type; `zone` null: the error named none (wherever the create was tried). */
+  | { kind: 'capacity'; instanceType: string | null; zone: string | null }
   | { kind: 'other' };
 
 /** Wait after a rate-limit error that named no retry time. */
@@ -18,6 +19,6 @@ export function responseTo(error: unknown, now: number, backoffMs = defaultRateL
     const delayMs = error.retryAt === undefined ? backoffMs : Math.max(1, error.retryAt - now);
     return { kind: 'rateLimit', delayMs };
   }
-  if (error instanceof CapacityError) return { kind: 'capacity', instanceType: error.instanceType ?? null };
+  if (error instanceof CapacityError) return { kind: 'capacity', instanceType: error.instanceType ?? null, zone: error.zone ?? null };
   return { kind: 'other' };
 }

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { systemClock, withTimeout, type Clock } from '../clock.js';
 import { tagKeys, type CloudDriver, type CloudInstance, type InstanceType, type Tags } from '../cloud/driver.js';
 import { errorClass, RateLimitError } from '../cloud/errors.js';
+import { defaultLaunchConfig, type LaunchConfigSettings } from '../config/launch-configs.js';
 import { createRequest, newInstanceSecret } from '../cloud/init-script.js';
 import type { PoolSettings } from '../config/schema.js';
 import type { Executor, ExecutorTarget } from '../ssh/executor.js';
@@ -33,6 +34,13 @@ import { poolMachine, quotaQuietPeriodMs, throttledOperations, type ListingResul
 import { formatDuration } from '../config/duration.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
+import {
+  defaultBootFailuresToBreak,
+  defaultLaunchConfigHealthWindowMs,
+  defaultLaunchConfigRetryIntervalMs,
+  LaunchConfigs,
+} from './launch-configs.js';
+import type { LaunchConfigAction, LaunchConfigControl, LaunchConfigStateStore, LaunchConfigView } from './launch-config-view.js';
 import { ProbeScheduler } from './probe-scheduler.js';
 import { parseRunnerList } from './runner-list.js';
 import { listCommand } from '../runner/deploy.js';
@@ -103,7 +111,14 @@ export interface PoolOptions {
    * clouds whose instances need no installing (stub, loopback).
    */
   launch?: { username: string; sshPublicKey: string };
+  /** Where each type is launched from; absent: one config per type with the driver's own settings. */
+  launchConfigs?: readonly LaunchConfigSettings[];
+  /** Keeps operators' pauses and archives of launch configs across restarts. */
+  launchConfigStore?: LaunchConfigStateStore;
 }
+
+/** An instance that vanishes this soon after its boot counts against its launch config. */
+export const earlyVanishMs = 10 * 60_000;
 
 export interface InstanceView {
   workerId: string;
@@ -129,10 +144,12 @@ export interface PoolStatus {
   stale: boolean;
   /** Creates are refused because the instances are at the quota estimate. */
   atQuota: boolean;
+  /** Why every create is frozen (freezePoolAfterBootFailures) until an operator resumes the pool; null if not. */
+  frozen: string | null;
   /** Instances the quota is thought to allow (from quota errors and listings); null before any quota error. */
   quotaEstimate: number | null;
   throttled: ThrottledOperation[];
-  /** Instance type names out of capacity ('*' = every type). */
+  /** Capacity scopes backing creates off, as "<instance type> in <zone>" ('*': any). */
   capacityExhausted: string[];
 }
 
@@ -145,7 +162,7 @@ export class UnknownInstanceError extends Error {
 const unallocatedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'booting', 'idle', 'unknown']);
 const unprobedStates: ReadonlySet<Lifecycle> = new Set(['creating', 'shutdown', 'failed']);
 
-export class Pool implements WorkerPool {
+export class Pool implements WorkerPool, LaunchConfigControl {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly workers = new Map<string, Worker>();
@@ -155,18 +172,19 @@ export class Pool implements WorkerPool {
   private readonly reportedOrphans = new Set<string>();
   /** Instances already logged as having no secret in their tags, so each is logged once. */
   private readonly reportedMissingSecrets = new Set<string>();
-  /** Instance type name (or '*') → clock ms until which creates of it are refused. */
-  private readonly capacityUntil = new Map<string, number>();
-  /** Instance type name (or '*') → clock ms of the first capacity error of its current shortage. */
-  private readonly capacitySince = new Map<string, number>();
+  private readonly launchConfigSet: LaunchConfigs;
+  /** Live workers per launch config id (every worker until it is forgotten). */
+  private readonly perLaunchConfig = new Map<string, number>();
+  private readonly instancesOf = (id: string): number => this.perLaunchConfig.get(id) ?? 0;
   private readonly notifier = new Notifier();
   private readonly workerMachine;
   private readonly poolActor: Actor<PoolMachine>;
   private readonly probes: ProbeScheduler<Worker>;
   private lastPoolStatus = '';
+  /** The freeze in force has been logged as an error (once per freeze). */
+  private frozenLogged = false;
   private stopped = false;
   private successfulListings = 0;
-  private readonly timers = new Set<unknown>();
   private readonly attempts: Attempts;
   readonly maxContainersPerInstance: number;
 
@@ -190,6 +208,18 @@ export class Pool implements WorkerPool {
       watchRetryMs: Math.min(settings.probeInterval, 5_000),
       maxRefusals: maxRefusalsPerContainer,
       logTailBytes: settings.logTailBytes,
+    });
+
+    this.launchConfigSet = new LaunchConfigs({
+      configs: options.launchConfigs ?? Object.keys(options.instanceTypes).map(defaultLaunchConfig),
+      ...(options.launchConfigStore && { store: options.launchConfigStore }),
+      clock: this.clock,
+      logger: this.logger,
+      retryIntervalMs: settings.launchConfigRetryInterval ?? defaultLaunchConfigRetryIntervalMs,
+      healthWindowMs: settings.launchConfigHealthWindow ?? defaultLaunchConfigHealthWindowMs,
+      bootFailuresToBreak: settings.bootFailuresToBreak ?? defaultBootFailuresToBreak,
+      capacityBackoffMs: settings.quotaErrorTTL,
+      changed: () => this.notifier.notify(),
     });
 
     this.workerMachine = instanceMachine.provide({
@@ -224,7 +254,7 @@ export class Pool implements WorkerPool {
         actors: { syncInstances: fromPromise<ListingResult>(() => this.syncInstances()) },
         actions: { notifyChanged: () => this.notifier.notify() },
       }),
-      { clock: this.clock },
+      { clock: this.clock, input: { freezeAfterBootFailures: settings.freezePoolAfterBootFailures ?? null } },
     );
 
     this.probes = new ProbeScheduler<Worker>({
@@ -247,13 +277,12 @@ export class Pool implements WorkerPool {
 
   stop(): void {
     this.stopped = true;
-    for (const timer of this.timers) this.clock.clearTimeout(timer);
-    this.timers.clear();
     this.probes.stop();
     this.poolActor.stop();
     // What runs goes on running: a restarted dispatcher adopts it from the queue and the runners.
     this.attempts.stop();
     for (const worker of [...this.workers.values()]) this.forget(worker);
+    this.launchConfigSet.stop();
   }
 
   subscribe(subscriber: () => void): Unsubscribe {
@@ -267,8 +296,13 @@ export class Pool implements WorkerPool {
       this.logger.debug({ instanceType: instanceTypeName, refusal: refusal.reason, scope: refusal.scope }, 'create refused');
       return false;
     }
+    const launchConfig = this.launchConfigSet.pick(instanceTypeName, this.instancesOf);
+    // The refusal above asked the same configs: one of them takes it.
+    if (launchConfig === null) return false;
     const createToken = randomUUID();
-    this.spawn({ workerId: `create-${createToken}`, instanceType: instanceTypeName, idleBehavior: 'run', createToken });
+    const workerId = `create-${createToken}`;
+    this.launchConfigSet.send(launchConfig.id, { type: 'CREATE_STARTED', at: this.clock.now(), workerId });
+    this.spawn({ workerId, instanceType: instanceTypeName, idleBehavior: 'run', createToken }, launchConfig.id);
     return true;
   }
 
@@ -288,6 +322,7 @@ export class Pool implements WorkerPool {
     const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
     if (pool.matches({ listing: 'unloaded' })) return poolWide('no cloud listing has succeeded yet');
     if (pool.matches({ listing: 'stale' })) return poolWide('cloud listings are failing; the instance count cannot be trusted');
+    if (pool.context.frozenBecause !== null) return poolWide(`creates frozen after ${pool.context.frozenBecause}; resume with POST /pool/resume`);
     const atQuota = this.quotaRefusal();
     if (atQuota !== null) return poolWide(atQuota);
     if (pool.matches({ throttle: { create: 'throttled' } })) return poolWide('create calls are rate-limited');
@@ -296,13 +331,10 @@ export class Pool implements WorkerPool {
     for (const worker of this.workers.values()) if (worker.lifecycle === 'creating') creating++;
     if (creating >= maxConcurrentInstanceCreateOps) return poolWide(`${creating} create calls in flight (maxConcurrentInstanceCreateOps)`);
     if (this.workers.size >= maxInstances) return poolWide(`${this.workers.size} instances (maxInstances)`);
-    const exhausted = this.capacityExhausted();
-    if (exhausted.includes('*')) return poolWide('no capacity for any instance type');
-    if (exhausted.includes(instanceTypeName)) {
-      const refusedForMs = this.clock.now() - (this.capacitySince.get(instanceTypeName) ?? this.clock.now());
-      return { reason: `no capacity for ${instanceTypeName}`, scope: 'instanceType', refusedForMs };
-    }
-    return null;
+    const account = this.launchConfigSet.accountRefusal();
+    if (account !== null) return poolWide(account);
+    const refusal = this.launchConfigSet.typeRefusal(instanceTypeName, this.instancesOf);
+    return refusal === null ? null : { ...refusal, scope: 'instanceType' };
   }
 
   /**
@@ -349,8 +381,37 @@ export class Pool implements WorkerPool {
       throttled: throttledOperations.filter((operation) =>
         pool.matches({ throttle: { [operation]: 'throttled' } }),
       ),
-      capacityExhausted: this.capacityExhausted(),
+      frozen: pool.context.frozenBecause,
+      capacityExhausted: this.launchConfigSet.capacityBackingOff(),
     };
+  }
+
+  launchConfigs(): LaunchConfigView[] {
+    return this.launchConfigSet.views(this.instancesOf);
+  }
+
+  /** Pauses, resumes or archives a launch config; archiving drains its instances. */
+  changeLaunchConfig(id: string, action: LaunchConfigAction): LaunchConfigView {
+    if (this.launchConfigSet.change(id, action)) {
+      for (const worker of this.workers.values()) {
+        if (worker.launchConfigId === id) worker.actor.send({ type: 'IDLE_BEHAVIOR_SET', idleBehavior: 'drain' });
+      }
+    }
+    const view = this.launchConfigs().find((config) => config.id === id);
+    if (!view) throw new Error(`launch config ${id} vanished while it was changed`);
+    return view;
+  }
+
+  resumeCreates(): boolean {
+    const event = { type: 'RESUME_CREATES' } as const;
+    if (!this.poolActor.getSnapshot().can(event)) return false;
+    this.poolActor.send(event);
+    this.logger.info({}, 'creates resumed by operator');
+    return true;
+  }
+
+  createsFrozen(): string | null {
+    return this.poolActor.getSnapshot().context.frozenBecause;
   }
 
   /** Sets how the instance behaves when idle (and saves it in the instance's tags). */
@@ -561,12 +622,7 @@ export class Pool implements WorkerPool {
     };
   }
 
-  private capacityExhausted(): string[] {
-    const now = this.clock.now();
-    return [...this.capacityUntil].filter(([, until]) => until > now).map(([name]) => name);
-  }
-
-  private spawn(input: InstanceInput): Worker {
+  private spawn(input: InstanceInput, launchConfigId: string | null): Worker {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`spawn: unknown instance type ${input.instanceType}`);
     const { maxInstanceLifetime = defaultMaxInstanceLifetime } = this.options.settings;
@@ -574,8 +630,9 @@ export class Pool implements WorkerPool {
       clock: this.clock,
       input: { ...input, maxFailedStarts: this.options.maxStartFailuresPerInstance, maxInstanceLifetime },
     });
-    const worker = new Worker(input.workerId, instanceType, actor, this.clock.now());
+    const worker = new Worker(input.workerId, instanceType, actor, this.clock.now(), launchConfigId);
     this.workers.set(worker.id, worker);
+    if (launchConfigId !== null) this.perLaunchConfig.set(launchConfigId, this.instancesOf(launchConfigId) + 1);
     if (input.createToken) this.byCreateToken.set(input.createToken, worker);
     if (input.instance) this.byInstanceId.set(input.instance.id, worker);
     actor.subscribe((snapshot) => this.observeWorker(worker, snapshot));
@@ -587,7 +644,12 @@ export class Pool implements WorkerPool {
   private forget(worker: Worker): void {
     if (this.workers.get(worker.id) !== worker) return;
     this.workers.delete(worker.id);
-    if (!this.stopped) this.attempts.instanceGone(worker.id, `instance ${worker.snapshot.context.instance?.id ?? worker.id} disappeared`);
+    const { launchConfigId } = worker;
+    if (launchConfigId !== null) this.perLaunchConfig.set(launchConfigId, this.instancesOf(launchConfigId) - 1);
+    if (!this.stopped) {
+      this.attempts.instanceGone(worker.id, `instance ${worker.snapshot.context.instance?.id ?? worker.id} disappeared`);
+      this.vanished(worker);
+    }
     const { instance, createToken } = worker.snapshot.context;
     if (instance && this.byInstanceId.get(instance.id) === worker) this.byInstanceId.delete(instance.id);
     if (createToken) this.byCreateToken.delete(createToken);
@@ -608,6 +670,7 @@ export class Pool implements WorkerPool {
       if (from === 'creating') worker.updatedAt = this.clock.now();
       worker.lifecycle = lifecycle;
       worker.record({ at: this.clock.now(), from, to: lifecycle, reason: context.reason });
+      this.bootOutcome(worker, from, lifecycle, snapshot);
       this.logger.info(
         {
           workerId: worker.id,
@@ -635,13 +698,47 @@ export class Pool implements WorkerPool {
     }
   }
 
+  /** Tells the worker's launch config (and the pool's freeze count) how its boot went, from its lifecycle change. */
+  private bootOutcome(worker: Worker, from: Lifecycle | null, to: Lifecycle, snapshot: WorkerSnapshot): void {
+    const at = this.clock.now();
+    const workerId = worker.id;
+    const config = worker.launchConfigId;
+    if ((from === 'booting' || from === 'unknown') && (to === 'idle' || to === 'running')) {
+      worker.bootedAt = at;
+      if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
+    } else if (to === 'shutdown' && snapshot.context.bootTimedOut) {
+      this.bootFailed(worker, snapshot.context.reason);
+    } else if (to === 'shutdown' && from === 'booting' && config !== null) {
+      this.launchConfigSet.send(config, { type: 'INSTANCE_ENDED', workerId });
+    }
+  }
+
+  private bootFailed(worker: Worker, message: string): void {
+    const at = this.clock.now();
+    if (worker.launchConfigId !== null) this.launchConfigSet.send(worker.launchConfigId, { type: 'BOOT_FAILED', at, workerId: worker.id, message });
+    this.poolActor.send({ type: 'BOOT_FAILED', at });
+  }
+
+  /** A worker forgotten while the pool runs: vanished while booting fails its boot; soon after its boot, counts against its config. */
+  private vanished(worker: Worker): void {
+    const { launchConfigId } = worker;
+    const at = this.clock.now();
+    if (worker.lifecycle === 'booting') {
+      this.bootFailed(worker, 'vanished from the cloud while booting');
+    } else if ((worker.lifecycle === 'idle' || worker.lifecycle === 'running') && worker.bootedAt !== null && at - worker.bootedAt < earlyVanishMs && launchConfigId !== null) {
+      this.launchConfigSet.send(launchConfigId, { type: 'VANISHED_EARLY', at, workerId: worker.id, message: `vanished ${roughly(at - worker.bootedAt)} after it booted` });
+    }
+  }
+
   // The sync loop changes the pool machine's state every interval; only what creates depend on is news.
   private observePool(): void {
-    const { loaded, stale, quotaEstimate, throttled } = this.status();
-    const summary = JSON.stringify({ loaded, stale, quotaEstimate, throttled });
+    const { loaded, stale, quotaEstimate, throttled, frozen } = this.status();
+    const summary = JSON.stringify({ loaded, stale, quotaEstimate, throttled, frozen });
     if (summary === this.lastPoolStatus) return;
     this.lastPoolStatus = summary;
-    this.logger.info({ loaded, stale, quotaEstimate, throttled }, 'pool state changed');
+    if (frozen !== null && !this.frozenLogged) this.logger.error({ frozen }, 'every create frozen until an operator resumes the pool (drover pool resume)');
+    this.frozenLogged = frozen !== null;
+    this.logger.info({ loaded, stale, quotaEstimate, throttled, frozen }, 'pool state changed');
     this.notifier.notify();
   }
 
@@ -664,7 +761,7 @@ export class Pool implements WorkerPool {
   }
 
   /** Logs a failed cloud call once, with its class, and applies what its class means for the pool. */
-  private cloudCallFailed(operation: ThrottledOperation, error: unknown, fields: Record<string, unknown> = {}): void {
+  private cloudCallFailed(operation: ThrottledOperation, error: unknown, fields: Record<string, unknown> = {}, launchConfigId?: string): void {
     const now = this.clock.now();
     const response = responseTo(error, now, this.options.rateLimitBackoffMs ?? defaultRateLimitBackoffMs);
     this.logger.warn(
@@ -679,16 +776,8 @@ export class Pool implements WorkerPool {
         this.poolActor.send({ type: 'RATE_LIMITED', operation, delayMs: response.delayMs });
         break;
       case 'capacity': {
-        const key = response.instanceType ?? '*';
-        // An error within one back-off of the last one's end continues the same shortage.
-        const lastUntil = this.capacityUntil.get(key);
-        if (lastUntil === undefined || now > lastUntil + this.options.settings.quotaErrorTTL) this.capacitySince.set(key, now);
-        this.capacityUntil.set(key, now + this.options.settings.quotaErrorTTL);
-        const timer = this.clock.setTimeout(() => {
-          this.timers.delete(timer);
-          this.notifier.notify();
-        }, this.options.settings.quotaErrorTTL);
-        this.timers.add(timer);
+        const config = launchConfigId === undefined ? null : (this.launchConfigSet.get(launchConfigId) ?? null);
+        this.launchConfigSet.capacityError({ ...response, message: error instanceof Error ? error.message : String(error) }, config);
         break;
       }
       case 'other':
@@ -748,12 +837,14 @@ export class Pool implements WorkerPool {
         worker.actor.send({ type: 'INSTANCE_LISTED', instance });
         if (maxInstanceLifetime !== null && now - worker.appearedAt >= maxInstanceLifetime) worker.actor.send({ type: 'LIFETIME_REACHED' });
       } else {
-        worker = this.spawn({
-          workerId: instance.id,
-          instanceType: typeName,
-          idleBehavior: restoredIdleBehavior(instance.tags),
-          instance,
-        });
+        const launchConfigId = instance.tags[tagKeys.launchConfig] ?? null;
+        // A config gone from the file (or archived) drains what it made.
+        const archived = launchConfigId !== null && this.launchConfigSet.found(launchConfigId, typeName);
+        worker = this.spawn(
+          { workerId: instance.id, instanceType: typeName, idleBehavior: archived ? 'drain' : restoredIdleBehavior(instance.tags), instance },
+          launchConfigId,
+        );
+        if (archived && instance.tags[tagKeys.idleBehavior] !== 'drain') this.saveIdleBehavior(instance.id, 'drain');
       }
       seen.add(worker);
     }
@@ -785,7 +876,10 @@ export class Pool implements WorkerPool {
     if (!instanceType) throw new Error(`unknown instance type ${input.instanceType}`);
     // Checked on first SSH contact: only the VM this create made holds it.
     const secret = newInstanceSecret();
+    const launchConfigId = this.workers.get(input.workerId)?.launchConfigId ?? null;
+    const launchConfig = launchConfigId === null ? undefined : this.launchConfigSet.get(launchConfigId);
     const tags: Tags = {
+      ...(launchConfig && { [tagKeys.launchConfig]: launchConfig.id }),
       [tagKeys.pool]: this.options.poolName,
       [tagKeys.instanceType]: instanceType.name,
       [tagKeys.idleBehavior]: 'run',
@@ -793,15 +887,28 @@ export class Pool implements WorkerPool {
       [tagKeys.secret]: secret,
     };
     try {
-      const instance = await this.options.driver.create(createRequest(instanceType, tags, this.options.launch, secret));
+      const instance = await this.options.driver.create(createRequest(instanceType, tags, this.options.launch, secret, launchConfig));
       // Held or drained while the create was in flight: the tag must say so for a restart.
       const behavior = this.workers.get(input.workerId)?.idleBehavior;
       if (behavior && behavior !== 'run') this.saveIdleBehavior(instance.id, behavior);
       return instance;
     } catch (error) {
-      this.cloudCallFailed('create', error, { workerId: input.workerId, instanceType: instanceType.name });
+      this.cloudCallFailed('create', error, { workerId: input.workerId, instanceType: instanceType.name, launchConfig: launchConfigId }, launchConfigId ?? undefined);
+      if (launchConfigId !== null) this.createFailed(input.workerId, launchConfigId, error);
       throw error;
     }
+  }
+
+  /**
+   * A failed create counts against its config; one of no capacity, quota or rate class (a bad image
+   * id, a deleted subnet) fails every create alike, so it also counts towards the breaker and the freeze.
+   */
+  private createFailed(workerId: string, launchConfigId: string, error: unknown): void {
+    const at = this.clock.now();
+    const message = error instanceof Error ? error.message : String(error);
+    const breaksImage = responseTo(error, at).kind === 'other';
+    this.launchConfigSet.send(launchConfigId, { type: 'CREATE_FAILED', at, workerId, message, breaksImage });
+    if (breaksImage) this.poolActor.send({ type: 'BOOT_FAILED', at });
   }
 
   private async destroyInstance(input: InstanceRef): Promise<void> {

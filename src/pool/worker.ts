@@ -31,12 +31,16 @@ export class Worker {
   readonly history: TransitionRecord[] = [];
   /** Clock ms of the last time the instance answered over its executor at all. */
   lastContactAt = 0;
+  /** Clock ms it was first seen booted (by this daemon); null before. */
+  bootedAt: number | null = null;
 
   constructor(
     readonly id: string,
     readonly instanceType: InstanceType,
     readonly actor: Actor<InstanceMachine>,
     now: number,
+    /** The launch config it was created from (its tag, for one found in a listing); null if unknown. */
+    readonly launchConfigId: string | null,
   ) {
     this.updatedAt = now;
     this.appearedAt = now;

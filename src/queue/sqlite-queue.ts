@@ -7,6 +7,8 @@ import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
 import { makePrivateDirectory } from '../private-directory.js';
+import type { LaunchConfigAdminState } from '../config/launch-configs.js';
+import type { LaunchConfigStateStore } from '../pool/launch-config-view.js';
 import { Notifier } from '../pool/notifier.js';
 import { openRefusal, QueueStorageError, QueueUnavailableError, storageProblem, type QueueHealth, type StorageProblem } from './storage.js';
 import {
@@ -49,6 +51,9 @@ export interface SqliteQueueOptions {
 }
 
 // Bump when the schema changes and add a migration step from the previous version in migrate().
+// Not bumped for launch_config_states: a table of its own, added by `CREATE TABLE IF NOT EXISTS`
+// at every open, so a version 1 file gains it on its first open by this Drover, and an older
+// Drover, which knows no launch configs, reads the file as before and leaves the table alone.
 const schemaVersion = 1;
 
 const schema = `
@@ -77,7 +82,16 @@ CREATE INDEX IF NOT EXISTS containers_pending
   ON containers ((state = 'queued'), priority DESC, submitted_at, uuid)
   WHERE state IN ('queued', 'locked', 'running');
 CREATE INDEX IF NOT EXISTS containers_newest ON containers (submitted_at DESC, uuid DESC);
+-- The operator's pause or archive of each launch config (LaunchConfigStateStore), so a restarted
+-- daemon keeps it; 'broken' is the pool's own verdict and is never saved.
+CREATE TABLE IF NOT EXISTS launch_config_states (
+  id TEXT PRIMARY KEY NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('active', 'paused', 'archived')),
+  changed_at INTEGER NOT NULL
+);
 `;
+
+const launchConfigAdminStates: ReadonlySet<string> = new Set<LaunchConfigAdminState>(['active', 'paused', 'archived']);
 
 const liveSql = `
 SELECT * FROM containers
@@ -124,7 +138,7 @@ export class QueueClosedError extends Error {
   }
 }
 
-export class SqliteQueue implements ContainerQueue {
+export class SqliteQueue implements ContainerQueue, LaunchConfigStateStore {
   private readonly path: string;
   private readonly logger: Logger | undefined;
   private readonly db: Database.Database;
@@ -256,6 +270,10 @@ export class SqliteQueue implements ContainerQueue {
         UPDATE containers SET state = 'cancelled', reason = 'cancelled by user', finished_at = @now, updated_at = @now
         WHERE uuid = @uuid AND state IN ('queued', 'locked', 'running')
         RETURNING *`),
+      launchConfigStates: db.prepare<[], { id: string; state: LaunchConfigAdminState }>('SELECT id, state FROM launch_config_states ORDER BY id'),
+      saveLaunchConfigState: db.prepare<Params>(`
+        INSERT INTO launch_config_states (id, state, changed_at) VALUES (@id, @state, @now)
+        ON CONFLICT (id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at`),
     };
     this.updateAlone = db.transaction((uuid: string, action: string, statement: Update, params: Params) => this.update(uuid, action, statement, params)).immediate;
     let loaded: Readonly<Container>[];
@@ -402,6 +420,28 @@ export class SqliteQueue implements ContainerQueue {
     return fromRow(row);
   }
 
+  /** The launch configs' saved states (LaunchConfigStateStore), by id; a config never saved is not in it. */
+  load(): ReadonlyMap<string, LaunchConfigAdminState> {
+    this.assertOpen();
+    const rows = this.read(() => this.statements.launchConfigStates.all());
+    return new Map(rows.map((row) => [row.id, row.state]));
+  }
+
+  /**
+   * Saves an operator's choice for a launch config, replacing the one saved before. A write the
+   * file refuses throws QueueUnavailableError, as every change of the queue does, and counts
+   * towards its health the same way; the subscribers hear nothing, since no container changed.
+   */
+  save(id: string, state: LaunchConfigAdminState): void {
+    this.assertOpen();
+    if (typeof id !== 'string' || id === '') throw new RangeError(`a launch config id must be a non-empty string, got ${JSON.stringify(id)}`);
+    if (!launchConfigAdminStates.has(state)) {
+      throw new RangeError(`a launch config's saved state must be active, paused or archived, got ${JSON.stringify(state)}`);
+    }
+    this.change(() => this.statements.saveLaunchConfigState.run({ id, state, now: this.clock.now() }));
+    this.tookWrite();
+  }
+
   subscribe(listener: () => void): () => void {
     // A notification queued just before close() must not reach a listener that would read a closed database.
     return this.notifier.subscribe(() => {
@@ -497,11 +537,16 @@ export class SqliteQueue implements ContainerQueue {
 
   // A change committed: the file takes writes again. Then the subscribers hear of it.
   private committed(): void {
+    this.tookWrite();
+    this.notifier.notify();
+  }
+
+  // A write committed, so a refusal before it (disk full, read-only, I/O error) is over; corruption stays.
+  private tookWrite(): void {
     if (this.problem !== null && this.problem.kind !== 'corrupt') {
       this.logger?.info({ queuePath: this.path, problem: this.problem.text }, 'queue file takes changes again');
       this.problem = null;
     }
-    this.notifier.notify();
   }
 
   // Runs a guarded UPDATE in the caller's transaction; when it touched nothing, tells "unknown

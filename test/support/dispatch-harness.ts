@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { systemClock } from '../../src/clock.js';
 import type { InstanceType } from '../../src/cloud/driver.js';
 import type { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
+import type { LaunchConfigSettings } from '../../src/config/launch-configs.js';
 import type { PoolSettings, SchedulerSettings } from '../../src/config/schema.js';
 import { Pool } from '../../src/pool/pool.js';
 import { SqliteQueue } from '../../src/queue/sqlite-queue.js';
@@ -37,6 +38,8 @@ export interface DispatchOptions {
   docker?: boolean;
   /** Instance types of the pool and the scheduler; default the shared small/large fixture. */
   instanceTypes?: Record<string, InstanceType>;
+  /** Launch configs of the pool; default one per type with the driver's own settings. */
+  launchConfigs?: LaunchConfigSettings[];
   /** Wraps the stub executor of each instance (under the start counting), e.g. to make one hang. */
   wrapExecutor?: (executor: Executor, instanceId: string) => Executor;
 }
@@ -85,6 +88,8 @@ export class DispatchHarness {
       clock: systemClock,
       records: this.queue,
       docker: options.docker ?? false,
+      ...(options.launchConfigs && { launchConfigs: options.launchConfigs }),
+      launchConfigStore: this.queue,
     });
     const dispatcher = new Dispatcher({
       queue: this.queue,

@@ -16,7 +16,7 @@ import {
 import { tagKeys, type CloudDriver, type CloudInstance, type CreateRequest, type Tags } from '../driver.js';
 import { CapacityError, CloudError } from '../errors.js';
 import { Ec2NotFoundError, toCloudError, type Ec2CallContext } from './errors.js';
-import { launchSettingsFor, type Ec2LaunchSettings, type Ec2Settings } from './settings.js';
+import { ec2LaunchFor, type Ec2Launch, type Ec2LaunchSettings, type Ec2Settings } from './settings.js';
 
 export interface Ec2DriverOptions {
   /**
@@ -81,20 +81,37 @@ export class Ec2Driver implements CloudDriver {
    * One RunInstances per subnet, in order, until one is not out of capacity. The first uses the
    * create token as ClientToken, so a retried call (by the SDK or anyone) returns the same
    * instance; a later subnet gets `<token>.<n>`, since EC2 refuses one token with other parameters.
+   * A create from a launch config uses its image, its one subnet, or its zone (placed there, in the
+   * zone's default subnet, when it names no subnet), and its `extra` over the type's settings; its
+   * capacity errors name its zone.
    */
   async create(request: CreateRequest): Promise<CloudInstance> {
     const token = request.tags[tagKeys.createToken];
     if (!token) throw new CloudError(`ec2 RunInstances: the request has no ${tagKeys.createToken} tag, so it could not be retried safely`);
-    const { instanceType } = request;
-    const launch = launchSettingsFor(this.settings, instanceType.name);
+    const { instanceType, launchConfig } = request;
+    let launch: Ec2Launch;
+    try {
+      launch = ec2LaunchFor(this.settings, instanceType.name, launchConfig);
+    } catch (error) {
+      throw new CloudError(`ec2 RunInstances ${instanceType.providerType} (instance type ${instanceType.name}): ${(error as Error).message}`, { cause: error });
+    }
+    const zone = launchConfig?.zone ?? undefined;
+    // null: no SubnetId, placed in launch.availabilityZone.
+    const subnets: (string | null)[] = launch.availabilityZone !== null ? [null] : launch.subnetIds;
     const capacityErrors: CapacityError[] = [];
-    for (const [index, subnetId] of launch.subnetIds.entries()) {
+    for (const [index, subnetId] of subnets.entries()) {
       const input = this.runInstancesInput(request, launch, subnetId, index === 0 ? token : `${token}.${index}`);
-      const context: Ec2CallContext = { action: 'RunInstances', instanceType: instanceType.name, providerType: instanceType.providerType, subnetId };
+      const context: Ec2CallContext = {
+        action: 'RunInstances',
+        instanceType: instanceType.name,
+        providerType: instanceType.providerType,
+        ...(subnetId !== null && { subnetId }),
+        ...(zone !== undefined && { zone }),
+      };
       try {
         const output = await this.client.send(new RunInstancesCommand(input));
         const instance = output.Instances?.[0];
-        if (!instance) throw new CloudError(`ec2 RunInstances in ${subnetId}: the answer named no instance`);
+        if (!instance) throw new CloudError(`ec2 RunInstances in ${subnetId ?? launch.availabilityZone}: the answer named no instance`);
         return toCloudInstance(instance, request.tags);
       } catch (error) {
         const cloudError = toCloudError(error, context);
@@ -110,7 +127,7 @@ export class Ec2Driver implements CloudDriver {
     throw new CapacityError(
       `ec2 RunInstances ${instanceType.providerType} (instance type ${instanceType.name}): no capacity in any of ${launch.subnetIds.join(', ')}: ${capacityErrors.map((error) => error.message).join('; ')}`,
       forThisType ? instanceType.name : undefined,
-      { cause: capacityErrors.at(-1) },
+      { cause: capacityErrors.at(-1), ...(zone !== undefined && { zone }) },
     );
   }
 
@@ -195,7 +212,7 @@ export class Ec2Driver implements CloudDriver {
     this.client.destroy();
   }
 
-  private runInstancesInput(request: CreateRequest, launch: Ec2LaunchSettings, subnetId: string, clientToken: string): RunInstancesCommandInput {
+  private runInstancesInput(request: CreateRequest, launch: Ec2Launch, subnetId: string | null, clientToken: string): RunInstancesCommandInput {
     const { instanceType, tags, initScript } = request;
     const mappings = blockDeviceMappings(launch, instanceType.scratchGiB);
     const profile = launch.iamInstanceProfile;
@@ -205,7 +222,7 @@ export class Ec2Driver implements CloudDriver {
       ClientToken: clientToken,
       ImageId: launch.imageId,
       InstanceType: instanceType.providerType as RunInstancesCommandInput['InstanceType'],
-      SubnetId: subnetId,
+      ...(subnetId !== null ? { SubnetId: subnetId } : launch.availabilityZone !== null && { Placement: { AvailabilityZone: launch.availabilityZone } }),
       SecurityGroupIds: launch.securityGroupIds,
       // A VM that powers itself off is terminated, never left stopped (and billed for its disks).
       InstanceInitiatedShutdownBehavior: 'terminate',

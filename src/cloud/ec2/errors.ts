@@ -57,6 +57,8 @@ export interface Ec2CallContext {
   instanceType?: string;
   providerType?: string;
   subnetId?: string;
+  /** The zone a launch config named, for RunInstances: its capacity errors carry it. */
+  zone?: string;
   instanceId?: string;
 }
 
@@ -70,7 +72,8 @@ function ec2ErrorCode(error: unknown): string | undefined {
 
 function describe(context: Ec2CallContext): string {
   const about = context.instanceId ?? (context.providerType ? `${context.providerType} (instance type ${context.instanceType ?? '?'})` : undefined);
-  const where = context.subnetId ? ` in ${context.subnetId}` : '';
+  const place = context.subnetId ?? context.zone;
+  const where = place ? ` in ${place}` : '';
   return `ec2 ${context.action}${about ? ` ${about}` : ''}${where}`;
 }
 
@@ -81,13 +84,14 @@ export function toCloudError(error: unknown, context: Ec2CallContext): CloudErro
   const detail = error instanceof Error ? error.message : String(error);
   const what = describe(context);
   const options = { cause: error };
+  const capacityOptions = { ...options, ...(context.zone !== undefined && { zone: context.zone }) };
   switch (code === undefined ? undefined : ec2ErrorClasses[code]) {
     case 'quota':
       return new QuotaError(`${what}: account limit reached (${code}): ${detail}`, options);
     case 'capacity':
-      return new CapacityError(`${what}: no capacity (${code}): ${detail}`, context.instanceType, options);
+      return new CapacityError(`${what}: no capacity (${code}): ${detail}`, context.instanceType, capacityOptions);
     case 'zoneCapacity':
-      return new CapacityError(`${what}: no capacity for any type (${code}): ${detail}`, undefined, options);
+      return new CapacityError(`${what}: no capacity for any type (${code}): ${detail}`, undefined, capacityOptions);
     case 'rateLimit':
       // EC2 gives no retry time; the pool backs off by its own rule.
       return new RateLimitError(`${what}: EC2 API rate limit (${code}): ${detail}`, undefined, options);

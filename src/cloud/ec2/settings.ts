@@ -2,6 +2,7 @@
 // instance type overrides (`launch.<type name>`) merged over the defaults.
 
 import { z } from 'zod';
+import type { LaunchConfig } from '../driver.js';
 
 export const ebsVolumeTypes = ['gp3', 'gp2', 'io1', 'io2', 'st1', 'sc1', 'standard'] as const;
 export type EbsVolumeType = (typeof ebsVolumeTypes)[number];
@@ -52,8 +53,13 @@ const scratchSchema = z.strictObject({
   volumeType: z.enum(ebsVolumeTypes).default('gp3'),
 });
 
-// Every key optional and without defaults, so a `launch` entry only changes what it names.
-const launchOverrideSchema = z
+/** The id prefixes of EC2 images and subnets, checked for launch configs' `image` and `subnet` too. */
+export const ec2ImageId = prefixed('ami');
+export const ec2SubnetId = prefixed('subnet');
+
+// Every key optional and without defaults, so a `launch` entry only changes what it names. A launch
+// config's `extra` is read with it too.
+export const ec2LaunchOverrideSchema = z
   .strictObject({
     imageId: prefixed('ami').optional(),
     subnetId: subnetIds.optional(),
@@ -78,7 +84,7 @@ export const ec2SettingsSchema = z
     rootVolumeGiB: gib.nullable().default(null),
     rootDeviceName: deviceName('/dev/xvda').default('/dev/xvda'),
     scratch: scratchSchema.nullable().default(() => ({ deviceName: '/dev/xvdb', volumeType: 'gp3' as const })),
-    launch: z.record(nonEmpty, launchOverrideSchema).default(() => ({})),
+    launch: z.record(nonEmpty, ec2LaunchOverrideSchema).default(() => ({})),
   })
   .transform(({ subnetId, ...rest }): Ec2Settings => ({ ...rest, subnetIds: subnetId }));
 
@@ -88,3 +94,37 @@ export function launchSettingsFor(settings: Ec2Settings, typeName: string): Ec2L
   return { ...defaults, ...launch[typeName] };
 }
 
+
+/** How one create is launched: a type's settings, with a launch config's changes when it has one. */
+export interface Ec2Launch extends Ec2LaunchSettings {
+  /**
+   * Placement.AvailabilityZone of a launch config that names a zone but no subnet: the create goes
+   * to that zone's default subnet (no SubnetId), and `subnetIds` is not used. null: the subnets decide.
+   */
+  availabilityZone: string | null;
+}
+
+/**
+ * The launch settings for a create of `typeName` from `launchConfig`: the type's own
+ * (launchSettingsFor), the config's `extra` (an override like a `launch` entry) over them, and its
+ * image and subnet over those. A subnet decides the zone; a zone without a subnet is placed by
+ * Placement.AvailabilityZone. Throws an Error naming the problem for a config this region cannot
+ * launch (the config check refuses those at start-up).
+ */
+export function ec2LaunchFor(settings: Ec2Settings, typeName: string, launchConfig?: LaunchConfig): Ec2Launch {
+  const base = launchSettingsFor(settings, typeName);
+  if (launchConfig === undefined) return { ...base, availabilityZone: null };
+  if (launchConfig.region !== null && launchConfig.region !== settings.region) {
+    throw new Error(`launch config ${launchConfig.id} is for region ${launchConfig.region}, but this driver creates in ${settings.region} (cloud.ec2.region)`);
+  }
+  const extra = ec2LaunchOverrideSchema.safeParse(launchConfig.extra);
+  if (!extra.success) {
+    const problems = extra.error.issues.map((issue) => `${['extra', ...issue.path].join('.')}: ${issue.message}`);
+    throw new Error(`launch config ${launchConfig.id}: ${problems.join('; ')}`);
+  }
+  const launch: Ec2LaunchSettings = { ...base, ...extra.data };
+  if (launchConfig.image !== null) launch.imageId = launchConfig.image;
+  if (launchConfig.subnet !== null) launch.subnetIds = [launchConfig.subnet];
+  const subnetGiven = launchConfig.subnet !== null || extra.data.subnetIds !== undefined;
+  return { ...launch, availabilityZone: !subnetGiven && launchConfig.zone !== null ? launchConfig.zone : null };
+}

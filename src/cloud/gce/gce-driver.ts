@@ -96,8 +96,14 @@ export class GceDriver implements CloudDriver {
   }
 
   async create(request: CreateRequest): Promise<CloudInstance> {
-    const { instanceType, tags } = request;
-    const launch = launchFor(this.settings, instanceType.name);
+    const { instanceType, tags, launchConfig } = request;
+    // A launch config's zone, image, subnet (the subnetwork) and extra override fields go over the type's launch.
+    let launch: GceLaunch;
+    try {
+      launch = launchFor(this.settings, instanceType.name, launchConfig);
+    } catch (error) {
+      throw new CloudError(`GCE create of ${instanceType.providerType} (${instanceType.name}): ${(error as Error).message}`, { cause: error });
+    }
     const { project } = this.settings;
     const { zone } = launch;
     // The create token doubles as the insert's requestId, so GCE runs a repeated insert once.

@@ -3,6 +3,7 @@
 
 import { z } from 'zod';
 import { durationHint, parseDuration } from '../../config/duration.js';
+import type { LaunchConfig } from '../driver.js';
 
 export const scratchDiskTypes = ['local-ssd', 'pd-balanced', 'pd-ssd', 'pd-standard'] as const;
 export type ScratchDiskType = (typeof scratchDiskTypes)[number];
@@ -59,9 +60,11 @@ const duration = z.string().transform((text, ctx) => {
 const positiveDuration = duration.refine((ms) => ms > 0, `must be longer than 0s (${durationHint})`);
 
 // GCE's own rule for zone names, so a typo stops start-up instead of failing every create.
-const zone = z.string().regex(/^[a-z]+-[a-z]+\d+-[a-z]$/, 'expected a zone name such as us-central1-a');
+export const gceZoneName = z.string().regex(/^[a-z]+-[a-z]+\d+-[a-z]$/, 'expected a zone name such as us-central1-a');
+const zone = gceZoneName;
 
-const launchSchema = z.strictObject({
+/** A type's `launch` override; a launch config's `extra` is read with it too. */
+export const gceLaunchOverrideSchema = z.strictObject({
   zone: zone.optional(),
   image: nonEmpty.optional(),
   bootDiskGiB: z.number().int().min(10).optional(),
@@ -96,7 +99,7 @@ export const gceSettingsSchema = z
       })
       .nullable()
       .default(null),
-    launch: z.record(nonEmpty, launchSchema).default(() => ({})),
+    launch: z.record(nonEmpty, gceLaunchOverrideSchema).default(() => ({})),
     operationPollInterval: positiveDuration.default(2_000),
     operationTimeout: positiveDuration.default(600_000),
     apiEndpoint: apiEndpoint.nullable().default(null),
@@ -119,9 +122,31 @@ export interface GceLaunch {
   acceleratorType: string | null;
 }
 
-export function launchFor(settings: GceSettings, instanceTypeName: string): GceLaunch {
-  const override = settings.launch[instanceTypeName] ?? {};
-  return {
+/**
+ * The launch for a create of `instanceTypeName`: the section's settings, the type's `launch`
+ * override over them, and, for a create from `launchConfig`, its `extra` (read as an override too)
+ * and then its zone, image and subnet (the subnetwork) over those. Throws an Error naming the
+ * problem for a config whose extra is not an override or whose zone is not in its region (the
+ * config check refuses both at start-up).
+ */
+export function launchFor(settings: GceSettings, instanceTypeName: string, launchConfig?: LaunchConfig): GceLaunch {
+  const typeOverride = settings.launch[instanceTypeName] ?? {};
+  let override: GceLaunchOverride = typeOverride;
+  if (launchConfig !== undefined) {
+    const extra = gceLaunchOverrideSchema.safeParse(launchConfig.extra);
+    if (!extra.success) {
+      const problems = extra.error.issues.map((issue) => `${['extra', ...issue.path].join('.')}: ${issue.message}`);
+      throw new Error(`launch config ${launchConfig.id}: ${problems.join('; ')}`);
+    }
+    override = {
+      ...typeOverride,
+      ...extra.data,
+      ...(launchConfig.zone !== null && { zone: launchConfig.zone }),
+      ...(launchConfig.image !== null && { image: launchConfig.image }),
+      ...(launchConfig.subnet !== null && { subnetwork: launchConfig.subnet }),
+    };
+  }
+  const launch: GceLaunch = {
     // The schema requires at least one zone.
     zone: override.zone ?? (settings.zones[0] as string),
     image: override.image ?? settings.image,
@@ -130,5 +155,9 @@ export function launchFor(settings: GceSettings, instanceTypeName: string): GceL
     subnetwork: override.subnetwork ?? settings.subnetwork,
     acceleratorType: override.acceleratorType ?? null,
   };
+  const region = launchConfig?.region ?? null;
+  if (launchConfig !== undefined && region !== null && !launch.zone.startsWith(`${region}-`)) {
+    throw new Error(`launch config ${launchConfig.id}: zone ${launch.zone} is not in its region ${region}`);
+  }
+  return launch;
 }
-

@@ -14,6 +14,13 @@ export interface StubFaults {
   quotaMaxInstances: number | null;
   /** Drover instance type names whose creates get a CapacityError; '*' means zone-wide (every type). */
   capacityErrorTypes: string[];
+  /**
+   * Zones out of capacity: a create whose launch config names one of them gets a CapacityError for
+   * its instance type in that zone (`zone` set). Creates without a launch config zone are not affected.
+   */
+  capacityErrorZones: string[];
+  /** Images that never boot: a VM created from a launch config with one of them never passes the boot probe. */
+  brokenImages: string[];
   /** Boot delay of a new VM, drawn uniformly from [min, max] ms. */
   bootDelayMs: { min: number; max: number };
   /** Fraction (0..1) of new VMs that never pass the boot probe (a bad image). */
@@ -47,6 +54,8 @@ export const defaultStubFaults: StubFaults = {
   minListIntervalMs: 0,
   quotaMaxInstances: null,
   capacityErrorTypes: [],
+  capacityErrorZones: [],
+  brokenImages: [],
   bootDelayMs: { min: 5_000, max: 5_000 },
   neverBootFraction: 0,
   vanishFraction: 0,

@@ -29,6 +29,8 @@ export interface StubVm {
   port: number;
   tags: Record<string, string>;
   createdAt: number;
+  /** The id of the launch config the VM was created from; absent when the create named none (and for added VMs). */
+  launchConfigId?: string;
   /** Clock ms from which the boot probe passes; Infinity when the VM never boots. */
   bootAt: number;
   /** Clock ms from which the VM is gone; Infinity when it stays. */
@@ -112,6 +114,8 @@ export class StubCloud implements CloudDriver {
       ...faults,
       bootDelayMs: { ...faults.bootDelayMs },
       capacityErrorTypes: [...faults.capacityErrorTypes],
+      capacityErrorZones: [...faults.capacityErrorZones],
+      brokenImages: [...faults.brokenImages],
     };
     this.random = mulberry32(this.faults.seed);
   }
@@ -252,7 +256,7 @@ export class StubCloud implements CloudDriver {
     });
   }
 
-  private doCreate({ instanceType, tags }: CreateRequest): CloudInstance {
+  private doCreate({ instanceType, tags, launchConfig }: CreateRequest): CloudInstance {
     const faults = this.faults;
     const now = this.clock.now();
     if (faults.quotaMaxInstances !== null && this.liveCount() >= faults.quotaMaxInstances) {
@@ -270,10 +274,19 @@ export class StubCloud implements CloudDriver {
     if (faults.capacityErrorTypes.includes('*')) {
       throw new CapacityError('no capacity in zone');
     }
+    const zone = launchConfig?.zone ?? null;
+    if (zone !== null && faults.capacityErrorZones.includes(zone)) {
+      throw new CapacityError(`no capacity for ${instanceType.name} in ${zone}`, instanceType.name, { zone });
+    }
     if (this.chance(faults.createErrorRate)) throw new CloudError('create failed');
-    const bootAt = this.chance(faults.neverBootFraction) ? Infinity : now + this.drawBootDelay();
+    const image = launchConfig?.image ?? null;
+    // A broken image is certain, like neverBootFraction 1: nothing is drawn for it.
+    const neverBoots = (image !== null && faults.brokenImages.includes(image)) || this.chance(faults.neverBootFraction);
+    const bootAt = neverBoots ? Infinity : now + this.drawBootDelay();
     const vanishAt = this.chance(faults.vanishFraction) ? now + faults.vanishAfterMs : Infinity;
-    return toInstance(this.makeVm(instanceType, tags, bootAt, vanishAt));
+    const vm = this.makeVm(instanceType, tags, bootAt, vanishAt);
+    if (launchConfig !== undefined) vm.launchConfigId = launchConfig.id;
+    return toInstance(vm);
   }
 
   private doList(tagFilter: Tags): CloudInstance[] {
