@@ -49,6 +49,7 @@ describe('bad-image breaker', () => {
     });
     const reason = h.pool.createRefusal('small');
     const queued = h.count('queued');
+    const waits = h.containers().map((container) => h.dispatcher.waitReason(container.uuid) ?? '');
     h.stop();
 
     // The bound: 3 creates fill the pool and fail their boots at timeoutBooting, which breaks the
@@ -67,6 +68,10 @@ describe('bad-image breaker', () => {
     expect(Math.min(...gaps)).toBeGreaterThanOrEqual(maxBreakerDelayMs);
     // The containers wait, and say why: the config is broken, with its last error.
     expect(queued).toBe(86);
+    // Each waiting container says so too, with the config's last error (the one the trial is for, if
+    // a trial boots, waits for that boot).
+    const broken = /launch config small-\w+ is broken.*; last error: boot probe did not pass within timeoutBooting/;
+    expect(waits.filter((wait) => broken.test(wait)).length).toBeGreaterThanOrEqual(85);
     expect(reason).toMatch(/launch config small-\w+ is broken(; its trial instance \S+ is booting| after \d+ boot failures in a row; a trial create in \S+); last error: boot probe did not pass within timeoutBooting/);
   }, 240_000);
 

@@ -186,7 +186,7 @@ describe('drover client commands', () => {
 
     const json = await runDrover(['show', container.uuid, '--json'], env);
     expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toEqual(queue.get(container.uuid));
+    expect(JSON.parse(json.stdout)).toEqual({ ...queue.get(container.uuid), waitReason: null });
   });
 
   it('instances lists the instances without a hint while there is no orphan', async () => {

@@ -679,3 +679,24 @@ describe('token', () => {
     expect(readFileSync(path, 'utf8').trim()).toBe(first);
   });
 });
+
+describe('wait reasons', () => {
+  it("GET /containers and /containers/:uuid give a queued container's wait reason from the last pass, null for others", async () => {
+    const waiting = queue.submit({ image: null, command: ['true'], env: {}, priority: 0, constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false } });
+    const unseen = queue.submit({ image: null, command: ['true'], env: {}, priority: 0, constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false } });
+    const done = queue.submit({ image: null, command: ['true'], env: {}, priority: 0, constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false } });
+    queue.cancel(done.uuid);
+    const reasons = new Map([
+      [waiting.uuid, 'at maxInstances (3)'],
+      [done.uuid, 'stale: not queued'],
+    ]);
+    const url = await start({ waitReason: (uuid) => reasons.get(uuid) ?? null });
+    const { containers } = (await call(url, 'GET', '/containers')).json() as { containers: Array<{ uuid: string; waitReason: string | null }> };
+    const byUuid = new Map(containers.map((container) => [container.uuid, container.waitReason]));
+    expect(byUuid.get(waiting.uuid)).toBe('at maxInstances (3)');
+    expect(byUuid.get(unseen.uuid)).toBeNull();
+    expect(byUuid.get(done.uuid)).toBeNull();
+    expect((await call(url, 'GET', `/containers/${waiting.uuid}`)).json()).toMatchObject({ uuid: waiting.uuid, waitReason: 'at maxInstances (3)' });
+  });
+});
+

@@ -337,6 +337,37 @@ describe('scheduling pass (one container per instance)', () => {
   });
 });
 
+describe('scheduling pass: why each queued container waits', () => {
+  it('names the worker it waits for, the new instance, and leaves started ones out', () => {
+    const work = queued(4);
+    const result = plan(work, instanceTypes, pool({ open: [idle('w1', small)], coming: [coming('w2', small), coming('w3', small, 'creating')], instances: 3 }), limits);
+    expect(result.waits.has(work[0]!.uuid)).toBe(false);
+    expect(work.slice(1).map((c) => result.waits.get(c.uuid)).sort()).toEqual([
+      'waiting for a new small instance',
+      'waiting for the boot of w2',
+      'waiting for w3 (not yet booted)',
+    ]);
+  });
+
+  it('names the limit that holds it: maxInstances, the spend cap, maxConcurrentContainers, a pool-wide refusal', () => {
+    const [first, second] = queued(2);
+    expect(plan([first!, second!], instanceTypes, pool({ instances: 10 }), limits).waits.get(second!.uuid)).toBe('at maxInstances (10)');
+    expect(plan([first!], instanceTypes, pool({ hourlySpend: 0.98 }), { ...limits, maxHourlySpend: 1 }).waits.get(first!.uuid)).toBe('at the spend cap (maxHourlySpend 1/h)');
+    const busy = container({ state: 'running' });
+    expect(plan([busy, first!], instanceTypes, pool(), { ...limits, maxConcurrentContainers: 1 }).waits.get(first!.uuid)).toBe('at maxConcurrentContainers (1)');
+    const refused = plan([first!, second!], instanceTypes, pool({ createRefusal: () => poolWide('create calls are rate-limited') }), limits);
+    expect([refused.waits.get(first!.uuid), refused.waits.get(second!.uuid)]).toEqual(['create calls are rate-limited', 'create calls are rate-limited']);
+  });
+
+  it("a type refused for the type alone: its containers carry the pool's reason for it (a broken launch config, with its last error)", () => {
+    const reason = 'launch config large-1 is broken after 3 boot failures in a row; a trial create in 40s; last error: boot probe did not pass within timeoutBooting';
+    const [first, second] = [container({ constraints: big }), container({ constraints: big })];
+    const result = plan([first, second], instanceTypes, pool({ createRefusal: (name) => (name === 'large' ? { reason, scope: 'instanceType' } : null) }), limits);
+    expect(result.waits.get(first.uuid)).toBe(reason);
+    expect(result.waits.get(second.uuid)).toBe(reason);
+  });
+});
+
 describe('scheduling pass (type fallback when the cheapest type is out of capacity)', () => {
   // One vCPU fits all: cheap 0.10, dearer 0.14 (within 1.5×), dearest 0.20 (beyond it).
   const cheap = instanceTypeFixture('cheap', { price: 0.1 });

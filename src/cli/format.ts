@@ -3,6 +3,9 @@ import type { InstanceEntry } from '../http/server.js';
 import type { LaunchConfigView } from '../pool/launch-config-view.js';
 import type { InstanceView } from '../pool/pool.js';
 import type { Container } from '../queue/types.js';
+
+/** A container as the API lists it: older daemons send no waitReason. */
+export type ContainerEntry = Container & { waitReason?: string | null };
 import { shellWord } from '../shell-quote.js';
 
 /** The fewest characters of a REASON kept, however narrow the line. */
@@ -12,7 +15,7 @@ const minReasonWidth = 20;
  * The containers as a table, REASON last: one line each (whitespace collapsed), shortened with an
  * ellipsis so the line fits `lineWidth` when one is given, '-' when there is none.
  */
-export function containerTable(containers: Container[], now: number, lineWidth?: number): string {
+export function containerTable(containers: ContainerEntry[], now: number, lineWidth?: number): string {
   const header = ['UUID', 'STATE', 'PRIORITY', 'ATTEMPTS', 'EXIT', 'INSTANCE', 'AGE', 'REASON'];
   const rows = containers.map((c) => [
     c.uuid,
@@ -22,7 +25,8 @@ export function containerTable(containers: Container[], now: number, lineWidth?:
     c.exitCode === null ? '-' : String(c.exitCode),
     c.instanceId ?? '-',
     formatAge(now - c.submittedAt),
-    oneLine(c.reason) ?? '-',
+    // A queued container's REASON is why it waits now; `show` keeps why it was last requeued too.
+    oneLine((c.state === 'queued' ? c.waitReason : null) ?? c.reason) ?? '-',
   ]);
   if (lineWidth !== undefined) fitLastColumn(header, rows, lineWidth);
   return table(header, rows);
@@ -91,7 +95,7 @@ export function frozenHint(createsFrozen: string | null): string | null {
  * Every field of one container, a labelled line each. The environment shows its names only: its
  * values may be secrets, and `drover show --json` prints them for whoever needs them.
  */
-export function containerDetails(c: Container, now: number): string {
+export function containerDetails(c: ContainerEntry, now: number): string {
   const { vcpus, ramMiB, scratchGiB, gpus, preemptible } = c.constraints;
   const envNames = Object.keys(c.env).sort();
   const fields: [string, string][] = [
@@ -99,6 +103,7 @@ export function containerDetails(c: Container, now: number): string {
     ['state', c.state],
     ['exit code', c.exitCode === null ? '-' : String(c.exitCode)],
     ['reason', c.reason ?? '-'],
+    ...(c.state === 'queued' ? [['waiting', c.waitReason ?? 'not yet seen by a scheduling pass'] as [string, string]] : []),
     ['attempts', String(c.attempts)],
     ['instance', c.instanceId ?? '-'],
     ['type', c.instanceType ?? '-'],

@@ -113,6 +113,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         docker: config.runner.docker,
         runnerPath: runnerCommand,
         health: () => queue.health(),
+        waitReason: (uuid) => dispatcher.waitReason(uuid),
         liveLogs: async (container) => {
           if (!container.instanceId) return null;
           const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid, config.pool.logTailBytes));

@@ -53,6 +53,8 @@ export interface ApiDeps {
   docker?: boolean;
   /** The runner's path on the instances (`pool.runnerCommand`), counted in the start command's size; DEFAULT_RUNNER_PATH when absent. */
   runnerPath?: string;
+  /** Why a queued container waits, as the scheduler's last pass saw it (Dispatcher.waitReason); absent: never known. */
+  waitReason?: (uuid: string) => string | null;
   /** What `/healthz` answers: 200 when ok, else 503 with the reason; always ok when absent. */
   health?: () => QueueHealth;
 }
@@ -197,7 +199,14 @@ const idleBehaviorBody = {
   properties: { behavior: { type: 'string', enum: idleBehaviors } },
 } as const;
 
+/** A container as the API gives it: with why it waits, while it is queued (null otherwise, or before a pass has seen it). */
+export type ContainerEntry = Container & { waitReason: string | null };
+
 export function buildServer(deps: ApiDeps): FastifyInstance {
+  const withWaitReason = (container: Container): ContainerEntry => ({
+    ...container,
+    waitReason: container.state === 'queued' ? (deps.waitReason?.(container.uuid) ?? null) : null,
+  });
   const { queue, pool, launchConfigs, registry } = deps;
   // Widened to fastify's logger type so the instance is a plain FastifyInstance, not one generic over pino's Logger.
   const logger: FastifyBaseLogger = deps.logger;
@@ -254,7 +263,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
       priority: body.priority ?? 0,
       constraints: { ...defaultConstraints, ...body.constraints },
     });
-    return reply.code(201).send(container);
+    return reply.code(201).send(withWaitReason(container));
   });
 
   app.get<{ Querystring: { state?: ContainerState; limit?: number } }>(
@@ -269,18 +278,18 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     },
     async (request) => {
       const { state, limit = defaultListLimit } = request.query;
-      return { containers: queue.list({ states: state ? [state] : undefined, limit }) };
+      return { containers: queue.list({ states: state ? [state] : undefined, limit }).map(withWaitReason) };
     },
   );
 
   app.get<{ Params: { uuid: string } }>('/containers/:uuid', { schema: { params: uuidParams, querystring: noQuery } }, async (request) =>
-    mustGet(queue, request.params.uuid),
+    withWaitReason(mustGet(queue, request.params.uuid)),
   );
 
   app.post<{ Params: { uuid: string } }>(
     '/containers/:uuid/cancel',
     { schema: { params: uuidParams, querystring: noQuery } },
-    async (request) => queue.cancel(request.params.uuid),
+    async (request) => withWaitReason(queue.cancel(request.params.uuid)),
   );
 
   // The output's tail as text; with `since`, only the output from that byte on (see outputSince).

@@ -26,6 +26,7 @@ export class Dispatcher {
   private readonly logger: Logger;
   private readonly actor: Actor<SchedulerMachine>;
   private unsubscribers: Array<() => void> = [];
+  private waits = new Map<string, string>();
 
   constructor(private readonly options: DispatcherOptions) {
     this.logger = options.logger;
@@ -60,6 +61,14 @@ export class Dispatcher {
     this.actor.stop();
   }
 
+  /**
+   * Why a queued container waits, as the last pass saw it; null for one that pass did not see
+   * (submitted since) or started.
+   */
+  waitReason(uuid: string): string | null {
+    return this.waits.get(uuid) ?? null;
+  }
+
   /** Passes run so far (for tests and metrics). */
   get passes(): number {
     return this.actor.getSnapshot().context.passes;
@@ -81,6 +90,7 @@ export class Dispatcher {
       preemptibleFallbackAfterMs: settings.preemptibleFallbackAfter ?? Infinity,
     });
     this.execute(result, picture);
+    this.waits = result.waits;
     if (result.boundBy !== null || result.blockedTypes.length > 0 || result.deferredStarts > 0) {
       const { boundBy, blockedTypes, deferredStarts } = result;
       this.logger.debug({ boundBy, blockedTypes, deferredStarts }, 'scheduling pass stopped short');

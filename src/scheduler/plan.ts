@@ -72,6 +72,11 @@ export interface Plan {
   blockedTypes: string[];
   /** Containers placed on a worker that takes work now, left for the next pass by maxStartsPerPass. */
   deferredStarts: number;
+  /**
+   * Why each queued container the pass did not start waits, by uuid: the limit or refusal that held
+   * it, or the worker it waits for. For operators (GET /containers); nothing acts on it.
+   */
+  waits: Map<string, string>;
 }
 
 /** Room on a worker as the pass fills it: a worker that takes work now, one on its way, or one this pass creates. */
@@ -107,6 +112,16 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
   }
 
   const decisions: Decision[] = [];
+  const waits = new Map<string, string>();
+  // What a pool-wide bound says to the containers it holds back.
+  const boundReason = (bound: string): string =>
+    bound === 'maxInstances'
+      ? `at maxInstances (${limits.maxInstances})`
+      : bound === 'maxHourlySpend'
+        ? `at the spend cap (maxHourlySpend ${limits.maxHourlySpend ?? '-'}/h)`
+        : bound === 'maxConcurrentContainers'
+          ? `at maxConcurrentContainers (${limits.maxConcurrentContainers ?? '-'})`
+          : bound;
   let instances = pool.instances;
   let spend = pool.hourlySpend;
   let active = 0;
@@ -144,12 +159,14 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       boundBy ??= 'maxConcurrentContainers';
       concurrencyBound = true;
       wantedLater.add(type.name);
+      waits.set(container.uuid, boundReason('maxConcurrentContainers'));
       continue;
     }
     if (capacityBound) {
       // Higher-priority work waits for room (maxInstances, spend, quota): nothing lower may take
       // an instance, and idle ones are shut down below to make that room.
       wantedLater.add(type.name);
+      waits.set(container.uuid, boundReason(boundBy ?? 'maxInstances'));
       continue;
     }
     const demand = demandOf(container.constraints);
@@ -159,8 +176,20 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       slots.place(slot, demand);
       if (slot.open && slot.workerId !== null) {
         if (starts < maxStarts) decisions.push({ kind: 'start', uuid: container.uuid, workerId: slot.workerId, instanceType: slot.type.name });
-        else deferredStarts++;
+        else {
+          deferredStarts++;
+          waits.set(container.uuid, `starts next pass on ${slot.workerId} (maxStartsPerPass)`);
+        }
         starts++;
+      } else {
+        waits.set(
+          container.uuid,
+          slot.workerId === null
+            ? `waiting for a new ${slot.type.name} instance`
+            : slot.state === 'booting'
+              ? `waiting for the boot of ${slot.workerId}`
+              : `waiting for ${slot.workerId} (not yet booted)`,
+        );
       }
       active++;
     };
@@ -172,6 +201,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
     if (boundBy !== null) {
       // Creates stopped at a higher-priority container: lower-priority work must not get one first.
       wantedLater.add(type.name);
+      waits.set(container.uuid, boundReason(boundBy));
       continue;
     }
     // A group type the budget cannot take, or one the pool refuses for the type alone, would block
@@ -228,6 +258,8 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
     }
     if (createType === null) {
       wantedLater.add(type.name);
+      // Refused pool-wide, or for its own type alone (and every fallback it had).
+      waits.set(container.uuid, refusal !== null ? boundReason(refusal) : (blockedTypes.get(type.name)?.reason ?? `no ${type.name} instance can be created now`));
       if (refusal !== null) {
         boundBy = refusal;
         // Only these are freed by shutting idle workers down; a create in flight or a throttle is not.
@@ -237,6 +269,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       continue;
     }
     decisions.push({ kind: 'create', instanceType: createType.name, forUuid: container.uuid });
+    waits.set(container.uuid, `waiting for a new ${createType.name} instance`);
     const created: Slot = { workerId: null, type: createType, open: false, state: 'new', free: capacityOf(createType), containers: 0, placedThisPass: 0 };
     slots.add(created);
     slots.place(created, demand);
@@ -256,7 +289,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       idleToFree--;
     }
   }
-  return { decisions, shutdowns, boundBy, blockedTypes: [...blockedTypes.keys()], deferredStarts };
+  return { decisions, shutdowns, boundBy, blockedTypes: [...blockedTypes.keys()], deferredStarts, waits };
 }
 
 /**
