@@ -88,8 +88,9 @@ export interface PoolSettings {
    */
   logTailBytes?: number;
   /**
-   * How long a launch config the bad-image breaker holds (broken) waits before one trial create,
-   * and between trials after that. The config always fills it in (default 5m).
+   * How often a launch config whose weight fell with recent failures is still given one create
+   * while work for its type waits, so it is seen to recover. (A broken config's trials wait 1 min,
+   * doubling to 30 min.) The config always fills it in (default 5m).
    */
   launchConfigRetryInterval?: number;
   /**

@@ -46,6 +46,8 @@ export function registerDroverMetrics(registry: Registry, pool: Pool, queue: Con
       this.set({ cause: 'stale_listing' }, status.stale ? 1 : 0);
       this.set({ cause: 'quota' }, status.atQuota ? 1 : 0);
       this.set({ cause: 'create_rate_limit' }, status.throttled.includes('create') ? 1 : 0);
+      this.set({ cause: 'frozen' }, status.frozen === null ? 0 : 1);
+      this.set({ cause: 'no_capacity_anywhere' }, status.capacityExhausted.includes('* in *') ? 1 : 0);
     },
   });
   new Gauge({

@@ -20,7 +20,7 @@ export interface LaunchConfigView {
   effectiveWeight: number;
   maxInstances: number | null;
   state: LaunchConfigState;
-  /** False for a config known only from its instances' tags or a saved state: gone from the file, so archived. */
+  /** False for a config known only from its instances' tags: gone from the file, so archived (listed once an instance of it is). */
   inConfig: boolean;
   /** Instances from this config the pool knows now, creating ones included. */
   instances: number;

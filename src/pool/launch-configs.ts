@@ -71,6 +71,8 @@ export class LaunchConfigs {
   private readonly entries = new Map<string, Entry>();
   private readonly byType = new Map<string, Entry[]>();
   private readonly scopes = new Map<string, Actor<CapacityScopeMachine>>();
+  /** For a config that names no zone: the zone its capacity errors said its creates went to. */
+  private readonly learnedZones = new Map<string, string>();
   private readonly saved: ReadonlyMap<string, LaunchConfigAdminState>;
   private readonly launchConfigActor;
   private readonly scopeActor;
@@ -189,7 +191,9 @@ export class LaunchConfigs {
    * none) in its zone, else the zone the config launched in, else everywhere.
    */
   capacityError(error: { instanceType: string | null; zone: string | null; message: string }, config: LaunchConfig | null): void {
-    const key = scopeKey(error.instanceType ?? anywhere, error.zone ?? config?.zone ?? anywhere);
+    // A config with no zone of its own is in whatever zone the driver chose: the error says which.
+    if (config !== null && config.zone === null && error.zone !== null) this.learnedZones.set(config.id, error.zone);
+    const key = scopeKey(error.instanceType ?? anywhere, error.zone ?? (config === null ? null : this.placeOf(config)) ?? anywhere);
     let scope = this.scopes.get(key);
     if (!scope) {
       scope = createActor(this.scopeActor, { clock: this.options.clock, input: { backoffMs: this.options.capacityBackoffMs } });
@@ -274,9 +278,18 @@ export class LaunchConfigs {
     return entry;
   }
 
+  /**
+   * Where the config's creates land, as far as capacity goes: its zone; else the zone its errors
+   * named; else its subnet (which fixes the zone on EC2); null when nothing says.
+   */
+  private placeOf(config: LaunchConfig): string | null {
+    return config.zone ?? this.learnedZones.get(config.id) ?? (config.subnet === null ? null : `subnet ${config.subnet}`);
+  }
+
   /** The capacity scope backing creates from this config off now, if any (the account-wide one is the pool's to report). */
   private capacityBlock(config: LaunchConfig): Actor<CapacityScopeMachine> | null {
-    const zones = config.zone === null ? [anywhere] : [config.zone, anywhere];
+    const place = this.placeOf(config);
+    const zones = place === null ? [anywhere] : [place, anywhere];
     for (const type of [config.instanceType, anywhere]) {
       for (const zone of zones) {
         if (type === anywhere && zone === anywhere) continue;
@@ -304,7 +317,8 @@ export class LaunchConfigs {
       return `launch config ${id} is broken after ${context.consecutiveBootFailures} boot failures in a row; a trial create in ${wait}${last}`;
     }
     if (snapshot.hasTag('trialRunning')) return `launch config ${id} is broken; its trial instance ${context.trialWorkerId ?? ''} is booting${last}`;
-    if (capacity !== null) return `no capacity for ${instanceType}${zone === null ? '' : ` in ${zone}`} (${capacity.getSnapshot().context.lastError})`;
+    const place = zone ?? this.placeOf(entry.settings);
+    if (capacity !== null) return `no capacity for ${instanceType}${place === null ? '' : ` in ${place}`} (${capacity.getSnapshot().context.lastError})`;
     if (maxInstances !== null) {
       const live = instancesOf(id);
       if (live >= maxInstances) return `launch config ${id} has ${live} instances (its maxInstances)`;

@@ -708,7 +708,8 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
     } else if (to === 'shutdown' && snapshot.context.bootTimedOut) {
       this.bootFailed(worker, snapshot.context.reason);
-    } else if (to === 'shutdown' && from === 'booting' && config !== null) {
+    } else if (to === 'shutdown' && (from === 'booting' || from === 'creating') && config !== null) {
+      // Killed or shut down as surplus before any verdict on its boot: a trial it was is still to come.
       this.launchConfigSet.send(config, { type: 'INSTANCE_ENDED', workerId });
     }
   }

@@ -163,7 +163,7 @@ export function plan(pending: readonly Container[], instanceTypes: Readonly<Reco
       continue;
     }
     if (capacityBound) {
-      // Higher-priority work waits for room (maxInstances, spend, quota): nothing lower may take
+      // Higher-priority work waits for room (maxInstances, spend): nothing lower may take
       // an instance, and idle ones are shut down below to make that room.
       wantedLater.add(type.name);
       waits.set(container.uuid, boundReason(boundBy ?? 'maxInstances'));

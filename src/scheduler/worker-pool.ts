@@ -33,9 +33,11 @@ export interface PoolPicture {
 }
 
 /**
- * A create the pool would refuse. `instanceType`: this type alone (its capacity back-off, or a type
- * the pool does not know); creates of other types go on. `pool`: every create (no listing yet,
- * stale listings, quota, create throttle, create calls in flight, maxInstances).
+ * A create the pool would refuse. `instanceType`: this type alone (every launch config of it
+ * refuses: paused, archived, broken, capacity back-off in its zone, its maxInstances; or a type the
+ * pool does not know); creates of other types go on. `pool`: every create (no listing yet, stale
+ * listings, creates frozen, quota, create throttle, create calls in flight, maxInstances, no
+ * capacity anywhere in the account).
  */
 export interface CreateRefusal {
   reason: string;

@@ -6,6 +6,7 @@ import { systemClock } from '../../src/clock.js';
 import { tagKeys, type InstanceType, type Tags } from '../../src/cloud/driver.js';
 import type { StubFaults } from '../../src/cloud/stub/faults.js';
 import { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
+import type { LaunchConfigSettings } from '../../src/config/launch-configs.js';
 import type { PoolSettings } from '../../src/config/schema.js';
 import { Pool } from '../../src/pool/pool.js';
 import type { Executor, ExecutorTarget } from '../../src/ssh/executor.js';
@@ -70,6 +71,8 @@ export class PoolHarness {
     readonly stub: StubCloud,
     settings: Partial<PoolSettings> = {},
     executorFor: (target: ExecutorTarget) => Executor = (target) => stub.executorFor(target),
+    /** The pool's launch configs; default one per type with the driver's own settings. */
+    launchConfigs?: LaunchConfigSettings[],
   ) {
     const sink = new Writable({
       write: (chunk: Buffer, _encoding, done) => {
@@ -85,6 +88,7 @@ export class PoolHarness {
       instanceTypes,
       logger: pino({ level: 'info' }, sink),
       clock: systemClock,
+      ...(launchConfigs && { launchConfigs }),
     });
     this.pool.subscribe(() => this.notifications++);
   }
