@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { Clock } from '../src/clock.js';
+import { HeapClock } from '../src/sim/heap-clock.js';
 import { StubCloud } from '../src/cloud/stub/stub-cloud.js';
 import { Pool } from '../src/pool/pool.js';
 import type { CommandResult, Executor, ExecutorTarget } from '../src/ssh/executor.js';
@@ -23,89 +23,6 @@ import {
 const second = 1_000;
 const minute = 60_000;
 const timeoutBooting = poolSettings().timeoutBooting;
-
-interface SimTimer {
-  at: number;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
-}
-
-function earlier(a: SimTimer, b: SimTimer): boolean {
-  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
-}
-
-/**
- * Fake time for 10,000 workers. vitest's fake timers look through every pending timer to find the
- * next one, for each timer they fire: with a timer per worker and 500 probes a second that is
- * hours of real time for a few minutes of fake time. This clock keeps its timers in a binary heap
- * and, like advanceTimersByTimeAsync, lets promise chains settle after each timer it fires.
- */
-class HeapClock implements Clock {
-  private time = 0;
-  private seq = 0;
-  private readonly heap: SimTimer[] = [];
-
-  now(): number {
-    return this.time;
-  }
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const timer: SimTimer = { at: this.time + Math.max(0, Math.floor(ms)), seq: this.seq++, fn, cancelled: false };
-    const heap = this.heap;
-    let i = heap.push(timer) - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (earlier(heap[parent]!, timer)) break;
-      heap[i] = heap[parent]!;
-      i = parent;
-    }
-    heap[i] = timer;
-    return timer;
-  }
-
-  clearTimeout(id: unknown): void {
-    if (id) (id as SimTimer).cancelled = true;
-  }
-
-  /** Runs every timer due within `ms`, in order, letting promises settle after each. */
-  async advance(ms: number): Promise<void> {
-    const end = this.time + ms;
-    await drain();
-    for (let next = this.heap[0]; next !== undefined && next.at <= end; next = this.heap[0]) {
-      this.pop();
-      if (next.cancelled) continue;
-      this.time = next.at;
-      next.fn();
-      await drain();
-    }
-    this.time = end;
-    await drain();
-  }
-
-  private pop(): void {
-    const heap = this.heap;
-    const last = heap.pop();
-    if (heap.length === 0 || last === undefined) return;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      let smallest = last;
-      let at = i;
-      if (left < heap.length && earlier(heap[left]!, smallest)) [smallest, at] = [heap[left]!, left];
-      if (left + 1 < heap.length && earlier(heap[left + 1]!, smallest)) [smallest, at] = [heap[left + 1]!, left + 1];
-      if (at === i) break;
-      heap[i] = smallest;
-      i = at;
-    }
-    heap[i] = last;
-  }
-}
-
-/** Lets every pending promise chain run: the stub answers on microtasks, never on timers. */
-function drain(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 describe('restart at scale', () => {
   it('restart with 10,000 instances on the stub at default settings: none of the healthy ones is destroyed', async () => {

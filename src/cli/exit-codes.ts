@@ -69,6 +69,16 @@ export const teardownExitCodes = {
   refused: 2,
 } as const;
 
+/** Exit codes of `drover simulate`. */
+export const simulateExitCodes = {
+  /** The replay ran (to the end of its work or to --until) and its summary is written. */
+  ran: 0,
+  /** It ran, but lost a container or ran one twice: the summary says which. */
+  invariantBroken: 1,
+  /** Refused before replaying: a bad config, trace or option (the message names it). */
+  refused: 2,
+} as const;
+
 /** Exit codes of `drover cloudtest`. */
 export const cloudtestExitCodes = {
   /** Every step passed and the instance is gone. */

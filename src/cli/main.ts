@@ -12,6 +12,7 @@ import { registerCloudtestCommand } from './cloudtest-command.js';
 import { registerClientCommands } from './commands.js';
 import { exitWithUsageCode, runExitCodes } from './exit-codes.js';
 import { refusal } from './refusals.js';
+import { registerSimulateCommand } from './simulate-command.js';
 import { registerTeardownCommand } from './teardown-command.js';
 
 const program = new Command('drover')
@@ -59,6 +60,7 @@ program
 registerClientCommands(program);
 registerTeardownCommand(program);
 registerCloudtestCommand(program);
+registerSimulateCommand(program);
 // Once every command is registered, so it reaches each of them.
 exitWithUsageCode(program);
 

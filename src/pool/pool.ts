@@ -181,6 +181,8 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private readonly poolActor: Actor<PoolMachine>;
   private readonly probes: ProbeScheduler<Worker>;
   private lastPoolStatus = '';
+  /** Boots seen and boots failed (timed out, or vanished while booting) since start. */
+  private readonly boots = { booted: 0, failed: 0 };
   /** The freeze in force has been logged as an error (once per freeze). */
   private frozenLogged = false;
   private stopped = false;
@@ -408,6 +410,11 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     this.poolActor.send(event);
     this.logger.info({}, 'creates resumed by operator');
     return true;
+  }
+
+  /** Boots seen and failed since start (metrics, the simulator). */
+  bootOutcomes(): { booted: number; failed: number } {
+    return { ...this.boots };
   }
 
   createsFrozen(): string | null {
@@ -705,6 +712,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     const config = worker.launchConfigId;
     if ((from === 'booting' || from === 'unknown') && (to === 'idle' || to === 'running')) {
       worker.bootedAt = at;
+      this.boots.booted++;
       if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
     } else if (to === 'shutdown' && snapshot.context.bootTimedOut) {
       this.bootFailed(worker, snapshot.context.reason);
@@ -716,6 +724,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
 
   private bootFailed(worker: Worker, message: string): void {
     const at = this.clock.now();
+    this.boots.failed++;
     if (worker.launchConfigId !== null) this.launchConfigSet.send(worker.launchConfigId, { type: 'BOOT_FAILED', at, workerId: worker.id, message });
     this.poolActor.send({ type: 'BOOT_FAILED', at });
   }

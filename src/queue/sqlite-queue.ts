@@ -39,6 +39,9 @@ export class InvalidContainerSpecError extends Error {
   }
 }
 
+/** A `path` for a queue held in memory alone (SQLite's own name for one): the simulator's. */
+export const inMemoryQueuePath = ':memory:';
+
 export interface SqliteQueueOptions {
   path: string;
   /** Starts of one container (lost ones included) before requeueOrFail fails it. */
@@ -175,18 +178,7 @@ export class SqliteQueue implements ContainerQueue, LaunchConfigStateStore {
     // existing file is left as it is (the daemon's start-up check refuses one others can read).
     // A file that cannot be used (read-only, not a database, corrupt, ...) is a QueueStorageError.
     try {
-      makePrivateDirectory(dirname(options.path));
-      try {
-        const fd = openSync(options.path, 'wx', 0o600);
-        try {
-          fchmodSync(fd, 0o600);
-        } finally {
-          closeSync(fd);
-        }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      this.db = new Database(options.path);
+      this.db = openDatabase(options.path);
     } catch (err) {
       throw openRefusal(options.path, err);
     }
@@ -845,4 +837,22 @@ function validateSpec(spec: unknown): ContainerSpec {
     constraints: constraintsCopy,
     priority,
   };
+}
+
+/** Opens the queue's database: a new file is created 0600 in a 0700 directory first; the in-memory path makes none. */
+function openDatabase(path: string): Database.Database {
+  // The replay simulator's queue: nothing to keep, so no file.
+  if (path === inMemoryQueuePath) return new Database(':memory:');
+  makePrivateDirectory(dirname(path));
+  try {
+    const fd = openSync(path, 'wx', 0o600);
+    try {
+      fchmodSync(fd, 0o600);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return new Database(path);
 }
