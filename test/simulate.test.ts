@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
+import { estimatorPlan } from '../src/scheduler/estimator.js';
 import { simulate, type SimulationSummary } from '../src/sim/simulate.js';
 import { parseTrace } from '../src/sim/trace.js';
 import { runDrover } from './support/run-drover.js';
@@ -52,6 +53,13 @@ describe('drover simulate', () => {
     // Sampled each minute until the pool emptied: the container's run and the idle minute after it.
     expect(chart.some((point) => (point.instances.running ?? 0) === 1)).toBe(true);
     expect(chart.at(-1)).toMatchObject({ queued: 0 });
+  });
+
+  it('--policy estimator: the baseline runs the same trace through the same pool', async () => {
+    const trace = parseTrace('submit_s,duration_s,vcpus,ram_mib\n5,100,1,512\n6,100,1,512\n', 'two.csv');
+    const { summary } = await simulate({ config, trace, planner: estimatorPlan });
+    expect(summary.containers).toEqual({ submitted: 2, completed: 2, failed: 0, lost: 0, ranTwice: 0 });
+    expect(summary.instances.created).toBe(2);
   });
 
   it('two runs with the same seed give the same summary; another seed, other boot delays', async () => {

@@ -2,14 +2,20 @@
 // trace through the real pool and scheduler on the stub cloud, writes summary.json and chart.svg.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import { loadConfig } from '../config/load.js';
 import { renderChart } from '../sim/chart.js';
 import { simulate, type SimulationProgress, type SimulationSummary } from '../sim/simulate.js';
 import { readTrace, TraceError } from '../sim/trace.js';
+import { estimatorPlan } from '../scheduler/estimator.js';
+import { plan } from '../scheduler/plan.js';
 import { simulateExitCodes } from './exit-codes.js';
 import { refusal } from './refusals.js';
+
+/** Who decides creates and idling: Drover's scheduling pass, or Taskcluster's estimator as a baseline. */
+const policies = { drover: plan, estimator: estimatorPlan } as const;
+type Policy = keyof typeof policies;
 
 interface SimulateOptions {
   config: string;
@@ -17,6 +23,7 @@ interface SimulateOptions {
   out?: string;
   seed?: number;
   until?: number;
+  policy: Policy;
 }
 
 function integer(text: string): number {
@@ -57,17 +64,23 @@ export function registerSimulateCommand(program: Command): void {
     .option('-o, --out <dir>', 'where summary.json and chart.svg go (default simulate-<trace name>)')
     .option('--seed <n>', "seed of the stub's faults and boot delays (default cloud.stub.seed)", integer)
     .option('--until <duration>', 'stop after this much simulated time (e.g. 12h) even if work remains', duration)
+    .addOption(
+      new Option('--policy <policy>', "who decides creates and idling: drover, or Taskcluster worker-manager's estimator (a baseline)")
+        .choices(Object.keys(policies))
+        .default('drover'),
+    )
     .action(async (options: SimulateOptions) => {
       try {
         const config = loadConfig(options.config);
         const trace = readTrace(options.trace);
-        const out = resolve(options.out ?? `simulate-${basename(options.trace).replace(/\.[^.]*$/, '')}`);
+        const out = resolve(options.out ?? `simulate-${basename(options.trace).replace(/\.[^.]*$/, '')}-${options.policy}`);
         const showProgress = process.stderr.isTTY === true;
         const { summary, chart } = await simulate({
           config,
           trace,
           ...(options.seed !== undefined && { seed: options.seed }),
           untilMs: options.until ?? null,
+          planner: policies[options.policy],
           ...(showProgress && { onProgress: (progress: SimulationProgress) => process.stderr.write(progressLine(progress)) }),
         });
         if (showProgress) process.stderr.write('\n');

@@ -55,6 +55,16 @@ import type { CommandResult, RunOptions } from '../ssh/executor.js';
  */
 export const forgetAfterMissedListings = 2;
 
+/**
+ * Listings in a row, from the first time it is asked about, that must not show an instance this
+ * pool never had before it is judged gone (its containers then run elsewhere). With 5% of
+ * instances left out of each listing, 5 misses in a row by chance happen once in 3 million.
+ */
+export const unseenGoneAfterListings = 5;
+
+/** How long (listings) the pool remembers an instance as absent for isGone; a day at the default syncInterval. */
+const absentKeptListings = 1_440;
+
 /** Longest a single command on an instance may take before it counts as failed (a hung SSH session). */
 export const commandTimeoutMs = 60_000;
 
@@ -181,6 +191,12 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private readonly poolActor: Actor<PoolMachine>;
   private readonly probes: ProbeScheduler<Worker>;
   private lastPoolStatus = '';
+  /**
+   * Instances without a worker, by id: the successful listings from which each counts as absent.
+   * One asked about (isGone) that the pool never had counts from that ask; one the pool forgot
+   * counts as absent long enough already. Entries older than absentKeptListings are dropped.
+   */
+  private readonly absentSince = new Map<string, number>();
   /** Boots seen and boots failed (timed out, or vanished while booting) since start. */
   private readonly boots = { booted: 0, failed: 0 };
   /** The freeze in force has been logged as an error (once per freeze). */
@@ -513,12 +529,23 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   }
 
   /**
-   * Whether the instance is known to be gone: the pool has listed the cloud often enough since it
-   * started to have forgotten it, and has no worker for it. A pool that has just started and not
-   * yet seen an instance cannot tell.
+   * Whether the instance is known to be gone: the pool has no worker for it, and has listed the
+   * cloud `unseenGoneAfterListings` times since it was first asked about it without seeing it. A
+   * pool that has just started and not yet seen an instance cannot tell; and partial listings can
+   * leave a live instance out of a few in a row, so one the pool never saw needs more listings to
+   * be judged gone than one it saw and lost (forgetAfterMissedListings, with its probes silent).
    */
   isGone(instanceId: string): boolean {
-    return this.successfulListings >= forgetAfterMissedListings && !this.byInstanceId.has(instanceId);
+    if (this.byInstanceId.has(instanceId)) {
+      this.absentSince.delete(instanceId);
+      return false;
+    }
+    const since = this.absentSince.get(instanceId);
+    if (since === undefined) {
+      this.absentSince.set(instanceId, this.successfulListings);
+      return false;
+    }
+    return this.successfulListings - since >= unseenGoneAfterListings;
   }
 
   /** Runs a command on the instance through its executor (kill, logs, cleanup). */
@@ -658,7 +685,11 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       this.vanished(worker);
     }
     const { instance, createToken } = worker.snapshot.context;
-    if (instance && this.byInstanceId.get(instance.id) === worker) this.byInstanceId.delete(instance.id);
+    if (instance && this.byInstanceId.get(instance.id) === worker) {
+      this.byInstanceId.delete(instance.id);
+      // Forgotten after listings missed it and its probes went silent (or destroyed): gone.
+      if (!this.stopped) this.absentSince.set(instance.id, this.successfulListings - unseenGoneAfterListings);
+    }
     if (createToken) this.byCreateToken.delete(createToken);
     worker.actor.stop();
     worker.executor?.close();
@@ -821,6 +852,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     // A listing that returns after stop() must not bring workers back to life.
     if (this.stopped) return 0;
     this.successfulListings++;
+    for (const [id, since] of this.absentSince) if (this.successfulListings - since > absentKeptListings) this.absentSince.delete(id);
     const now = this.clock.now();
     const { maxInstanceLifetime = defaultMaxInstanceLifetime } = this.options.settings;
     const seen = new Set<Worker>();

@@ -20,6 +20,8 @@ export interface DispatcherOptions {
   maxInstances: number;
   logger: Logger;
   clock?: Clock;
+  /** The scheduling pass (default plan); the simulator swaps in a baseline such as estimatorPlan. */
+  planner?: typeof plan;
 }
 
 export class Dispatcher {
@@ -80,7 +82,8 @@ export class Dispatcher {
     let pending = queue.pending();
     if (this.reconcile(pending)) pending = queue.pending();
     const picture = pool.picture();
-    const result = plan(pending, instanceTypes, picture, {
+    const planner = this.options.planner ?? plan;
+    const result = planner(pending, instanceTypes, picture, {
       maxInstances,
       maxConcurrentContainers: settings.maxConcurrentContainers,
       maxHourlySpend: settings.maxHourlySpend,

@@ -61,9 +61,10 @@ export class HeapClock implements Clock {
 
   /**
    * Runs every timer due within `ms`, in order. Timers due at the same instant fire together, and
-   * then the promise chains they started run, before the clock moves to the next instant.
+   * then the promise chains they started run, before the clock moves to the next instant;
+   * `afterInstant` sees the state each instant left.
    */
-  async advance(ms: number): Promise<void> {
+  async advance(ms: number, afterInstant?: () => void): Promise<void> {
     const end = this.time + ms;
     await drain();
     for (let at = this.nextAt(); at !== null && at <= end; at = this.nextAt()) {
@@ -75,6 +76,7 @@ export class HeapClock implements Clock {
         next.fn();
       }
       await drain();
+      afterInstant?.();
     }
     this.time = end;
     await drain();

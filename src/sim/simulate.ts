@@ -5,6 +5,7 @@
 import { pino } from 'pino';
 import type { CloudDriver, CloudInstance } from '../cloud/driver.js';
 import { errorClass } from '../cloud/errors.js';
+import { rateLimited } from '../cloud/rate-limited.js';
 import { StubCloud } from '../cloud/stub/stub-cloud.js';
 import { stubRunMsEnv } from '../cloud/stub/stub-cloud.js';
 import type { Config } from '../config/schema.js';
@@ -12,6 +13,7 @@ import { Pool } from '../pool/pool.js';
 import { inMemoryQueuePath, SqliteQueue } from '../queue/sqlite-queue.js';
 import type { Container } from '../queue/types.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
+import { plan } from '../scheduler/plan.js';
 import { chooseInstanceType } from '../scheduler/instance-type.js';
 import type { Executor } from '../ssh/executor.js';
 import type { ChartPoint } from './chart.js';
@@ -31,7 +33,17 @@ export interface SimulationOptions {
   /** Called about every `progressEveryMs` of wall time with how far the replay is. */
   onProgress?: (progress: SimulationProgress) => void;
   progressEveryMs?: number;
+  /**
+   * Stop the pool and scheduler this often (simulated ms) and start new ones over the same cloud
+   * and queue, as a daemon restart does; default never.
+   */
+  restartEveryMs?: number | null;
+  /** Which scheduling pass decides creates and idling: Drover's plan, or a baseline (see --policy). */
+  planner?: Planner;
 }
+
+/** A scheduling pass: `plan` or a baseline with its signature. */
+export type Planner = typeof plan;
 
 export interface SimulationProgress {
   simulatedMs: number;
@@ -58,6 +70,17 @@ export interface SimulationSummary {
   peakHeapBytes: number;
   /** How the run ended: every container ended and the pool emptied, or --until. */
   ended: 'drained' | 'until';
+  /** Daemon restarts made (restartEveryMs). */
+  restarts: number;
+  /**
+   * The invariants, checked at every event that could break them: instances never above
+   * maxInstances (after every instant of the clock), spend never above maxHourlySpend (at every
+   * create), no container on two instances at once or started after it completed (at every start),
+   * none lost (at the end). The first violations, with when they happened.
+   */
+  invariants: { checks: number; violations: string[] };
+  /** Faults the stub cloud injected, by kind. */
+  faults: Record<string, number>;
 }
 
 export interface SimulationResult {
@@ -73,6 +96,8 @@ interface Bill {
 }
 
 const startCommand = / start '?([A-Za-z0-9._-]+)'?/;
+/** Violations kept in the summary: the first ones say what went wrong; the count is in checks. */
+const maxViolationsKept = 20;
 
 export async function simulate(options: SimulationOptions): Promise<SimulationResult> {
   const { config, trace } = options;
@@ -90,6 +115,23 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   const cloudErrors: Record<string, number> = {};
   let created = 0;
   let maxAtOnce = 0;
+  const invariants = { checks: 0, violations: [] as string[] };
+  const violated = (what: string): void => {
+    if (invariants.violations.length < maxViolationsKept) invariants.violations.push(`${(clock.now() / 1_000).toFixed(3)} s: ${what}`);
+  };
+  const { maxInstances } = config.pool;
+  const { maxHourlySpend } = config.scheduler;
+  const priceOf = new Map(Object.values(config.instanceTypes).map((type) => [type.providerType, type.price]));
+  // Instances and spend only grow at a create: checked there, against what the cloud holds.
+  const checkCreate = (): void => {
+    invariants.checks++;
+    const live = stub.liveInstances();
+    if (live.length > maxInstances) violated(`${live.length} instances, above maxInstances ${maxInstances}`);
+    if (maxHourlySpend === null) return;
+    invariants.checks++;
+    const spend = live.reduce((sum, instance) => sum + (priceOf.get(instance.providerType) ?? 0), 0);
+    if (spend > maxHourlySpend + 1e-9) violated(`spend ${spend.toFixed(4)}/h, above maxHourlySpend ${maxHourlySpend}`);
+  };
   const counted = async <T>(call: Promise<T>): Promise<T> => {
     try {
       return await call;
@@ -99,12 +141,14 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
       throw error;
     }
   };
-  const driver: CloudDriver = {
+  // Counted, then held to cloud.maxCloudOpsPerSecond as the daemon holds its driver (cloudFromConfig).
+  const countedDriver: CloudDriver = {
     create: async (request) => {
       const instance: CloudInstance = await counted(stub.create(request));
       created++;
       bills.set(instance.id, { price: request.instanceType.price, from: clock.now(), to: null });
       maxAtOnce = Math.max(maxAtOnce, stub.liveCount());
+      checkCreate();
       return instance;
     },
     list: (filter) => counted(stub.list(filter)),
@@ -115,6 +159,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     },
     setTags: (id, tags) => counted(stub.setTags(id, tags)),
   };
+  const driver = rateLimited(countedDriver, { maxOpsPerSecond: config.cloud.maxCloudOpsPerSecond, clock });
 
   // Where each container was started, to catch one running on two instances at once or started
   // again after it completed: neither may ever happen, whatever the faults.
@@ -128,6 +173,9 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
       if (uuid === undefined || result.exitCode !== 0) return result;
       const on = startedOn.get(uuid) ?? new Set<string>();
       const elsewhere = [...on].some((id) => id !== instanceId && stub.getVm(id)?.containers[uuid]?.state === 'running');
+      invariants.checks++;
+      if (elsewhere) violated(`container ${uuid} started on ${instanceId} while running on another instance`);
+      if (completedBefore) violated(`container ${uuid} started on ${instanceId} after it completed`);
       if (elsewhere || completedBefore) ranTwice.add(uuid);
       on.add(instanceId);
       startedOn.set(uuid, on);
@@ -138,27 +186,43 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   });
 
   const queue = new SqliteQueue({ path: inMemoryQueuePath, maxAttempts: config.scheduler.maxAttempts, clock, logTailBytes: config.pool.logTailBytes });
-  const pool = new Pool({
-    poolName: config.poolName,
-    driver,
-    executorFor: (target) => counting(stub.executorFor(target), target.id),
-    settings: config.pool,
-    instanceTypes: config.instanceTypes,
-    logger,
-    clock,
-    records: queue,
-    docker: false,
-    launchConfigs: config.launchConfigs,
-  });
-  const dispatcher = new Dispatcher({
-    queue,
-    pool,
-    instanceTypes: config.instanceTypes,
-    settings: config.scheduler,
-    maxInstances: config.pool.maxInstances,
-    logger,
-    clock,
-  });
+  // The daemon's part: what a restart stops and builds again over the same cloud and queue.
+  const startDaemon = (): { pool: Pool; dispatcher: Dispatcher } => {
+    const pool = new Pool({
+      poolName: config.poolName,
+      driver,
+      executorFor: (target) => counting(stub.executorFor(target), target.id),
+      settings: config.pool,
+      instanceTypes: config.instanceTypes,
+      logger,
+      clock,
+      records: queue,
+      docker: false,
+      launchConfigs: config.launchConfigs,
+      launchConfigStore: queue,
+    });
+    const dispatcher = new Dispatcher({
+      queue,
+      pool,
+      instanceTypes: config.instanceTypes,
+      settings: config.scheduler,
+      maxInstances,
+      logger,
+      clock,
+      planner: options.planner ?? plan,
+    });
+    pool.start();
+    dispatcher.start();
+    return { pool, dispatcher };
+  };
+  const boots = { booted: 0, failed: 0 };
+  const stopDaemon = ({ pool, dispatcher }: { pool: Pool; dispatcher: Dispatcher }): void => {
+    dispatcher.stop();
+    const outcomes = pool.bootOutcomes();
+    boots.booted += outcomes.booted;
+    boots.failed += outcomes.failed;
+    pool.stop();
+  };
 
   // Submissions: the rows due now, then a timer for the next. Times are whole ms (rounded up), as
   // the clock's are: a fraction would make a timer fire before its row is due, again and again.
@@ -179,8 +243,18 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     if (next < trace.length) clock.setTimeout(submitDue, dueAt(trace[next]!) - now);
   };
 
-  pool.start();
-  dispatcher.start();
+  let daemon = startDaemon();
+  let restarts = 0;
+  if (options.restartEveryMs != null) {
+    const every = options.restartEveryMs;
+    const restart = (): void => {
+      stopDaemon(daemon);
+      daemon = startDaemon();
+      restarts++;
+      clock.setTimeout(restart, every);
+    };
+    clock.setTimeout(restart, every);
+  }
   clock.setTimeout(submitDue, trace[0] === undefined ? 0 : dueAt(trace[0]));
 
   const chart: ChartPoint[] = [];
@@ -189,10 +263,15 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   let peakHeapBytes = 0;
   let lastProgress = performance.now();
   let ended: SimulationSummary['ended'] = 'drained';
+  const checkInstances = (): void => {
+    invariants.checks++;
+    const live = stub.liveCount();
+    if (live > maxInstances) violated(`${live} instances, above maxInstances ${maxInstances}`);
+  };
   for (;;) {
-    await clock.advance(sampleEveryMs);
+    await clock.advance(sampleEveryMs, checkInstances);
     const now = clock.now();
-    const byState = pool.countByState();
+    const byState = daemon.pool.countByState();
     const pending = queue.pending();
     let queued = 0;
     for (const container of pending) if (container.state === 'queued') queued++;
@@ -214,11 +293,16 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     }
   }
 
-  dispatcher.stop();
   const containers = queue.list();
-  const boots = pool.bootOutcomes();
-  pool.stop();
+  stopDaemon(daemon);
   queue.close();
+  // Every container ends complete, or failed with its reason; only --until leaves some waiting.
+  invariants.checks++;
+  if (containers.length !== next) violated(`${next - containers.length} submitted containers gone from the queue`);
+  for (const container of containers) {
+    if (container.state === 'failed' && !container.reason) violated(`container ${container.uuid} failed without a reason`);
+    if (ended === 'drained' && container.state !== 'complete' && container.state !== 'failed') violated(`container ${container.uuid} left ${container.state}`);
+  }
   const end = clock.now();
   const wallSeconds = (performance.now() - wallStart) / 1_000;
   const simulatedSeconds = end / 1_000;
@@ -247,6 +331,9 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     speedup: round(simulatedSeconds / Math.max(wallSeconds, 1e-9), 1),
     peakHeapBytes,
     ended,
+    restarts,
+    invariants,
+    faults: { ...stub.faultCounts },
   };
   return { summary, chart };
 }

@@ -38,6 +38,19 @@ export interface StubVm {
   containers: Record<string, ContainerOnVm>;
 }
 
+export type StubFaultKind =
+  | 'createError'
+  | 'destroyError'
+  | 'quota'
+  | 'createRateLimit'
+  | 'listRateLimit'
+  | 'capacity'
+  | 'listFailure'
+  | 'listOmission'
+  | 'neverBoots'
+  | 'vanishes'
+  | 'sshDrop';
+
 export interface StubCloudOptions {
   clock: Clock;
   faults?: Partial<StubFaults>;
@@ -87,6 +100,20 @@ export class StubCloud implements CloudDriver {
   peakLiveCount = 0;
   sshCommandCount = 0;
   readonly callCounts: Record<CloudOperation, number> = { create: 0, list: 0, destroy: 0, setTags: 0 };
+  /** Faults injected so far, by kind (for soak runs to show each kind happened). */
+  readonly faultCounts: Record<StubFaultKind, number> = {
+    createError: 0,
+    destroyError: 0,
+    quota: 0,
+    createRateLimit: 0,
+    listRateLimit: 0,
+    capacity: 0,
+    listFailure: 0,
+    listOmission: 0,
+    neverBoots: 0,
+    vanishes: 0,
+    sshDrop: 0,
+  };
 
   private readonly clock: Clock;
   private readonly bootProbeCommand: string;
@@ -231,7 +258,10 @@ export class StubCloud implements CloudDriver {
         if (closed) throw new Error('ssh: executor closed');
         const vm = this.getVm(current.id);
         if (!vm) throw new Error(`ssh: connect ECONNREFUSED ${current.address}`);
-        if (this.chance(this.faults.sshDropRate)) throw new Error('ssh: connection dropped');
+        if (this.chance(this.faults.sshDropRate)) {
+          this.faultCounts.sshDrop++;
+          throw new Error('ssh: connection dropped');
+        }
         return this.answer(vm, command, session);
       },
       setTarget: (next: ExecutorTarget) => {
@@ -260,30 +290,40 @@ export class StubCloud implements CloudDriver {
     const faults = this.faults;
     const now = this.clock.now();
     if (faults.quotaMaxInstances !== null && this.liveCount() >= faults.quotaMaxInstances) {
+      this.faultCounts.quota++;
       throw new QuotaError(`quota of ${faults.quotaMaxInstances} instances reached`);
     }
     const createAllowedAt = this.lastCreateAt + faults.minCreateIntervalMs;
     if (now < createAllowedAt) {
+      this.faultCounts.createRateLimit++;
       throw new RateLimitError('create rate limit exceeded', createAllowedAt);
     }
     // A call past the rate limit counts against it even if it then fails, as provider APIs do.
     this.lastCreateAt = now;
     if (faults.capacityErrorTypes.includes(instanceType.name)) {
+      this.faultCounts.capacity++;
       throw new CapacityError(`no capacity for ${instanceType.name}`, instanceType.name);
     }
     if (faults.capacityErrorTypes.includes('*')) {
+      this.faultCounts.capacity++;
       throw new CapacityError('no capacity in zone');
     }
     const zone = launchConfig?.zone ?? null;
     if (zone !== null && faults.capacityErrorZones.includes(zone)) {
+      this.faultCounts.capacity++;
       throw new CapacityError(`no capacity for ${instanceType.name} in ${zone}`, instanceType.name, { zone });
     }
-    if (this.chance(faults.createErrorRate)) throw new CloudError('create failed');
+    if (this.chance(faults.createErrorRate)) {
+      this.faultCounts.createError++;
+      throw new CloudError('create failed');
+    }
     const image = launchConfig?.image ?? null;
     // A broken image is certain, like neverBootFraction 1: nothing is drawn for it.
     const neverBoots = (image !== null && faults.brokenImages.includes(image)) || this.chance(faults.neverBootFraction);
     const bootAt = neverBoots ? Infinity : now + this.drawBootDelay();
     const vanishAt = this.chance(faults.vanishFraction) ? now + faults.vanishAfterMs : Infinity;
+    if (neverBoots) this.faultCounts.neverBoots++;
+    if (vanishAt !== Infinity) this.faultCounts.vanishes++;
     const vm = this.makeVm(instanceType, tags, bootAt, vanishAt);
     if (launchConfig !== undefined) vm.launchConfigId = launchConfig.id;
     return toInstance(vm);
@@ -291,24 +331,36 @@ export class StubCloud implements CloudDriver {
 
   private doList(tagFilter: Tags): CloudInstance[] {
     const faults = this.faults;
-    if (faults.failListings || this.chance(faults.listFailureRate)) throw new CloudError('listing failed');
+    if (faults.failListings || this.chance(faults.listFailureRate)) {
+      this.faultCounts.listFailure++;
+      throw new CloudError('listing failed');
+    }
     const now = this.clock.now();
     const listAllowedAt = this.lastListAt + faults.minListIntervalMs;
-    if (now < listAllowedAt) throw new RateLimitError('list rate limit exceeded', listAllowedAt);
+    if (now < listAllowedAt) {
+      this.faultCounts.listRateLimit++;
+      throw new RateLimitError('list rate limit exceeded', listAllowedAt);
+    }
     this.lastListAt = now;
     this.purgeVanished();
     const filter = Object.entries(tagFilter);
     const result: CloudInstance[] = [];
     for (const vm of this.vms.values()) {
       if (!filter.every(([key, value]) => vm.tags[key] === value)) continue;
-      if (this.chance(faults.listOmitRate)) continue;
+      if (this.chance(faults.listOmitRate)) {
+        this.faultCounts.listOmission++;
+        continue;
+      }
       result.push(toInstance(vm));
     }
     return result;
   }
 
   private doDestroy(id: string): void {
-    if (this.chance(this.faults.destroyErrorRate)) throw new CloudError(`destroy of ${id} failed`);
+    if (this.chance(this.faults.destroyErrorRate)) {
+      this.faultCounts.destroyError++;
+      throw new CloudError(`destroy of ${id} failed`);
+    }
     this.vms.delete(id);
     this.dropWaitsOn(id);
   }
