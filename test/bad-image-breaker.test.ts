@@ -98,4 +98,20 @@ describe('bad-image breaker', () => {
     expect(await h.runUntil(() => creates.length > frozenAt, 5 * minute, 10_000)).toBe(true);
     h.stop();
   }, 60_000);
+
+  it('create errors of no other class break the config, but never freeze the pool: an API outage is not a bad image', async () => {
+    const stub = createStub({ createErrorRate: 1 });
+    const h = new DispatchHarness(stub, {
+      instanceTypes: { small: instanceTypes.small! },
+      pool: { maxInstances: 3, maxConcurrentInstanceCreateOps: 3, freezePoolAfterBootFailures: 2 },
+      scheduler: { pollInterval: 30_000 },
+    });
+    h.start();
+    h.queue.submit(spec());
+    await h.runUntil(() => false, hour, 30_000);
+    expect(h.pool.createsFrozen()).toBeNull();
+    expect(h.pool.launchConfigs()[0]).toMatchObject({ state: 'broken' });
+    h.stop();
+  }, 60_000);
 });
+

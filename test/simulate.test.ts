@@ -55,6 +55,16 @@ describe('drover simulate', () => {
     expect(chart.at(-1)).toMatchObject({ queued: 0 });
   });
 
+  it('with packing, the lower bound charges each container its share of the type, so it stays below the cost', async () => {
+    const packed = { ...config, pool: { ...config.pool, maxRunningContainersPerInstance: 2 } };
+    const trace = parseTrace('submit_s,duration_s,vcpus,ram_mib\n5,100,1,512\n5,100,1,512\n', 'pair.csv');
+    const { summary } = await simulate({ config: packed, trace });
+    // Two 1-vCPU containers on one 2-vCPU $1/h instance: half of 100 s each.
+    expect(summary.cost.lowerBoundDollars).toBeCloseTo(100 / 3_600, 4);
+    expect(summary.instances.created).toBe(1);
+    expect(summary.cost.dollars).toBeGreaterThan(summary.cost.lowerBoundDollars);
+  });
+
   it('--policy estimator: the baseline runs the same trace through the same pool', async () => {
     const trace = parseTrace('submit_s,duration_s,vcpus,ram_mib\n5,100,1,512\n6,100,1,512\n', 'two.csv');
     const { summary } = await simulate({ config, trace, planner: estimatorPlan });

@@ -741,7 +741,8 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     const at = this.clock.now();
     const workerId = worker.id;
     const config = worker.launchConfigId;
-    if ((from === 'booting' || from === 'unknown') && (to === 'idle' || to === 'running')) {
+    // Only a boot this pool saw: an instance found at start-up that answers booted may have booted days ago.
+    if (from === 'booting' && (to === 'idle' || to === 'running')) {
       worker.bootedAt = at;
       this.boots.booted++;
       if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
@@ -943,14 +944,15 @@ export class Pool implements WorkerPool, LaunchConfigControl {
 
   /**
    * A failed create counts against its config; one of no capacity, quota or rate class (a bad image
-   * id, a deleted subnet) fails every create alike, so it also counts towards the breaker and the freeze.
+   * id, a deleted subnet, the API down) fails every create alike, so it also counts towards the breaker.
    */
   private createFailed(workerId: string, launchConfigId: string, error: unknown): void {
     const at = this.clock.now();
     const message = error instanceof Error ? error.message : String(error);
     const breaksImage = responseTo(error, at).kind === 'other';
+    // Counted by the config's breaker only, not the pool's freeze: an API outage fails creates of
+    // every config alike, and should back them off, not stop the pool until an operator comes.
     this.launchConfigSet.send(launchConfigId, { type: 'CREATE_FAILED', at, workerId, message, breaksImage });
-    if (breaksImage) this.poolActor.send({ type: 'BOOT_FAILED', at });
   }
 
   private async destroyInstance(input: InstanceRef): Promise<void> {

@@ -59,7 +59,10 @@ export interface SimulationSummary {
   containers: { submitted: number; completed: number; failed: number; lost: number; ranTwice: number };
   /** Dollars of instance time, the least the work could cost, and their ratio. */
   cost: { dollars: number; lowerBoundDollars: number; ratio: number | null };
-  /** Submit → start, seconds, over the containers that started. */
+  /**
+   * Submit → start, seconds, over the containers that started (a container requeued after its
+   * instance was lost counts to its last start; one still queued at --until is left out).
+   */
   waitSeconds: { p50: number; p95: number; p99: number; max: number };
   instances: { created: number; maxAtOnce: number; bootFailures: number };
   cloudCalls: Record<string, number>;
@@ -338,14 +341,22 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   return { summary, chart };
 }
 
-/** Each completed container's run time × the price of the cheapest type that fits it: no boot, no idle. */
+/**
+ * Each completed container's run time × the price of the cheapest type that fits it: no boot, no
+ * idle. With packing, a container pays only its share of that type (the larger of its vCPU and RAM
+ * shares, and at least 1 / maxRunningContainersPerInstance), so the bound stays below any real cost.
+ */
 function lowerBound(containers: readonly Container[], config: Config): number {
   let dollars = 0;
+  const perInstance = config.pool.maxRunningContainersPerInstance;
   for (const container of containers) {
     if (container.state !== 'complete' || container.startedAt === null || container.finishedAt === null) continue;
     const runMs = Number(container.env[stubRunMsEnv] ?? 0);
     const choice = chooseInstanceType(container.constraints, config.instanceTypes);
-    if (choice.ok) dollars += (choice.instanceType.price * runMs) / 3_600_000;
+    if (!choice.ok) continue;
+    const type = choice.instanceType;
+    const share = perInstance <= 1 ? 1 : Math.max(container.constraints.vcpus / type.vcpus, container.constraints.ramMiB / type.ramMiB, 1 / perInstance);
+    dollars += (type.price * runMs * Math.min(1, share)) / 3_600_000;
   }
   return dollars;
 }
