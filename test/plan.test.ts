@@ -174,7 +174,7 @@ describe('scheduling pass (one container per instance)', () => {
     expect(result.shutdowns).toEqual([]);
   });
 
-  it('shuts down booting workers nothing needs, but leaves idle ones to timeoutIdle', () => {
+  it('keeps booting workers nothing needs, like idle ones: timeoutIdle ends them if no work comes', () => {
     const result = plan(
       [],
       instanceTypes,
@@ -186,11 +186,8 @@ describe('scheduling pass (one container per instance)', () => {
       limits,
     );
     expect(result.decisions).toEqual([]);
-    // Creating and unknown workers are not surplus yet; only booting ones are shut down.
-    expect(result.shutdowns).toEqual([
-      { workerId: 'b1', instanceType: 'small', state: 'booting' },
-      { workerId: 'b2', instanceType: 'large', state: 'booting' },
-    ]);
+    // The next arrival finds them booted instead of paying a fresh boot.
+    expect(result.shutdowns).toEqual([]);
     expect(result.boundBy).toBeNull();
   });
 
@@ -221,8 +218,8 @@ describe('scheduling pass (one container per instance)', () => {
     const one = container();
     const result = plan([one], instanceTypes, pool({ open: [idle('w1', large)], coming: [coming('b1', large)], instances: 2 }), limits);
     expect(result.decisions).toEqual([{ kind: 'create', instanceType: 'small', forUuid: one.uuid }]);
-    // The booting large worker is not needed by anything; the idle one is left to timeoutIdle.
-    expect(result.shutdowns).toEqual([{ workerId: 'b1', instanceType: 'large', state: 'booting' }]);
+    // Neither large worker is needed by anything; both are left to timeoutIdle.
+    expect(result.shutdowns).toEqual([]);
   });
 
   it('fails a container whose cheapest fitting type alone costs more than maxHourlySpend, and goes on', () => {
@@ -245,6 +242,13 @@ describe('scheduling pass (one container per instance)', () => {
     expect(result.decisions).toEqual([]);
     expect(result.boundBy).toBe('maxInstances');
     expect(result.shutdowns).toEqual([{ workerId: 'w1', instanceType: 'small', state: 'idle' }]);
+  });
+
+  it('when maxInstances binds, a booting worker no container needs makes room like an idle one', () => {
+    const high = container({ constraints: big, priority: 9 });
+    const result = plan([high], instanceTypes, pool({ coming: [coming('b1', small)], instances: 1 }), { ...limits, maxInstances: 1 });
+    expect(result.boundBy).toBe('maxInstances');
+    expect(result.shutdowns).toEqual([{ workerId: 'b1', instanceType: 'small', state: 'booting' }]);
   });
 
   it('keeps priority order in its decisions', () => {
