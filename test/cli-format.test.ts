@@ -2,31 +2,12 @@
 // finished container shows why it ended), and as its own line in `show`.
 import { describe, expect, it } from 'vitest';
 import { containerDetails, containerTable, type ContainerEntry } from '../src/cli/format.js';
+import { container } from './support/plan-fixtures.js';
 
 const now = 1_000_000;
 
 function entry(overrides: Partial<ContainerEntry>): ContainerEntry {
-  return {
-    uuid: 'c-1',
-    image: null,
-    command: ['true'],
-    env: {},
-    constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
-    priority: 0,
-    state: 'queued',
-    attempts: 0,
-    exitCode: null,
-    instanceId: null,
-    instanceType: null,
-    logTail: '',
-    reason: null,
-    submittedAt: now - 5_000,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: now - 5_000,
-    waitReason: null,
-    ...overrides,
-  };
+  return { ...container({ submittedAt: now - 5_000, updatedAt: now - 5_000 }), waitReason: null, ...overrides };
 }
 
 describe('wait reasons in the CLI', () => {

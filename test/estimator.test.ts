@@ -3,80 +3,35 @@
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { InstanceType } from '../src/cloud/driver.js';
-import { capacityOf, type Resources } from '../src/pool/resources.js';
-import type { Constraints, Container, ContainerQueue } from '../src/queue/types.js';
+import type { Container, ContainerQueue } from '../src/queue/types.js';
 import { Dispatcher } from '../src/scheduler/dispatcher.js';
 import { estimatorCounts, estimatorPlan } from '../src/scheduler/estimator.js';
-import { plan, type Decision, type Limits } from '../src/scheduler/plan.js';
-import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture, WorkerPool } from '../src/scheduler/worker-pool.js';
-import { instanceTypeFixture } from './support/fixtures.js';
+import { plan } from '../src/scheduler/plan.js';
+import type { CreateRefusal, WorkerPool } from '../src/scheduler/worker-pool.js';
 import { instanceTypes } from './support/pool-harness.js';
-
-const small = instanceTypes.small!; // 2 vCPU, 4 GiB, $0.05
-const large = instanceTypes.large!; // 8 vCPU, 16 GiB, $0.20
-
-// For packing: A holds two one-vCPU containers, B eight.
-const typeA = instanceTypeFixture('A', { vcpus: 2, ramMiB: 4096, price: 0.1 });
-const typeB = instanceTypeFixture('B', { vcpus: 8, ramMiB: 16384, price: 0.3 });
-const packingTypes: Record<string, InstanceType> = { A: typeA, B: typeB };
-
-let clock = 0;
-function container(overrides: Partial<Container> = {}): Container {
-  clock++;
-  return {
-    uuid: `c-${clock}`,
-    image: null,
-    command: ['true'],
-    env: {},
-    constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
-    priority: 0,
-    state: 'queued',
-    attempts: 0,
-    exitCode: null,
-    instanceId: null,
-    instanceType: null,
-    logTail: '',
-    reason: null,
-    submittedAt: clock,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: clock,
-    ...overrides,
-  };
-}
-
-function queued(count: number, constraints?: Constraints): Container[] {
-  return Array.from({ length: count }, () => container(constraints ? { constraints } : {}));
-}
+import {
+  big,
+  coming,
+  container,
+  creates,
+  idle,
+  large,
+  limits,
+  packing,
+  packingTypes,
+  pool,
+  poolWide,
+  queued,
+  running,
+  small,
+  starts,
+  typeA,
+  typeB,
+} from './support/plan-fixtures.js';
 
 function runningContainer(workerId: string, type: InstanceType): Container {
   return container({ state: 'running', instanceId: `i-${workerId}`, instanceType: type.name });
 }
-
-function idle(workerId: string, type: InstanceType): OpenWorker {
-  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free: capacityOf(type), containers: 0 };
-}
-
-function running(workerId: string, type: InstanceType, containers: number, free: Resources): OpenWorker {
-  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free, containers };
-}
-
-function coming(workerId: string, type: InstanceType, state: ComingWorker['state'] = 'booting'): ComingWorker {
-  return { workerId, instanceType: type.name, state };
-}
-
-function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
-  return { open: [], coming: [], instances: 0, hourlySpend: 0, createRefusal: () => null, ...overrides };
-}
-
-const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
-
-const limits: Limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null, maxContainersPerInstance: 1 };
-const packing: Limits = { ...limits, maxInstances: 64, maxContainersPerInstance: 8 };
-const big: Constraints = { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false };
-
-const creates = (decisions: readonly Decision[]) => decisions.filter((decision) => decision.kind === 'create');
-const starts = (decisions: readonly Decision[]) => decisions.filter((decision) => decision.kind === 'start');
 
 describe('estimator baseline: how many it creates', () => {
   it('creates pending − (existing − claimed) − requested instances', () => {

@@ -1,71 +1,29 @@
 // The scheduling pass as a pure function: order, placement on open and coming workers, packing,
 // the instance type a create picks, limits and surplus.
 import { describe, expect, it } from 'vitest';
-import type { InstanceType } from '../src/cloud/driver.js';
-import { capacityOf, type Resources } from '../src/pool/resources.js';
-import type { Constraints, Container } from '../src/queue/types.js';
+import type { Constraints } from '../src/queue/types.js';
 import { plan, type Limits } from '../src/scheduler/plan.js';
-import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture } from '../src/scheduler/worker-pool.js';
+import type { CreateRefusal, PoolPicture } from '../src/scheduler/worker-pool.js';
 import { instanceTypeFixture } from './support/fixtures.js';
 import { instanceTypes } from './support/pool-harness.js';
+import {
+  big,
+  coming,
+  container,
+  idle,
+  large,
+  limits,
+  packing,
+  packingTypes,
+  pool,
+  poolWide,
+  queued,
+  running,
+  small,
+  typeA,
+  typeB,
+} from './support/plan-fixtures.js';
 
-const small = instanceTypes.small!; // 2 vCPU, 4 GiB, $0.05
-const large = instanceTypes.large!; // 8 vCPU, 16 GiB, $0.20
-
-// For packing: B holds eight one-vCPU containers at 0.0375 each, A two at 0.05 each.
-const typeA = instanceTypeFixture('A', { vcpus: 2, ramMiB: 4096, price: 0.1 });
-const typeB = instanceTypeFixture('B', { vcpus: 8, ramMiB: 16384, price: 0.3 });
-const packingTypes: Record<string, InstanceType> = { A: typeA, B: typeB };
-
-let clock = 0;
-function container(overrides: Partial<Container> = {}): Container {
-  clock++;
-  return {
-    uuid: `c-${clock}`,
-    image: null,
-    command: ['true'],
-    env: {},
-    constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
-    priority: 0,
-    state: 'queued',
-    attempts: 0,
-    exitCode: null,
-    instanceId: null,
-    instanceType: null,
-    logTail: '',
-    reason: null,
-    submittedAt: clock,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: clock,
-    ...overrides,
-  };
-}
-
-function queued(count: number, constraints?: Constraints): Container[] {
-  return Array.from({ length: count }, () => container(constraints ? { constraints } : {}));
-}
-
-/** An open worker with nothing on it. */
-function idle(workerId: string, type: InstanceType): OpenWorker {
-  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free: capacityOf(type), containers: 0 };
-}
-
-/** An open worker running `containers` containers with `free` left. */
-function running(workerId: string, type: InstanceType, containers: number, free: Resources): OpenWorker {
-  return { workerId, instanceId: `i-${workerId}`, instanceType: type.name, free, containers };
-}
-
-function coming(workerId: string, type: InstanceType, state: ComingWorker['state'] = 'booting'): ComingWorker {
-  return { workerId, instanceType: type.name, state };
-}
-
-function pool(overrides: Partial<PoolPicture> = {}): PoolPicture {
-  return { open: [], coming: [], instances: 0, hourlySpend: 0, createRefusal: () => null, ...overrides };
-}
-
-/** The pool refuses every create: listings, quota, throttle, create calls in flight. */
-const poolWide = (reason: string): CreateRefusal => ({ reason, scope: 'pool' });
 /** The pool refuses creates of the named types alone (their capacity back-off); `asked` counts the questions per type. */
 function noCapacityFor(...names: string[]): { createRefusal: (name: string) => CreateRefusal | null; asked: Map<string, number> } {
   const asked = new Map<string, number>();
@@ -75,10 +33,6 @@ function noCapacityFor(...names: string[]): { createRefusal: (name: string) => C
   };
   return { createRefusal, asked };
 }
-
-const limits: Limits = { maxInstances: 10, maxConcurrentContainers: null, maxHourlySpend: null, maxContainersPerInstance: 1 };
-const packing: Limits = { ...limits, maxInstances: 64, maxContainersPerInstance: 8 };
-const big: Constraints = { vcpus: 8, ramMiB: 8192, scratchGiB: 0, gpus: 0, preemptible: false };
 
 describe('scheduling pass (one container per instance)', () => {
   it('starts on idle workers, waits for booting ones, creates only for the rest', () => {
