@@ -1,5 +1,6 @@
 // What the pool tells operators of its launch configs, what they may do to them, and where their
 // choices are kept so a restart keeps them.
+import type { LaunchConfig } from '../cloud/driver.js';
 import type { LaunchConfigAdminState } from '../config/launch-configs.js';
 
 /** `broken`: the bad-image breaker holds it (boot failures in a row); the others are the operator's. */
@@ -8,13 +9,8 @@ export type LaunchConfigState = LaunchConfigAdminState | 'broken';
 export const launchConfigActions = ['pause', 'resume', 'archive'] as const;
 export type LaunchConfigAction = (typeof launchConfigActions)[number];
 
-export interface LaunchConfigView {
-  id: string;
-  instanceType: string;
-  zone: string | null;
-  region: string | null;
-  subnet: string | null;
-  image: string | null;
+/** A launch config's fields (but its driver-specific `extra`), its state and its recent record. */
+export interface LaunchConfigView extends Omit<LaunchConfig, 'extra'> {
   /** The configured weight, and the one creates use now (weight × boot success rate over the window). */
   weight: number;
   effectiveWeight: number;
