@@ -2,11 +2,10 @@
 // run times drawn from a range, the same for the same seed. On the stub cloud each container's run
 // time travels in its STUB_RUN_MS env var (the stub's start honours it).
 // Usage: npx tsx bench/workload.ts [count] [seed]   (prints a summary as JSON)
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { stubRunMsEnv } from '../src/cloud/stub/stub-cloud.js';
 import { mulberry32 } from '../src/seeded-random.js';
 import type { ContainerSpec } from '../src/queue/types.js';
+import { isMain } from './is-main.js';
 
 export interface WorkloadOptions {
   /** Containers to generate; default 500. */
@@ -67,17 +66,7 @@ export function summarize(items: readonly WorkloadItem[]): { count: number; vcpu
   return { count: items.length, vcpuSeconds, byVcpus };
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const count = Number(process.argv[2] ?? 500);
   const seed = Number(process.argv[3] ?? 1);
   console.log(JSON.stringify(summarize(generateWorkload({ count, seed }))));

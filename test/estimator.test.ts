@@ -253,30 +253,23 @@ describe('Dispatcher planner option', () => {
       containers: () => [],
       isGone: () => false,
     } satisfies WorkerPool;
-    const dispatcher = new Dispatcher({
-      queue,
-      pool: workerPool,
-      instanceTypes,
-      settings: { pollInterval: 1_000, maxConcurrentContainers: null, maxHourlySpend: null, maxAttempts: 3, maxStartsPerPass: 500 },
-      maxInstances: 10,
-      logger: pino({ level: 'silent' }),
-      planner: estimatorPlan,
-    });
-    dispatcher.runPass();
+    const dispatcherWith = (planner?: typeof plan) =>
+      new Dispatcher({
+        queue,
+        pool: workerPool,
+        instanceTypes,
+        settings: { pollInterval: 1_000, maxConcurrentContainers: null, maxHourlySpend: null, maxAttempts: 3, maxStartsPerPass: 500 },
+        maxInstances: 10,
+        logger: pino({ level: 'silent' }),
+        ...(planner && { planner }),
+      });
+    dispatcherWith(estimatorPlan).runPass();
     // 3 pending − 1 booting: two creates, and the booting large stays.
     expect(created).toEqual(['small', 'small']);
     expect(shutdowns).toEqual([]);
 
-    const byDefault = new Dispatcher({
-      queue,
-      pool: workerPool,
-      instanceTypes,
-      settings: { pollInterval: 1_000, maxConcurrentContainers: null, maxHourlySpend: null, maxAttempts: 3, maxStartsPerPass: 500 },
-      maxInstances: 10,
-      logger: pino({ level: 'silent' }),
-    });
     created.length = 0;
-    byDefault.runPass();
+    dispatcherWith().runPass();
     // plan() puts no small container on the booting large one: three creates; it keeps the large too.
     expect(created).toEqual(['small', 'small', 'small']);
     expect(shutdowns).toEqual([]);

@@ -2,10 +2,11 @@
 // bursty.csv and longtail.csv, each over 10,000 containers across 25 simulated hours (t = 0 is
 // midnight of the simulated day). Seeded: the same seed gives byte-identical files.
 // Usage: npm run traces [-- --seed N] [-- --out DIR]   (default seed 1, default DIR this directory)
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mulberry32 } from '../../src/seeded-random.js';
+import { isMain } from '../is-main.js';
 
 export const defaultSeed = 1;
 
@@ -278,17 +279,7 @@ function shortPath(path: string): string {
   return rel === '' || rel.startsWith('..') || isAbsolute(rel) ? path : rel;
 }
 
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const args = process.argv.slice(2);
   let seed = defaultSeed;
   let out = dirname(fileURLToPath(import.meta.url));
