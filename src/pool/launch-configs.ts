@@ -117,10 +117,6 @@ export class LaunchConfigs {
     return entry.actor.getSnapshot().hasTag('archived');
   }
 
-  isArchived(id: string): boolean {
-    return this.entries.get(id)?.actor.getSnapshot().hasTag('archived') ?? false;
-  }
-
   /** Why every create of every type is refused for capacity (an account-wide capacity error), or null. */
   accountRefusal(): string | null {
     const scope = this.scopes.get(scopeKey(anywhere, anywhere));
