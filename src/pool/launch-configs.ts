@@ -63,6 +63,11 @@ type LaunchConfigSnapshot = SnapshotFrom<LaunchConfigMachine>;
 
 const anywhere = '*';
 
+/** The operator's state of a config, from its snapshot's tags. */
+function adminStateOf(snapshot: LaunchConfigSnapshot): LaunchConfigAdminState {
+  return snapshot.hasTag('archived') ? 'archived' : snapshot.hasTag('paused') ? 'paused' : 'active';
+}
+
 function scopeKey(instanceType: string, zone: string): string {
   return `${instanceType} in ${zone}`;
 }
@@ -211,7 +216,7 @@ export class LaunchConfigs {
     const event = ({ pause: { type: 'PAUSE' }, resume: { type: 'RESUME' }, archive: { type: 'ARCHIVE' } } as const)[action];
     const before = entry.actor.getSnapshot();
     if (!before.can(event)) {
-      const state = before.hasTag('archived') ? 'archived' : before.hasTag('paused') ? 'paused' : 'active';
+      const state = adminStateOf(before);
       throw new LaunchConfigStateError(id, `launch config ${id} is ${state}: cannot ${action} it${state === 'archived' ? ' (archived is for good; give the config a new id in the file)' : ''}`);
     }
     // Saved first: a save that fails (the queue's disk full) leaves the config as it was, not changed until a restart.
@@ -229,7 +234,9 @@ export class LaunchConfigs {
       const snapshot = entry.actor.getSnapshot();
       const { context } = snapshot;
       const { id, instanceType, zone, region, subnet, image, weight, maxInstances } = entry.settings;
-      const state = snapshot.hasTag('archived') ? 'archived' : snapshot.hasTag('paused') ? 'paused' : snapshot.hasTag('broken') ? 'broken' : 'active';
+      const admin = adminStateOf(snapshot);
+      // Broken shows only while the operator lets the config create: a paused config's breaker is not news.
+      const state = admin === 'active' && snapshot.hasTag('broken') ? 'broken' : admin;
       return {
         id,
         instanceType,
