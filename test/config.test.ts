@@ -106,6 +106,7 @@ describe('parseConfig', () => {
       maxProbesPerSecond: 10,
       probeRateCeiling: 500,
       timeoutIdle: 60_000,
+      idlePolicy: 'fixed',
       timeoutBooting: 600_000,
       timeoutProbe: 600_000,
       timeoutShutdown: 10_000,
@@ -189,6 +190,15 @@ describe('parseConfig', () => {
   ])('rejects pool.probeRateCeiling %s, naming the key', (value, message) => {
     const error = configError(`${minimal}pool:\n  probeRateCeiling: ${value}\n`);
     expect(error.issues).toEqual([{ path: 'pool.probeRateCeiling', message }]);
+  });
+
+  it('reads pool.idlePolicy fixed or adaptive, and refuses anything else naming the key and the choices', () => {
+    expect(parseConfig(`${minimal}pool:\n  idlePolicy: adaptive\n`, 'test.yml').pool.idlePolicy).toBe('adaptive');
+    const error = configError(`${minimal}pool:\n  idlePolicy: smart\n`);
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.path).toBe('pool.idlePolicy');
+    expect(error.message).toContain('test.yml: pool.idlePolicy:');
+    expect(error.message).toMatch(/fixed.*adaptive/);
   });
 
   it('reads pool.logTailBytes from 1 KiB to 16 MiB', () => {

@@ -5,6 +5,7 @@ import { basename, join, resolve } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import { loadConfig } from '../config/load.js';
+import { idlePolicyNames, type IdlePolicyName } from '../pool/idle-policy.js';
 import { renderChart } from '../sim/chart.js';
 import { simulate, type SimulationProgress, type SimulationSummary } from '../sim/simulate.js';
 import { readTrace, TraceError } from '../sim/trace.js';
@@ -24,6 +25,7 @@ interface SimulateOptions {
   seed?: number;
   until?: number;
   policy: Policy;
+  idlePolicy?: IdlePolicyName;
 }
 
 function integer(text: string): number {
@@ -69,9 +71,17 @@ export function registerSimulateCommand(program: Command): void {
         .choices(Object.keys(policies))
         .default('drover'),
     )
+    .addOption(
+      new Option('--idle-policy <policy>', "how long idle instances wait for work, overriding the config's pool.idlePolicy (the estimator always uses fixed)").choices(
+        idlePolicyNames,
+      ),
+    )
     .action(async (options: SimulateOptions) => {
       try {
-        const config = loadConfig(options.config);
+        const loaded = loadConfig(options.config);
+        // The estimator's baseline idles out after timeoutIdle, as Taskcluster's workers do.
+        const idlePolicy = options.policy === 'estimator' ? 'fixed' : (options.idlePolicy ?? loaded.pool.idlePolicy);
+        const config = { ...loaded, pool: { ...loaded.pool, idlePolicy } };
         const trace = readTrace(options.trace);
         const out = resolve(options.out ?? `simulate-${basename(options.trace).replace(/\.[^.]*$/, '')}-${options.policy}`);
         const showProgress = process.stderr.isTTY === true;

@@ -9,6 +9,7 @@ import { defaultLaunchConfig, launchConfigId, type LaunchConfigSettings } from '
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { defaultMaxInstanceLifetime, defaultTimeoutTERM } from '../../machines/instance.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
+import { idlePolicyNames, type IdlePolicyName } from '../pool/idle-policy.js';
 
 export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
 export type CloudDriverName = (typeof cloudDriverNames)[number];
@@ -61,6 +62,12 @@ export interface PoolSettings {
    */
   probeRateCeiling: number;
   timeoutIdle: number;
+  /**
+   * How long an idle instance waits for work: `fixed` (timeoutIdle) or `adaptive` (learned per type
+   * from earlier idle instances; timeoutIdle until it has learned; src/pool/idle-policy.ts). The
+   * config always fills it in; absent, the pool uses fixed.
+   */
+  idlePolicy?: IdlePolicyName;
   timeoutBooting: number;
   timeoutProbe: number;
   timeoutShutdown: number;
@@ -334,6 +341,7 @@ const poolSchema = z
     maxProbesPerSecond: z.number().positive().default(10),
     probeRateCeiling: z.number().positive().default(500),
     timeoutIdle: duration.default(60_000),
+    idlePolicy: z.enum(idlePolicyNames).default('fixed'),
     timeoutBooting: duration.default(600_000),
     timeoutProbe: duration.default(600_000),
     timeoutShutdown: duration.default(10_000),

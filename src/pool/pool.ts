@@ -33,6 +33,7 @@ import { capacityOf, demandOf, fitsIn, minus, type Resources } from './resources
 import { poolMachine, quotaQuietPeriodMs, throttledOperations, type ListingResult, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { formatDuration } from '../config/duration.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
+import { idlePolicyOf, type IdlePolicy } from './idle-policy.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import {
   defaultBootFailuresToBreak,
@@ -205,12 +206,16 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private successfulListings = 0;
   private readonly attempts: Attempts;
   readonly maxContainersPerInstance: number;
+  private readonly idlePolicy: IdlePolicy;
+  /** Idle workers by instance type: an instance going idle takes its rank (for the idle policy) from it. */
+  private readonly idleByType = new Map<string, number>();
 
   constructor(private readonly options: PoolOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger;
     const { settings } = options;
     this.maxContainersPerInstance = settings.maxRunningContainersPerInstance;
+    this.idlePolicy = idlePolicyOf(settings.idlePolicy ?? 'fixed', settings.timeoutIdle);
     this.attempts = new Attempts({
       records: options.records ?? noRecords,
       clock: this.clock,
@@ -243,7 +248,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     this.workerMachine = instanceMachine.provide({
       delays: {
         timeoutBooting: settings.timeoutBooting,
-        timeoutIdle: settings.timeoutIdle,
+        timeoutIdle: ({ context }) => this.idlePolicy.timeoutFor(context.instanceType, this.idleRankOf(context.workerId, context.instanceType)),
         timeoutProbe: settings.timeoutProbe,
         timeoutShutdown: settings.timeoutShutdown,
         timeoutTERM: settings.timeoutTERM ?? defaultTimeoutTERM,
@@ -319,6 +324,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     if (launchConfig === null) return false;
     const createToken = randomUUID();
     const workerId = `create-${createToken}`;
+    this.idlePolicy.created(instanceTypeName, this.clock.now());
     this.launchConfigSet.send(launchConfig.id, { type: 'CREATE_STARTED', at: this.clock.now(), workerId });
     this.spawn({ workerId, instanceType: instanceTypeName, idleBehavior: 'run', createToken }, launchConfig.id);
     return true;
@@ -678,6 +684,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private forget(worker: Worker): void {
     if (this.workers.get(worker.id) !== worker) return;
     this.workers.delete(worker.id);
+    this.idleChanged(worker, worker.lifecycle, null);
     const { launchConfigId } = worker;
     if (launchConfigId !== null) this.perLaunchConfig.set(launchConfigId, this.instancesOf(launchConfigId) - 1);
     if (!this.stopped) {
@@ -709,6 +716,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       worker.lifecycle = lifecycle;
       worker.record({ at: this.clock.now(), from, to: lifecycle, reason: context.reason });
       this.bootOutcome(worker, from, lifecycle, snapshot);
+      this.idleChanged(worker, from, lifecycle);
       this.logger.info(
         {
           workerId: worker.id,
@@ -736,6 +744,28 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     }
   }
 
+  /** An idle rank for the worker: how many other instances of its type are idle. */
+  private idleRankOf(workerId: string, instanceType: string): number {
+    const idle = this.idleByType.get(instanceType) ?? 0;
+    // Counted already when its idle timer restarts (resumed from hold).
+    return this.workers.get(workerId)?.lifecycle === 'idle' ? idle - 1 : idle;
+  }
+
+  /** Keeps the idle counts and tells the idle policy when an idle period begins or ends (to: null, forgotten). */
+  private idleChanged(worker: Worker, from: Lifecycle | null, to: Lifecycle | null): void {
+    const type = worker.instanceType.name;
+    const at = this.clock.now();
+    if (from === 'idle') {
+      this.idleByType.set(type, (this.idleByType.get(type) ?? 1) - 1);
+      this.idlePolicy.leftIdle(worker.id, at, to === 'running');
+    }
+    if (to === 'idle') {
+      const rank = this.idleByType.get(type) ?? 0;
+      this.idleByType.set(type, rank + 1);
+      this.idlePolicy.wentIdle(worker.id, type, rank, at);
+    }
+  }
+
   /** Tells the worker's launch config (and the pool's freeze count) how its boot went, from its lifecycle change. */
   private bootOutcome(worker: Worker, from: Lifecycle | null, to: Lifecycle, snapshot: WorkerSnapshot): void {
     const at = this.clock.now();
@@ -745,6 +775,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     if (from === 'booting' && (to === 'idle' || to === 'running')) {
       worker.bootedAt = at;
       this.boots.booted++;
+      if (snapshot.context.createToken !== null) this.idlePolicy.booted(worker.instanceType.name, at - worker.appearedAt);
       if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
     } else if (to === 'shutdown' && snapshot.context.bootTimedOut) {
       this.bootFailed(worker, snapshot.context.reason);
