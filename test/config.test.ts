@@ -125,6 +125,7 @@ describe('parseConfig', () => {
       freezePoolAfterBootFailures: null,
     });
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
+    expect(config.http).toEqual({ address: '127.0.0.1', port: 8420, tokenFile: expect.stringMatching(/token$/), publicMetrics: false });
     expect(config.log).toEqual({ level: 'info', format: 'auto' });
     expect(config.cloud.stub).toEqual({ ...defaultStubFaults, seedInstances: [] });
     expect(config.instanceTypes.small).toEqual({

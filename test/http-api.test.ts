@@ -205,13 +205,25 @@ describe('auth', () => {
     expect(guessed.json()).toEqual({ error: 'the API token is empty; every request is refused' });
   });
 
-  it('asks for no token on /healthz and /metrics', async () => {
-    const url = await start();
+  it('asks for no token on /healthz, nor on /metrics with publicMetrics', async () => {
+    const url = await start({ publicMetrics: true });
     for (const path of ['/healthz', '/metrics']) {
       const response = await call(url, 'GET', path, { authorization: 'Bearer not-the-token' });
       expect(response.status).toBe(200);
       expect(response.challenge).toBeNull();
     }
+  });
+
+  it('asks for the token on /metrics by default', async () => {
+    const url = await start();
+    const missing = await call(url, 'GET', '/metrics', { authorization: null });
+    expect(missing.status).toBe(401);
+    expect(missing.challenge).toBe(challenge);
+    expect(missing.json()).toEqual({ error: 'missing bearer token' });
+    const wrong = await call(url, 'GET', '/metrics', { authorization: 'Bearer not-the-token' });
+    expect(wrong.status).toBe(401);
+    expect(wrong.challenge).toBe(invalidTokenChallenge);
+    expect((await call(url, 'GET', '/metrics')).status).toBe(200);
   });
 });
 
@@ -648,16 +660,25 @@ describe('launch configs', () => {
 });
 
 describe('health and metrics', () => {
-  it('serves /healthz and /metrics without a token', async () => {
+  it('serves /healthz without a token, and /metrics with it', async () => {
     new Counter({ name: 'drover_test_total', help: 'a counter for the test', registers: [registry] }).inc(2);
     const url = await start();
     const health = await call(url, 'GET', '/healthz', { authorization: null });
     expect(health.status).toBe(200);
     expect(health.json()).toEqual({ ok: true });
-    const metrics = await call(url, 'GET', '/metrics', { authorization: null });
+    const metrics = await call(url, 'GET', '/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.type).toBe(registry.contentType);
     expect(metrics.text).toContain('drover_test_total 2');
+  });
+
+  it('serves /metrics without a token with publicMetrics, and still nothing else', async () => {
+    const url = await start({ publicMetrics: true });
+    const metrics = await call(url, 'GET', '/metrics', { authorization: null });
+    expect(metrics.status).toBe(200);
+    expect(metrics.type).toBe(registry.contentType);
+    expect((await call(url, 'GET', '/instances', { authorization: null })).status).toBe(401);
+    expect((await call(url, 'GET', '/containers', { authorization: null })).status).toBe(401);
   });
 });
 

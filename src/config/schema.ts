@@ -161,6 +161,8 @@ export interface HttpSettings {
   port: number;
   /** Where the daemon writes the admin token (mode 0600) on first start and reads it after. */
   tokenFile: string;
+  /** Serve `/metrics` without the token (a Prometheus on a trusted network); false: it needs the token like the rest. */
+  publicMetrics: boolean;
 }
 
 /** The loopback driver: instances are sandbox directories on this machine. */
@@ -324,6 +326,7 @@ const httpSchema = z.strictObject({
   address: nonEmpty.default('127.0.0.1'),
   port: z.number().int().min(0).max(65535).default(8420),
   tokenFile: nonEmpty.default('token'),
+  publicMetrics: z.boolean().default(false),
 });
 
 const runnerSchema = z.strictObject({ docker: z.boolean().default(false) });

@@ -1,7 +1,7 @@
 // The daemon: wires config, logs, the cloud driver, the pool, the queue, the scheduler and the
 // admin API together, and runs until stopped.
 import { pino, type Logger } from 'pino';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import type { Config } from '../config/schema.js';
@@ -11,7 +11,7 @@ import { Pool } from '../pool/pool.js';
 import { SqliteQueue } from '../queue/sqlite-queue.js';
 import { logsCommand, ensureRunner } from '../runner/deploy.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
-import { registerDroverMetrics } from './metrics.js';
+import { DroverMetrics, registerDroverMetrics } from './metrics.js';
 import { takeStateLocks } from './state-lock.js';
 import { ensurePrivateState } from './state-permissions.js';
 
@@ -53,6 +53,11 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     throw error;
   }
   const registry = new Registry();
+  // Node's own (CPU, memory, event loop lag, GC) on the daemon's registry only: registering them
+  // per test registry as well would add a GC observer for each.
+  collectDefaultMetrics({ register: registry });
+  // Made before the pool and the dispatcher it observes, so neither is bound to it late.
+  const metrics = new DroverMetrics(registry);
   let token: string;
   let cloud: Cloud;
   try {
@@ -81,6 +86,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     launchConfigStore: queue,
     docker: config.runner.docker,
     launch: cloud.launch,
+    observer: metrics,
     prepareInstance: cloud.deploysRunner
       ? async (executor, instance) => {
           if ((await ensureRunner(executor, runnerCommand)) === 'installed') {
@@ -97,8 +103,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     maxInstances: config.pool.maxInstances,
     logger,
     clock,
+    observer: metrics,
   });
-  registerDroverMetrics(registry, pool, queue);
+  registerDroverMetrics(registry, {
+    pool,
+    queue,
+    instanceTypes: config.instanceTypes,
+    maxConcurrentContainers: config.scheduler.maxConcurrentContainers,
+    clock,
+  });
 
   let server: Awaited<ReturnType<typeof startServer>>;
   try {
@@ -109,6 +122,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         launchConfigs: pool,
         token,
         registry,
+        publicMetrics: config.http.publicMetrics,
         logger,
         docker: config.runner.docker,
         runnerPath: runnerCommand,

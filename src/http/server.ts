@@ -46,6 +46,8 @@ export interface ApiDeps {
   launchConfigs: LaunchConfigControl;
   token: string;
   registry: Registry;
+  /** `http.publicMetrics`: serve `/metrics` without the token, for a scraper on a trusted network; default false. */
+  publicMetrics?: boolean;
   logger: Logger;
   /** A running container's output so far, from its instance; null if unavailable. */
   liveLogs?: (container: Container) => Promise<string | null>;
@@ -116,8 +118,11 @@ export const maxBodyBytes = 1024 * 1024;
 
 const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'complete', 'failed', 'cancelled'];
 
-// Routes a scraper or a load balancer reaches without the admin token.
-const publicPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics']);
+// Routes a load balancer reaches without the admin token; `/metrics` too with `http.publicMetrics`.
+// Metrics stay behind the token by default: instance counts, spend and queue depth describe the
+// account to anyone who can reach the port.
+const publicPaths: ReadonlySet<string> = new Set(['/healthz']);
+const publicMetricsPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics']);
 
 // The realm named in every WWW-Authenticate challenge (RFC 7235 section 2.2).
 const authRealm = 'drover';
@@ -208,6 +213,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     waitReason: container.state === 'queued' ? (deps.waitReason?.(container.uuid) ?? null) : null,
   });
   const { queue, pool, launchConfigs, registry } = deps;
+  const open = deps.publicMetrics === true ? publicMetricsPaths : publicPaths;
   // Widened to fastify's logger type so the instance is a plain FastifyInstance, not one generic over pino's Logger.
   const logger: FastifyBaseLogger = deps.logger;
   const app = Fastify({
@@ -232,7 +238,7 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   // every right, so the API never answers 403.
   app.addHook('onRequest', async (request, reply) => {
     if (request.method === 'GET' || request.method === 'HEAD') {
-      if (publicPaths.has(request.routeOptions.url ?? '')) return;
+      if (open.has(request.routeOptions.url ?? '')) return;
     }
     const header = request.headers.authorization;
     if (header === undefined || header.trim() === '') return refuse(reply, 'missing bearer token', false);

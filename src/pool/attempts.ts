@@ -59,6 +59,8 @@ export interface AttemptsOptions {
   maxRefusals: number;
   /** Bytes of a finished container's output to read (config `pool.logTailBytes`); default 65536. */
   logTailBytes?: number;
+  /** A container's first start was recorded, `waitMs` after its submit (the queue's times). */
+  firstStarted?: (waitMs: number) => void;
 }
 
 type AttemptSnapshot = SnapshotFrom<ContainerMachine>;
@@ -119,10 +121,12 @@ export class Attempts {
       },
       actions: {
         recordRunning: (_, params: { uuid: string; instanceId: string }) => {
-          this.write(params.uuid, 'mark running', () => {
-            const allocation = this.ledger.get(params.uuid);
-            records.markRunning(params.uuid, params.instanceId, allocation?.instanceType ?? '');
-          });
+          this.write(params.uuid, 'mark running', () =>
+            this.countingStart(params.uuid, () => {
+              const allocation = this.ledger.get(params.uuid);
+              records.markRunning(params.uuid, params.instanceId, allocation?.instanceType ?? '');
+            }),
+          );
           // Still locked: the write failed for the file's sake, not because a cancel won the race.
           if (records.get(params.uuid)?.state === 'locked') this.unrecordedStarts.add(params.uuid);
         },
@@ -130,13 +134,15 @@ export class Attempts {
         // rerun. With the instance, so that a start the queue could not record (still locked there)
         // is recorded with it.
         recordExit: ({ context }, params: { uuid: string; exitCode: number }) =>
-          this.write(params.uuid, 'record exit', () => records.recordExit(params.uuid, params.exitCode, context.instanceId)),
+          this.write(params.uuid, 'record exit', () =>
+            this.countingStart(params.uuid, () => records.recordExit(params.uuid, params.exitCode, context.instanceId)),
+          ),
         // A cancelled container keeps its output up to the kill; any other is completed with it.
         recordLogs: ({ context }, params: { uuid: string; logTail: string }) =>
           this.write(params.uuid, 'complete', () =>
             records.get(params.uuid)?.state === 'cancelled'
               ? records.setLogTail(params.uuid, params.logTail)
-              : records.complete(params.uuid, context.exitCode ?? 0, params.logTail),
+              : this.countingStart(params.uuid, () => records.complete(params.uuid, context.exitCode ?? 0, params.logTail)),
           ),
         recordRequeue: (_, params: { uuid: string; reason: string; lost: boolean }) =>
           this.write(params.uuid, 'requeue', () => {
@@ -299,7 +305,7 @@ export class Attempts {
       const recorded = this.options.records.get(allocation.uuid);
       const live = recorded?.state === 'running' || recorded?.state === 'locked';
       if (exitCode !== null && live && recorded.instanceId === allocation.instanceId) {
-        this.write(allocation.uuid, 'complete', () => this.options.records.complete(allocation.uuid, exitCode, ''));
+        this.write(allocation.uuid, 'complete', () => this.countingStart(allocation.uuid, () => this.options.records.complete(allocation.uuid, exitCode, '')));
       }
       this.forget(allocation);
     } else if (!snapshot.hasTag('allocated') && this.ledger.release(allocation.uuid)) {
@@ -417,6 +423,20 @@ export class Attempts {
   /** A start given up on whose instance did not answer its kill: if it shows up there later, listed() clears it away unless the queue gives it back there. */
   private orderKill(uuid: string, instanceId: string): void {
     this.options.logger.warn({ containerUuid: uuid, instanceId }, 'a start given up on could not be killed; it is cleared away if it shows up');
+  }
+
+  /**
+   * A queue write that may count the container's start (markRunning, or recordExit and complete of
+   * a start the queue could not record): reports the first start's wait. The attempts counter, not
+   * startedAt, tells a first start: a requeue clears startedAt but keeps the count.
+   */
+  private countingStart(uuid: string, change: () => void): void {
+    const { records, firstStarted } = this.options;
+    const before = firstStarted === undefined ? undefined : records.get(uuid);
+    change();
+    if (before?.attempts !== 0) return;
+    const after = records.get(uuid);
+    if (after !== undefined && after.attempts > 0 && after.startedAt !== null) firstStarted?.(after.startedAt - after.submittedAt);
   }
 
   /**

@@ -29,12 +29,13 @@ import type { StartOutcome } from '../../machines/container.js';
 import type { ComingWorker, CreateRefusal, OpenWorker, PoolPicture, WorkerPool } from '../scheduler/worker-pool.js';
 import type { Container } from '../queue/types.js';
 import { Attempts, type AttemptRecords, type Placement } from './attempts.js';
-import { capacityOf, demandOf, fitsIn, minus, type Resources } from './resources.js';
+import { capacityOf, demandOf, fitsIn, minus, noResources, plus, type Resources } from './resources.js';
 import { poolMachine, quotaQuietPeriodMs, throttledOperations, type ListingResult, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { formatDuration } from '../config/duration.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
 import { idlePolicyOf, type IdlePolicy } from './idle-policy.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
+import { noPoolObserver, type PoolObserver, type ProbeOutcome } from './pool-observer.js';
 import {
   defaultBootFailuresToBreak,
   defaultLaunchConfigHealthWindowMs,
@@ -126,6 +127,8 @@ export interface PoolOptions {
   launchConfigs?: readonly LaunchConfigSettings[];
   /** Keeps operators' pauses and archives of launch configs across restarts. */
   launchConfigStore?: LaunchConfigStateStore;
+  /** Told of boot, shutdown and probe durations, vanished instances and first starts (the daemon's metrics); default nobody. */
+  observer?: PoolObserver;
 }
 
 /** An instance that vanishes this soon after its boot counts against its launch config. */
@@ -209,10 +212,12 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private readonly idlePolicy: IdlePolicy;
   /** Idle workers by instance type: an instance going idle takes its rank (for the idle policy) from it. */
   private readonly idleByType = new Map<string, number>();
+  private readonly observer: PoolObserver;
 
   constructor(private readonly options: PoolOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger;
+    this.observer = options.observer ?? noPoolObserver;
     const { settings } = options;
     this.maxContainersPerInstance = settings.maxRunningContainersPerInstance;
     this.idlePolicy = idlePolicyOf(settings.idlePolicy ?? 'fixed', settings.timeoutIdle);
@@ -231,6 +236,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       watchRetryMs: Math.min(settings.probeInterval, 5_000),
       maxRefusals: maxRefusalsPerContainer,
       logTailBytes: settings.logTailBytes,
+      firstStarted: (waitMs) => this.observer.containerStarted(waitMs / 1_000),
     });
 
     this.launchConfigSet = new LaunchConfigs({
@@ -437,6 +443,21 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   /** Boots seen and failed since start (metrics, the simulator). */
   bootOutcomes(): { booted: number; failed: number } {
     return { ...this.boots };
+  }
+
+  /**
+   * What the booted instances (idle or running) offer together, and how much of it their
+   * containers hold, from the ledger's running sums (metrics).
+   */
+  bootedResources(): { capacity: Resources; used: Resources } {
+    let capacity = noResources;
+    let used = noResources;
+    for (const worker of this.workers.values()) {
+      if (worker.lifecycle !== 'idle' && worker.lifecycle !== 'running') continue;
+      capacity = plus(capacity, capacityOf(worker.instanceType));
+      used = plus(used, this.attempts.ledger.usedOn(worker.id));
+    }
+    return { capacity, used };
   }
 
   createsFrozen(): string | null {
@@ -690,6 +711,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     if (!this.stopped) {
       this.attempts.instanceGone(worker.id, `instance ${worker.snapshot.context.instance?.id ?? worker.id} disappeared`);
       this.vanished(worker);
+      this.reportGone(worker);
     }
     const { instance, createToken } = worker.snapshot.context;
     if (instance && this.byInstanceId.get(instance.id) === worker) {
@@ -714,6 +736,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       // The create call returning is news about the instance as good as a listing.
       if (from === 'creating') worker.updatedAt = this.clock.now();
       worker.lifecycle = lifecycle;
+      if (lifecycle === 'shutdown') worker.shutdownAt = this.clock.now();
       worker.record({ at: this.clock.now(), from, to: lifecycle, reason: context.reason });
       this.bootOutcome(worker, from, lifecycle, snapshot);
       this.idleChanged(worker, from, lifecycle);
@@ -775,7 +798,11 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     if (from === 'booting' && (to === 'idle' || to === 'running')) {
       worker.bootedAt = at;
       this.boots.booted++;
-      if (snapshot.context.createToken !== null) this.idlePolicy.booted(worker.instanceType.name, at - worker.appearedAt);
+      // Timed from the create only: a boot found by a listing began before this pool knew of it.
+      if (snapshot.context.createToken !== null) {
+        this.idlePolicy.booted(worker.instanceType.name, at - worker.appearedAt);
+        this.observer.booted((at - worker.appearedAt) / 1_000);
+      }
       if (config !== null) this.launchConfigSet.send(config, { type: 'BOOTED', at, workerId });
     } else if (to === 'shutdown' && snapshot.context.bootTimedOut) {
       this.bootFailed(worker, snapshot.context.reason);
@@ -800,6 +827,19 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       this.bootFailed(worker, 'vanished from the cloud while booting');
     } else if ((worker.lifecycle === 'idle' || worker.lifecycle === 'running') && worker.bootedAt !== null && at - worker.bootedAt < earlyVanishMs && launchConfigId !== null) {
       this.launchConfigSet.send(launchConfigId, { type: 'VANISHED_EARLY', at, workerId: worker.id, message: `vanished ${roughly(at - worker.bootedAt)} after it booted` });
+    }
+  }
+
+  /**
+   * A forgotten worker, to the observer: one shut down went as asked; one whose create failed never
+   * existed; any other vanished from the cloud without a shutdown.
+   */
+  private reportGone(worker: Worker): void {
+    const { lifecycle } = worker;
+    if (lifecycle === 'shutdown') {
+      if (worker.shutdownAt !== null) this.observer.shutdownTook((this.clock.now() - worker.shutdownAt) / 1_000);
+    } else if (lifecycle !== null && lifecycle !== 'failed') {
+      this.observer.disappeared(lifecycle);
     }
   }
 
@@ -1023,8 +1063,21 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     return secret === undefined ? target : { ...target, secret };
   }
 
-  /** The boot probe until the instance has booted, then the runner's list of containers. */
+  /** probeOnce, timed for the observer by outcome. */
   private async probeInstance(input: ProbeInput): Promise<ProbeResult> {
+    const began = this.clock.now();
+    let outcome: ProbeOutcome = 'error';
+    try {
+      const result = await this.probeOnce(input);
+      outcome = result.booted ? 'ok' : 'not_booted';
+      return result;
+    } finally {
+      this.observer.probed((this.clock.now() - began) / 1_000, outcome);
+    }
+  }
+
+  /** The boot probe until the instance has booted, then the runner's list of containers. */
+  private async probeOnce(input: ProbeInput): Promise<ProbeResult> {
     const executor = this.executorOf(input);
     const { bootProbeCommand, runnerCommand } = this.options.settings;
     const worker = this.workers.get(input.workerId);

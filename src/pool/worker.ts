@@ -33,6 +33,8 @@ export class Worker {
   lastContactAt = 0;
   /** Clock ms it was first seen booted (by this daemon); null before. */
   bootedAt: number | null = null;
+  /** Clock ms it entered shutdown; null before. */
+  shutdownAt: number | null = null;
 
   constructor(
     readonly id: string,

@@ -2,6 +2,7 @@
 // pending set and the pool's picture, plans, and gives commands; it never awaits SSH or a cloud
 // call: starts, kills and log collection run in the pool as container-attempt actors, which
 // record their outcomes in the queue and notify. The dispatcher keeps no record of its own.
+import { performance } from 'node:perf_hooks';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
@@ -11,6 +12,11 @@ import { ContainerStateError, type Container, type ContainerQueue } from '../que
 import { schedulerMachine, type SchedulerMachine } from '../../machines/scheduler.js';
 import { plan, type Plan } from './plan.js';
 import type { PoolPicture, WorkerPool } from './worker-pool.js';
+
+/** Told how long each pass took (the daemon's metrics); the dispatcher never sees prom-client. */
+export interface DispatcherObserver {
+  passTook(seconds: number): void;
+}
 
 export interface DispatcherOptions {
   queue: ContainerQueue;
@@ -22,6 +28,8 @@ export interface DispatcherOptions {
   clock?: Clock;
   /** The scheduling pass (default plan); the simulator swaps in a baseline such as estimatorPlan. */
   planner?: typeof plan;
+  /** Default nobody. */
+  observer?: DispatcherObserver;
 }
 
 export class Dispatcher {
@@ -78,6 +86,17 @@ export class Dispatcher {
 
   /** One pass: reconcile, plan, act. Exposed for benchmarks; the scheduler machine calls it. */
   runPass(): Plan {
+    // Wall time, not the injected clock: a pass awaits nothing, so this is the CPU it held the
+    // event loop for, which a simulated clock would always show as zero.
+    const began = performance.now();
+    try {
+      return this.pass();
+    } finally {
+      this.options.observer?.passTook((performance.now() - began) / 1_000);
+    }
+  }
+
+  private pass(): Plan {
     const { queue, pool, instanceTypes, settings, maxInstances } = this.options;
     let pending = queue.pending();
     if (this.reconcile(pending)) pending = queue.pending();

@@ -10,9 +10,10 @@ import type { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
 import type { LaunchConfigSettings } from '../../src/config/launch-configs.js';
 import type { PoolSettings, SchedulerSettings } from '../../src/config/schema.js';
 import { Pool } from '../../src/pool/pool.js';
+import type { PoolObserver } from '../../src/pool/pool-observer.js';
 import { SqliteQueue } from '../../src/queue/sqlite-queue.js';
 import type { Container, ContainerSpec } from '../../src/queue/types.js';
-import { Dispatcher } from '../../src/scheduler/dispatcher.js';
+import { Dispatcher, type DispatcherObserver } from '../../src/scheduler/dispatcher.js';
 import type { Executor } from '../../src/ssh/executor.js';
 import { advance, instanceTypes, poolName, poolSettings } from './pool-harness.js';
 
@@ -42,6 +43,8 @@ export interface DispatchOptions {
   launchConfigs?: LaunchConfigSettings[];
   /** Wraps the stub executor of each instance (under the start counting), e.g. to make one hang. */
   wrapExecutor?: (executor: Executor, instanceId: string) => Executor;
+  /** Told what the pool and the dispatcher measure (the daemon's metrics); default nobody. */
+  observer?: PoolObserver & DispatcherObserver;
 }
 
 /** How runner `start` commands misbehave: refused by the runner, or run with the answer lost. */
@@ -90,6 +93,7 @@ export class DispatchHarness {
       docker: options.docker ?? false,
       ...(options.launchConfigs && { launchConfigs: options.launchConfigs }),
       launchConfigStore: this.queue,
+      ...(options.observer && { observer: options.observer }),
     });
     const dispatcher = new Dispatcher({
       queue: this.queue,
@@ -99,6 +103,7 @@ export class DispatchHarness {
       maxInstances: settings.maxInstances,
       logger,
       clock: systemClock,
+      ...(options.observer && { observer: options.observer }),
     });
     this.dispatcher = dispatcher;
   }

@@ -8,7 +8,7 @@ import type { StubFaults } from '../../src/cloud/stub/faults.js';
 import { StubCloud } from '../../src/cloud/stub/stub-cloud.js';
 import type { LaunchConfigSettings } from '../../src/config/launch-configs.js';
 import type { PoolSettings } from '../../src/config/schema.js';
-import { Pool } from '../../src/pool/pool.js';
+import { Pool, type PoolOptions } from '../../src/pool/pool.js';
 import type { Executor, ExecutorTarget } from '../../src/ssh/executor.js';
 
 export const poolName = 'test-pool';
@@ -73,6 +73,8 @@ export class PoolHarness {
     executorFor: (target: ExecutorTarget) => Executor = (target) => stub.executorFor(target),
     /** The pool's launch configs; default one per type with the driver's own settings. */
     launchConfigs?: LaunchConfigSettings[],
+    /** Who is told of boot, probe and shutdown durations and vanished instances; default nobody. */
+    observer?: PoolOptions['observer'],
   ) {
     const sink = new Writable({
       write: (chunk: Buffer, _encoding, done) => {
@@ -89,6 +91,7 @@ export class PoolHarness {
       logger: pino({ level: 'info' }, sink),
       clock: systemClock,
       ...(launchConfigs && { launchConfigs }),
+      ...(observer && { observer }),
     });
     this.pool.subscribe(() => this.notifications++);
   }
