@@ -34,7 +34,7 @@ const policies: Policy[] = [
   { name: `estimator (timeoutIdle ${formatDuration(base.pool.timeoutIdle)})`, planner: estimatorPlan, idlePolicy: 'fixed', timeoutIdle: base.pool.timeoutIdle },
   ...[60_000, 300_000, 900_000].map((timeoutIdle): Policy => ({ name: `drover, fixed timeoutIdle ${formatDuration(timeoutIdle)}`, planner: plan, idlePolicy: 'fixed', timeoutIdle })),
   {
-    name: `drover, adaptive (timeoutIdle ${formatDuration(base.pool.timeoutIdle)} until learned)`,
+    name: `drover, adaptive`,
     planner: plan,
     idlePolicy: 'adaptive',
     timeoutIdle: base.pool.timeoutIdle,

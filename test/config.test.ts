@@ -106,7 +106,7 @@ describe('parseConfig', () => {
       maxProbesPerSecond: 10,
       probeRateCeiling: 500,
       timeoutIdle: 60_000,
-      idlePolicy: 'fixed',
+      idlePolicy: 'adaptive',
       timeoutBooting: 600_000,
       timeoutProbe: 600_000,
       timeoutShutdown: 10_000,
@@ -194,7 +194,7 @@ describe('parseConfig', () => {
   });
 
   it('reads pool.idlePolicy fixed or adaptive, and refuses anything else naming the key and the choices', () => {
-    expect(parseConfig(`${minimal}pool:\n  idlePolicy: adaptive\n`, 'test.yml').pool.idlePolicy).toBe('adaptive');
+    expect(parseConfig(`${minimal}pool:\n  idlePolicy: fixed\n`, 'test.yml').pool.idlePolicy).toBe('fixed');
     const error = configError(`${minimal}pool:\n  idlePolicy: smart\n`);
     expect(error.issues).toHaveLength(1);
     expect(error.issues[0]?.path).toBe('pool.idlePolicy');

@@ -109,14 +109,14 @@ instanceTypes:
     const tracePath = join(dir, 'work.csv');
     writeFileSync(tracePath, 'submit_s,duration_s,vcpus,ram_mib,team\n0,60,1,512,a\n30,60,2,1024,b\n');
     const out = join(dir, 'out');
-    const result = await runDrover(['simulate', '--config', configPath, '--trace', tracePath, '--out', out, '--seed', '3', '--idle-policy', 'adaptive'], process.env);
+    const result = await runDrover(['simulate', '--config', configPath, '--trace', tracePath, '--out', out, '--seed', '3', '--idle-policy', 'fixed'], process.env);
     expect(result).toMatchObject({ code: 0, stderr: '' });
     expect(result.stdout).toMatch(/^containers: 2 submitted, 2 completed, 0 failed, 0 lost, 0 ran twice$/m);
     expect(result.stdout).toMatch(/^cost: \$\d+\.\d\d \(lower bound \$0\.03, ratio \d\.\d{3}\)$/m);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as SimulationSummary;
     expect(Object.keys(summary)).toEqual(expect.arrayContaining(['containers', 'cost', 'waitSeconds', 'instances', 'cloudCalls', 'cloudErrors', 'simulatedSeconds', 'wallSeconds', 'speedup', 'peakHeapBytes']));
-    // --idle-policy overrides the config's pool.idlePolicy (fixed there).
-    expect(summary.idlePolicy).toBe('adaptive');
+    // --idle-policy overrides the config's pool.idlePolicy (adaptive there, the default).
+    expect(summary.idlePolicy).toBe('fixed');
     expect(readFileSync(join(out, 'chart.svg'), 'utf8')).toMatch(/^<\?xml [^>]*>\s*<svg[\s\S]*<\/svg>\s*$/);
 
     writeFileSync(tracePath, 'submit_s,duration_s,vcpus,ram_mib\n0,60,1,512\n10,soon,1,512\n');

@@ -63,9 +63,10 @@ export interface PoolSettings {
   probeRateCeiling: number;
   timeoutIdle: number;
   /**
-   * How long an idle instance waits for work: `fixed` (timeoutIdle) or `adaptive` (learned per type
-   * from earlier idle instances; timeoutIdle until it has learned; src/pool/idle-policy.ts). The
-   * config always fills it in; absent, the pool uses fixed.
+   * How long an idle instance waits for work: `adaptive` (learned per type from earlier idle
+   * instances; timeoutIdle until it has learned; src/pool/idle-policy.ts) or `fixed` (timeoutIdle).
+   * The config always fills it in (default adaptive: it won the replays, docs/idle-policy.md);
+   * absent, the pool uses fixed.
    */
   idlePolicy?: IdlePolicyName;
   timeoutBooting: number;
@@ -344,7 +345,7 @@ const poolSchema = z
     maxProbesPerSecond: z.number().positive().default(10),
     probeRateCeiling: z.number().positive().default(500),
     timeoutIdle: duration.default(60_000),
-    idlePolicy: z.enum(idlePolicyNames).default('fixed'),
+    idlePolicy: z.enum(idlePolicyNames).default('adaptive'),
     timeoutBooting: duration.default(600_000),
     timeoutProbe: duration.default(600_000),
     timeoutShutdown: duration.default(10_000),

@@ -2,7 +2,7 @@
 //
 // `fixed`: `pool.timeoutIdle` for every instance.
 //
-// `adaptive`: ski rental, learned. Keeping an instance idle for t costs t × price; shutting it and
+// `adaptive` (the config's default): ski rental, learned. Keeping an instance idle for t costs t × price; shutting it and
 // then needing it costs a cold start: its boot, paid for, plus a container waiting that boot
 // (valued here at the instance's price too, so a cold start costs 2 × boot × price). Which is
 // cheaper depends on the gap until the next work it would have taken, which nobody knows in
