@@ -7,8 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseDocument, type Document } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
-
-const cli = ['--import', 'tsx', 'src/cli/main.ts'];
+import { droverCli } from './support/cli-command.js';
 
 // The temp directories stubConfig made, removed after each test (its daemon has stopped by then).
 const made: string[] = [];
@@ -18,7 +17,7 @@ afterEach(() => {
 
 function runDrover(args: string[], until?: (stdout: string) => boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...droverCli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let stopping = false;

@@ -127,6 +127,8 @@ describe('parseConfig', () => {
     expect(config.ssh).toEqual({ username: 'root', privateKeyFile: null, hostKeysFile: null });
     expect(config.http).toEqual({ address: '127.0.0.1', port: 8420, tokenFile: expect.stringMatching(/token$/), publicMetrics: false });
     expect(config.log).toEqual({ level: 'info', format: 'auto' });
+    // Inspection is off until a URL is given; the default filter leaves instances out.
+    expect(config.inspect).toEqual({ url: null, actors: ['pool'] });
     expect(config.cloud.stub).toEqual({ ...defaultStubFaults, seedInstances: [] });
     expect(config.instanceTypes.small).toEqual({
       name: 'small',
@@ -459,6 +461,35 @@ describe('log.format', () => {
 
   it('names the choices for anything else', () => {
     expect(configError(`${minimal}log: { format: fancy }\n`).message).toBe('test.yml: log.format: expected one of auto, pretty, json, got "fancy"');
+  });
+});
+
+describe('inspect', () => {
+  it('reads the relay URL, and actors as one selector or a list of them', () => {
+    expect(parseConfig(`${minimal}inspect: { url: ws://127.0.0.1:8427 }\n`, 'test.yml').inspect).toEqual({ url: 'ws://127.0.0.1:8427', actors: ['pool'] });
+    expect(parseConfig(`${minimal}inspect: { url: wss://relay.example/x, actors: all }\n`, 'test.yml').inspect).toEqual({ url: 'wss://relay.example/x', actors: ['all'] });
+    expect(parseConfig(`${minimal}inspect:\n  actors: [pool, 'instance:i-0abc', 'instance:create-1']\n`, 'test.yml').inspect).toEqual({
+      url: null,
+      actors: ['pool', 'instance:i-0abc', 'instance:create-1'],
+    });
+    expect(parseConfig(`${minimal}inspect:\n`, 'test.yml').inspect).toEqual({ url: null, actors: ['pool'] });
+  });
+
+  it('names the key of a URL that is no ws:// or wss:// one', () => {
+    expect(configError(`${minimal}inspect: { url: 'http://127.0.0.1:8427' }\n`).message).toBe(
+      'test.yml: inspect.url: expected a ws:// or wss:// URL such as ws://127.0.0.1:8427, got "http://127.0.0.1:8427"',
+    );
+  });
+
+  it('names the key and the choices of a bad actor selector, and reports every problem of the section', () => {
+    const error = configError(`${minimal}inspect: { url: 8427, actors: [pool, instances, 'instance:'], actor: all }\n`);
+    expect(error.issues).toEqual([
+      { path: 'inspect.url', message: 'expected a ws:// or wss:// URL such as ws://127.0.0.1:8427, got 8427' },
+      { path: 'inspect.actors[1]', message: 'expected pool, all or instance:<worker id or cloud instance id>, got "instances"' },
+      { path: 'inspect.actors[2]', message: 'expected pool, all or instance:<worker id or cloud instance id>, got "instance:"' },
+      { path: 'inspect.actor', message: 'unknown key' },
+    ]);
+    expect(configError(`${minimal}inspect: { actors: [] }\n`).issues).toEqual([{ path: 'inspect.actors', message: 'expected at least one of pool, all, instance:<id>' }]);
   });
 });
 

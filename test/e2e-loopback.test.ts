@@ -12,6 +12,7 @@ import { ApiClient } from '../src/cli/client.js';
 import { parseConfig } from '../src/config/load.js';
 import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
 import { shippedConfig } from './support/shipped-config.js';
+import { droverCli } from './support/cli-command.js';
 
 const timeoutIdle = 60_000;
 const dir = mkdtempSync(join(tmpdir(), 'drover-e2e-'));
@@ -92,7 +93,7 @@ describe('end to end on loopback', () => {
   it('drover submit --wait prints the output and exits with the container exit code', async () => {
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', 'submit', '--wait', '--', 'sh', '-c', 'echo via-cli; exit 4'],
+      [...droverCli, 'submit', '--wait', '--', 'sh', '-c', 'echo via-cli; exit 4'],
       { env: { ...process.env, DROVER_URL: daemon.url, DROVER_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';

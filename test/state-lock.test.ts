@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { StateLockedError, takeStateLocks } from '../src/daemon/state-lock.js';
 import { shippedConfig } from './support/shipped-config.js';
+import { droverCli } from './support/cli-command.js';
 
 interface TakeResult {
   taken: boolean;
@@ -194,7 +195,7 @@ describe('state lock', () => {
 describe('drover run with a daemon already on its state', () => {
   it('exits with code 2 naming queue.path and the first daemon, which keeps running', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'drover-lock-'));
-    const first = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', writeConfig(dir, 'first.yml')]);
+    const first = spawn(process.execPath, [...droverCli, 'run', '--config', writeConfig(dir, 'first.yml')]);
     children.push(first);
     let firstOut = '';
     let firstErr = '';
@@ -210,7 +211,7 @@ describe('drover run with a daemon already on its state', () => {
 
     // The case: the same config but for http.port.
     const port = await freePort();
-    const second = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', '--config', writeConfig(dir, 'second.yml', { port })]);
+    const second = spawn(process.execPath, [...droverCli, 'run', '--config', writeConfig(dir, 'second.yml', { port })]);
     children.push(second);
     let secondOut = '';
     let secondErr = '';

@@ -97,6 +97,14 @@ export const cloudtestExitCodes = {
   interrupted: 130,
 } as const;
 
+/** Exit codes of `drover inspect-relay`. */
+export const inspectRelayExitCodes = {
+  /** Stopped by SIGINT or SIGTERM. */
+  stopped: 0,
+  /** Refused to start: a --host that is no loopback address, or the port taken. */
+  refused: 2,
+} as const;
+
 /**
  * Makes commander's usage errors (unknown command or option, missing or invalid argument, bare
  * `drover`) exit with `exitCodes.usage` instead of 1; --help and --version still exit 0. Applies to

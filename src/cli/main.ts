@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // The drover command line.
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { defaultConfigDescription, defaultConfigPath, packageVersion } from '../config/home.js';
 import { loadConfig } from '../config/load.js';
 import { logFormats, type LogFormat } from '../config/schema.js';
 import { startDaemon } from '../daemon/daemon.js';
 import { runSample } from '../daemon/sample.js';
 import { daemonUrlFile, removeDaemonUrl, writeDaemonUrl } from '../daemon/url-file.js';
+import { defaultRelayUrl, inspectorUrlHint, isInspectorUrl } from '../inspect/settings.js';
 import { createLogger } from '../log/logger.js';
 import { registerCloudtestCommand } from './cloudtest-command.js';
 import { registerClientCommands } from './commands.js';
+import { registerInspectRelayCommand } from './inspect-relay-command.js';
 import { exitWithUsageCode, runExitCodes } from './exit-codes.js';
 import { refusal } from './refusals.js';
 import { registerSimulateCommand } from './simulate-command.js';
@@ -27,9 +29,19 @@ program
   .addOption(
     new Option('--log-format <format>', 'log lines: pretty, json, or auto (pretty on a terminal, else JSON); overrides log.format').choices(logFormats),
   )
-  .action(async (options: { config?: string; sample?: boolean; logFormat?: LogFormat }) => {
+  .option(
+    '--inspect [url]',
+    `stream the actors to the Stately inspector through the relay at url (default inspect.url, else ${defaultRelayUrl}: drover inspect-relay); overrides inspect.url`,
+    (url: string) => {
+      if (!isInspectorUrl(url)) throw new InvalidArgumentError(`${inspectorUrlHint}, got ${JSON.stringify(url)}`);
+      return url;
+    },
+  )
+  .action(async (options: { config?: string; sample?: boolean; logFormat?: LogFormat; inspect?: string | true }) => {
     const configPath = options.config ?? defaultConfigPath();
-    const config = loadConfig(configPath);
+    const loaded = loadConfig(configPath);
+    const inspectUrl = options.inspect === true ? (loaded.inspect.url ?? defaultRelayUrl) : (options.inspect ?? loaded.inspect.url);
+    const config = { ...loaded, inspect: { ...loaded.inspect, url: inspectUrl } };
     const logger = createLogger({ ...config.log, format: options.logFormat ?? config.log.format });
     const daemon = await startDaemon(config, { configPath, logger });
     // With http.port 0 this is the only way the CLI learns the port; it is written in any case.
@@ -61,6 +73,7 @@ registerClientCommands(program);
 registerTeardownCommand(program);
 registerCloudtestCommand(program);
 registerSimulateCommand(program);
+registerInspectRelayCommand(program);
 // Once every command is registered, so it reaches each of them.
 exitWithUsageCode(program);
 

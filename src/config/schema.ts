@@ -10,6 +10,7 @@ import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.j
 import { defaultMaxInstanceLifetime, defaultTimeoutTERM } from '../../machines/instance.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
 import { idlePolicyNames, type IdlePolicyName } from '../pool/idle-policy.js';
+import { actorSelectorHint, defaultActorSelectors, inspectorUrlHint, isActorSelector, isInspectorUrl } from '../inspect/settings.js';
 
 export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
 export type CloudDriverName = (typeof cloudDriverNames)[number];
@@ -126,6 +127,14 @@ export interface LogSettings {
   format: LogFormat;
 }
 
+/** The `inspect` section: streaming the actors to the Stately inspector (README, "Watching the machines"). */
+export interface InspectSettings {
+  /** The relay's ws:// or wss:// URL; null: no inspection, and no actor pays for it. */
+  url: string | null;
+  /** `pool` (the pool's machines, the scheduler, container attempts), `all`, or `instance:<worker or instance id>`. */
+  actors: string[];
+}
+
 /** The `scheduler` section; durations in ms. null limits mean "no limit". */
 export interface SchedulerSettings {
   pollInterval: number;
@@ -188,6 +197,7 @@ export interface Config {
   runner: RunnerSettings;
   ssh: SshSettings;
   log: LogSettings;
+  inspect: InspectSettings;
   /** Keyed by Drover's name for the type; each value's `name` equals its key. */
   instanceTypes: Record<string, InstanceType>;
   /**
@@ -390,6 +400,19 @@ const sshSchema = z.strictObject({
 
 const logSchema = z.strictObject({ level: z.enum(logLevels).default('info'), format: z.enum(logFormats).default('auto') });
 
+const gotText = (hint: string) => (issue: { input: unknown }) => (issue.input === undefined ? undefined : `${hint}, got ${JSON.stringify(issue.input)}`);
+const inspectActor = z.string({ error: gotText(actorSelectorHint) }).refine(isActorSelector, { error: gotText(actorSelectorHint) });
+const inspectSchema = z.strictObject({
+  url: z.string({ error: gotText(inspectorUrlHint) }).refine(isInspectorUrl, { error: gotText(inspectorUrlHint) }).nullable().default(null),
+  // One selector may be written alone, without the list.
+  actors: z
+    .preprocess(
+      (value) => (typeof value === 'string' ? [value] : value),
+      z.array(inspectActor, { error: gotText('expected pool, all, instance:<id> or a list of them') }).min(1, 'expected at least one of pool, all, instance:<id>'),
+    )
+    .default([...defaultActorSelectors]),
+});
+
 const launchConfigEntrySchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1 to 64 characters from A-Z, a-z, 0-9, ., _ and -').optional(),
   zone: nonEmpty.optional(),
@@ -486,6 +509,7 @@ export const configSchema: z.ZodType<Config> = z
     runner: section(runnerSchema),
     ssh: section(sshSchema),
     log: section(logSchema),
+    inspect: section(inspectSchema),
     instanceTypes: instanceTypesSchema,
   })
   .superRefine(

@@ -5,8 +5,10 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
 import { cloudFromConfig, type Cloud } from '../cloud/from-config.js';
 import type { Config } from '../config/schema.js';
+import { PoolHistory } from '../http/pool-history.js';
 import { startServer } from '../http/server.js';
 import { ensureToken } from '../http/token.js';
+import { startStatelyInspection } from '../inspect/stately-inspection.js';
 import { Pool } from '../pool/pool.js';
 import { SqliteQueue } from '../queue/sqlite-queue.js';
 import { logsCommand, ensureRunner } from '../runner/deploy.js';
@@ -69,6 +71,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     throw error;
   }
   const { runnerCommand } = config.pool;
+  // Before any actor: each is created with the inspector or, with inspect.url unset, without one.
+  const inspection = config.inspect.url === null ? undefined : startStatelyInspection({ url: config.inspect.url, actors: config.inspect.actors, logger });
 
   // Layered, nothing bound late: the pool writes attempt outcomes to the queue; the dispatcher
   // reads the queue and drives the pool through its WorkerPool face.
@@ -87,6 +91,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     docker: config.runner.docker,
     launch: cloud.launch,
     observer: metrics,
+    inspection,
     prepareInstance: cloud.deploysRunner
       ? async (executor, instance) => {
           if ((await ensureRunner(executor, runnerCommand)) === 'installed') {
@@ -104,6 +109,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     logger,
     clock,
     observer: metrics,
+    inspection,
   });
   registerDroverMetrics(registry, {
     pool,
@@ -128,6 +134,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         runnerPath: runnerCommand,
         health: () => queue.health(),
         waitReason: (uuid) => dispatcher.waitReason(uuid),
+        // The web view's chart and totals; sampled on the daemon's clock while the server runs.
+        history: new PoolHistory({ pool, queue, clock }),
         liveLogs: async (container) => {
           if (!container.instanceId) return null;
           const result = await pool.runOn(container.instanceId, logsCommand(runnerCommand, container.uuid, config.pool.logTailBytes));
@@ -138,6 +146,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     );
   } catch (error) {
     // The API first: a daemon that cannot serve it (port taken) must not have created anything.
+    inspection?.stop();
     queue.close();
     await cloud.close();
     locks.release();
@@ -163,6 +172,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       await server.close();
       running.stop();
       pool.stop();
+      inspection?.stop();
       queue.close();
       await cloud.close();
       locks.release();

@@ -1,4 +1,5 @@
-// The daemon's HTTP API: containers, instances and launch configs for the drover CLI, plus health and Prometheus metrics.
+// The daemon's HTTP API: containers, instances and launch configs for the drover CLI, plus health,
+// Prometheus metrics and the web view's page and data.
 import type { AddressInfo } from 'node:net';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifySchemaValidationError } from 'fastify';
 import type { Logger } from 'pino';
@@ -26,8 +27,10 @@ import {
   logTailMarker,
   logTailMarkerPattern,
 } from '../queue/types.js';
+import type { PoolSample } from './pool-history.js';
 import { checkRunnable, UnrunnableSpecError } from './submit-limits.js';
 import { tokensMatch } from './token.js';
+import { defaultWebRoot, readWebFile, webFiles, webHeaders, WebViewMissingError } from './web-view.js';
 
 /** The part of the Pool the API drives. */
 export interface PoolControl {
@@ -59,6 +62,34 @@ export interface ApiDeps {
   waitReason?: (uuid: string) => string | null;
   /** What `/healthz` answers: 200 when ok, else 503 with the reason; always ok when absent. */
   health?: () => QueueHealth;
+  /** The samples `GET /history` serves (a PoolHistory in the daemon), started and stopped with the server; no such route when absent. */
+  history?: HistorySource;
+  /** The directory the web view's files are served from; defaultWebRoot() when absent, null: not built. */
+  webRoot?: string | null;
+}
+
+/** What the server reads of the sampler behind `GET /history`, and starts and stops with itself. */
+export interface HistorySource {
+  readonly intervalMs: number;
+  readonly windowMs: number;
+  samples(): PoolSample[];
+  current(): PoolSample;
+  start(): void;
+  stop(): void;
+}
+
+/** The body of `GET /history`: a sample every `intervalMs` over the last `windowMs`, oldest first, and one taken now. */
+export interface HistoryResponse {
+  intervalMs: number;
+  windowMs: number;
+  samples: PoolSample[];
+  now: PoolSample;
+}
+
+/** The body of `GET /queue`: how many containers are queued, and the first `limit` of them in the order the scheduler takes them. */
+export interface QueueResponse {
+  queued: number;
+  containers: ContainerEntry[];
 }
 
 /** A pool instance in `GET /instances`: its InstanceView, fields unchanged, plus `orphan: false`. */
@@ -121,8 +152,11 @@ const containerStates: ContainerState[] = ['queued', 'locked', 'running', 'compl
 // Routes a load balancer reaches without the admin token; `/metrics` too with `http.publicMetrics`.
 // Metrics stay behind the token by default: instance counts, spend and queue depth describe the
 // account to anyone who can reach the port.
-const publicPaths: ReadonlySet<string> = new Set(['/healthz']);
-const publicMetricsPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics']);
+// The web view's page and assets are open too: they hold no data, and the page asks for the token
+// before it calls the API.
+const webPaths = ['/', '/web/:file'];
+const publicPaths: ReadonlySet<string> = new Set(['/healthz', ...webPaths]);
+const publicMetricsPaths: ReadonlySet<string> = new Set(['/healthz', '/metrics', ...webPaths]);
 
 // The realm named in every WWW-Authenticate challenge (RFC 7235 section 2.2).
 const authRealm = 'drover';
@@ -181,6 +215,19 @@ const listQuery = {
     state: { type: 'string', enum: containerStates },
     limit: { type: 'integer', minimum: 1, maximum: maxListLimit },
   },
+} as const;
+
+const queueQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { limit: { type: 'integer', minimum: 1, maximum: maxListLimit } },
+} as const;
+
+const webFileParams = {
+  type: 'object',
+  required: ['file'],
+  additionalProperties: false,
+  properties: { file: { type: 'string', minLength: 1, maxLength: 200 } },
 } as const;
 
 const logsQuery = {
@@ -255,8 +302,11 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
 
   app.setErrorHandler((error, request, reply) => {
     const { status, message } = classify(error);
-    // The queue logs its own storage failures once; a request it refused is no news.
-    if (status >= 500 && !(error instanceof QueueUnavailableError)) request.log.error({ err: error }, 'API request failed');
+    // The queue logs its own storage failures once; a request it refused is no news. A web view
+    // that was never built is the reply's news, not the daemon's.
+    if (status >= 500 && !(error instanceof QueueUnavailableError) && !(error instanceof WebViewMissingError)) {
+      request.log.error({ err: error }, 'API request failed');
+    }
     return reply.code(status).send({ error: message });
   });
 
@@ -285,6 +335,30 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
     async (request) => {
       const { state, limit = defaultListLimit } = request.query;
       return { containers: queue.list({ states: state ? [state] : undefined, limit }).map(withWaitReason) };
+    },
+  );
+
+  // The queued containers in scheduling order (the queue's pending(), which the scheduler reads): a
+  // container's position is its index + 1. GET /containers lists newest first, which is not that order.
+  app.get<{ Querystring: { limit?: number } }>(
+    '/queue',
+    {
+      schema: { querystring: queueQuery },
+      preValidation: async (request) => {
+        const query = request.query as Record<string, unknown>;
+        if (typeof query.limit === 'string' && /^-?\d+$/.test(query.limit)) query.limit = Number(query.limit);
+      },
+    },
+    async (request): Promise<QueueResponse> => {
+      const { limit = defaultListLimit } = request.query;
+      const containers: ContainerEntry[] = [];
+      let queued = 0;
+      for (const container of queue.pending()) {
+        if (container.state !== 'queued') continue;
+        queued++;
+        if (containers.length < limit) containers.push(withWaitReason(container));
+      }
+      return { queued, containers };
     },
   );
 
@@ -387,6 +461,33 @@ export function buildServer(deps: ApiDeps): FastifyInstance {
   });
 
   app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+
+  // The web view's chart and totals: the last hour, which neither the pool nor the queue keeps, and the counts now.
+  const history = deps.history;
+  if (history !== undefined) {
+    app.get('/history', { schema: { querystring: noQuery } }, async (): Promise<HistoryResponse> => ({
+      intervalMs: history.intervalMs,
+      windowMs: history.windowMs,
+      samples: history.samples(),
+      now: history.current(),
+    }));
+    app.addHook('onReady', async () => history.start());
+    app.addHook('onClose', async () => history.stop());
+  }
+
+  // The web view (src/web, built into dist/web): a page that reads the routes above with the token it asks for.
+  // Looked up per request, so a daemon started before `npm run build` serves the page once it is built.
+  const webRoot = () => (deps.webRoot === undefined ? defaultWebRoot() : deps.webRoot);
+  const sendWebFile = async (reply: FastifyReply, name: string) => {
+    const body = await readWebFile(webRoot(), name);
+    return reply.headers(webHeaders).type(webFiles[name] ?? 'application/octet-stream').send(body);
+  };
+  app.get('/', { schema: { querystring: noQuery } }, async (_request, reply) => sendWebFile(reply, 'index.html'));
+  // Only the files the page loads, by name: nothing else under the directory (a source map, a
+  // stray file) is served, and a name is never a path.
+  app.get<{ Params: { file: string } }>('/web/:file', { schema: { params: webFileParams, querystring: noQuery } }, async (request, reply) =>
+    Object.hasOwn(webFiles, request.params.file) ? sendWebFile(reply, request.params.file) : reply.callNotFound(),
+  );
 
   return app;
 }
@@ -503,6 +604,7 @@ function classify(error: unknown): { status: number; message: string } {
   if (error instanceof InvalidContainerSpecError || error instanceof UnrunnableSpecError) return { status: 400, message: error.message };
   // The queue file refused it (disk full, read-only, corrupt): nothing changed, and /healthz says why.
   if (error instanceof QueueUnavailableError) return { status: 503, message: error.message };
+  if (error instanceof WebViewMissingError) return { status: 503, message: error.message };
   if (error instanceof Error) {
     // Fastify's own client errors (validation, malformed or empty JSON, body too large, bad media type) carry their status.
     const status = (error as { statusCode?: unknown }).statusCode;

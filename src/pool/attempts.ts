@@ -22,6 +22,7 @@ import {
 import { AllocationLedger, type Allocation } from './ledger.js';
 import { demandOf } from './resources.js';
 import { parseRunnerList, type RunnerListing } from './runner-list.js';
+import { inspectOption, type ActorInspection } from '../inspect/actor-inspection.js';
 
 /** The queue as the attempts see it: the durable record they read and write. */
 export type AttemptRecords = Pick<
@@ -61,6 +62,8 @@ export interface AttemptsOptions {
   logTailBytes?: number;
   /** A container's first start was recorded, `waitMs` after its submit (the queue's times). */
   firstStarted?: (waitMs: number) => void;
+  /** Absent: attempts are created without an inspector. */
+  inspection?: ActorInspection | undefined;
 }
 
 type AttemptSnapshot = SnapshotFrom<ContainerMachine>;
@@ -263,6 +266,7 @@ export class Attempts {
     const actor = createActor(this.machine, {
       clock: this.options.clock,
       input: { uuid, workerId: placement.workerId, instanceId: placement.instanceId, initial, since },
+      ...inspectOption(this.options.inspection?.observerFor({ kind: 'container', uuid })),
     });
     const allocation: Allocation = { uuid, ...placement, demand, actor, holds: true };
     this.ledger.add(allocation);

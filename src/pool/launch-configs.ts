@@ -8,6 +8,7 @@ import type { Clock } from '../clock.js';
 import type { LaunchConfig } from '../cloud/driver.js';
 import { formatDuration } from '../config/duration.js';
 import type { LaunchConfigAdminState, LaunchConfigSettings } from '../config/launch-configs.js';
+import { inspectOption, type ActorInspection } from '../inspect/actor-inspection.js';
 import { capacityScopeMachine, type CapacityScopeMachine } from '../../machines/capacity-scope.js';
 import {
   effectiveWeight,
@@ -44,6 +45,8 @@ export interface LaunchConfigsOptions {
   capacityBackoffMs: number;
   /** Something creates depend on changed without a pool event (a back-off or a breaker's cooling ended). */
   changed: () => void;
+  /** Absent: the machines are created without an inspector. */
+  inspection?: ActorInspection | undefined;
 }
 
 /** A create refused by the type's configs: why, and for capacity since how long (see CreateRefusal). */
@@ -197,7 +200,11 @@ export class LaunchConfigs {
     const key = scopeKey(error.instanceType ?? anywhere, error.zone ?? (config === null ? null : this.placeOf(config)) ?? anywhere);
     let scope = this.scopes.get(key);
     if (!scope) {
-      scope = createActor(this.scopeActor, { clock: this.options.clock, input: { backoffMs: this.options.capacityBackoffMs } });
+      scope = createActor(this.scopeActor, {
+        clock: this.options.clock,
+        input: { backoffMs: this.options.capacityBackoffMs },
+        ...inspectOption(this.options.inspection?.observerFor({ kind: 'capacityScope', scope: key })),
+      });
       scope.start();
       this.scopes.set(key, scope);
     }
@@ -271,6 +278,7 @@ export class LaunchConfigs {
         healthWindowMs: this.options.healthWindowMs,
         retryIntervalMs: this.options.retryIntervalMs,
       },
+      ...inspectOption(this.options.inspection?.observerFor({ kind: 'launchConfig', id: settings.id })),
     });
     actor.start();
     const entry: Entry = { settings, actor, inConfig };

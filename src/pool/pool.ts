@@ -48,6 +48,7 @@ import { parseRunnerList } from './runner-list.js';
 import { listCommand } from '../runner/deploy.js';
 import { idleBehaviorOf, lifecycleOf, Worker, type TransitionRecord, type WorkerSnapshot } from './worker.js';
 import type { CommandResult, RunOptions } from '../ssh/executor.js';
+import { inspectOption, type ActorInspection } from '../inspect/actor-inspection.js';
 
 /**
  * Listings in a row that must miss an instance before the pool forgets it, and then only if the
@@ -129,6 +130,8 @@ export interface PoolOptions {
   launchConfigStore?: LaunchConfigStateStore;
   /** Told of boot, shutdown and probe durations, vanished instances and first starts (the daemon's metrics); default nobody. */
   observer?: PoolObserver;
+  /** The Stately inspector's choice of actors to watch (`inspect`); absent: no actor is created with an inspector. */
+  inspection?: ActorInspection;
 }
 
 /** An instance that vanishes this soon after its boot counts against its launch config. */
@@ -237,6 +240,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       maxRefusals: maxRefusalsPerContainer,
       logTailBytes: settings.logTailBytes,
       firstStarted: (waitMs) => this.observer.containerStarted(waitMs / 1_000),
+      inspection: options.inspection,
     });
 
     this.launchConfigSet = new LaunchConfigs({
@@ -249,6 +253,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       bootFailuresToBreak: settings.bootFailuresToBreak ?? defaultBootFailuresToBreak,
       capacityBackoffMs: settings.quotaErrorTTL,
       changed: () => this.notifier.notify(),
+      inspection: options.inspection,
     });
 
     this.workerMachine = instanceMachine.provide({
@@ -283,7 +288,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
         actors: { syncInstances: fromPromise<ListingResult>(() => this.syncInstances()) },
         actions: { notifyChanged: () => this.notifier.notify() },
       }),
-      { clock: this.clock, input: { freezeAfterBootFailures: settings.freezePoolAfterBootFailures ?? null } },
+      { clock: this.clock, input: { freezeAfterBootFailures: settings.freezePoolAfterBootFailures ?? null }, ...inspectOption(options.inspection?.observerFor({ kind: 'pool' })) },
     );
 
     this.probes = new ProbeScheduler<Worker>({
@@ -687,9 +692,15 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     const instanceType = this.options.instanceTypes[input.instanceType];
     if (!instanceType) throw new Error(`spawn: unknown instance type ${input.instanceType}`);
     const { maxInstanceLifetime = defaultMaxInstanceLifetime } = this.options.settings;
+    const inspect = this.options.inspection?.observerFor({
+      kind: 'instance',
+      workerId: input.workerId,
+      instanceId: () => this.workers.get(input.workerId)?.snapshot.context.instance?.id ?? null,
+    });
     const actor = createActor(this.workerMachine, {
       clock: this.clock,
       input: { ...input, maxFailedStarts: this.options.maxStartFailuresPerInstance, maxInstanceLifetime },
+      ...inspectOption(inspect),
     });
     const worker = new Worker(input.workerId, instanceType, actor, this.clock.now(), launchConfigId);
     this.workers.set(worker.id, worker);

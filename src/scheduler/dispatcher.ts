@@ -12,6 +12,7 @@ import { ContainerStateError, type Container, type ContainerQueue } from '../que
 import { schedulerMachine, type SchedulerMachine } from '../../machines/scheduler.js';
 import { plan, type Plan } from './plan.js';
 import type { PoolPicture, WorkerPool } from './worker-pool.js';
+import { inspectOption, type ActorInspection } from '../inspect/actor-inspection.js';
 
 /** Told how long each pass took (the daemon's metrics); the dispatcher never sees prom-client. */
 export interface DispatcherObserver {
@@ -30,6 +31,8 @@ export interface DispatcherOptions {
   planner?: typeof plan;
   /** Default nobody. */
   observer?: DispatcherObserver;
+  /** The Stately inspector's choice of actors; absent: the scheduler is created without an inspector. */
+  inspection?: ActorInspection;
 }
 
 export class Dispatcher {
@@ -53,7 +56,7 @@ export class Dispatcher {
           passFailed: (_, { error }) => this.logger.error({ error: error instanceof Error ? error.message : String(error) }, 'scheduling pass failed'),
         },
       }),
-      { clock: options.clock ?? systemClock },
+      { clock: options.clock ?? systemClock, ...inspectOption(options.inspection?.observerFor({ kind: 'scheduler' })) },
     );
   }
 

@@ -1,8 +1,8 @@
 // Runs the real drover CLI as a child process, as an operator would, and collects what it prints.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
+import { droverCli } from './cli-command.js';
 
-const cli = ['--import', 'tsx', 'src/cli/main.ts'];
 
 export interface Run {
   code: number | null;
@@ -24,7 +24,7 @@ export interface RunOptions {
 export function runDrover(args: string[], env: NodeJS.ProcessEnv, options: RunOptions | RunOptions['onStderr'] = {}): Promise<Run> {
   const { onStderr, onStdout, timeoutMs } = typeof options === 'function' ? { onStderr: options } : options;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(process.execPath, [...droverCli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     let stdout = '';
     let stderr = '';
