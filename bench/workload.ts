@@ -5,7 +5,7 @@
 import { stubRunMsEnv } from '../src/cloud/stub/stub-cloud.js';
 import { mulberry32 } from '../src/seeded-random.js';
 import type { ContainerSpec } from '../src/queue/types.js';
-import { isMain } from './is-main.js';
+import { isMain } from '../src/is-main.js';
 
 export interface WorkloadOptions {
   /** Containers to generate; default 500. */

@@ -14,7 +14,7 @@ import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
 import { inspectOption } from '../src/inspect/actor-inspection.js';
 import { startInspectorRelay, type Relay } from '../src/inspect/relay.js';
 import { startStatelyInspection, type StatelyInspection } from '../src/inspect/stately-inspection.js';
-import type { ContainerSpec } from '../src/queue/types.js';
+import { spec } from './support/dispatch-harness.js';
 import { runDrover } from './support/run-drover.js';
 import { shippedConfig } from './support/shipped-config.js';
 
@@ -60,14 +60,6 @@ async function startCollector(port = 0): Promise<Collector> {
   });
   return collector;
 }
-
-const spec: ContainerSpec = {
-  image: null,
-  command: ['true'],
-  env: {},
-  constraints: { vcpus: 1, ramMiB: 256, scratchGiB: 0, gpus: 0, preemptible: false },
-  priority: 0,
-};
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -146,7 +138,7 @@ describe('inspection on a running daemon', () => {
     const { daemon, clock } = await daemonWith({ url: collector.url, actors: 'all' });
     // Connected: what was created before was announced as it then stood, not as it began.
     expect(await waitFor(() => registrations(collector.messages, 'pool').length > 0)).toBe(true);
-    const { uuid } = daemon.queue.submit(spec);
+    const { uuid } = daemon.queue.submit(spec());
 
     const instanceSession = () => registrations(collector.messages, 'instance')[0]?.sessionId;
     const reachedIdle = () => {
@@ -199,7 +191,7 @@ describe('inspection on a running daemon', () => {
     const collector = await startCollector();
     cleanups.push(() => collector.close());
     const { daemon, clock } = await daemonWith({ url: collector.url });
-    const { uuid } = daemon.queue.submit(spec);
+    const { uuid } = daemon.queue.submit(spec());
     expect(await drive(clock, () => daemon.queue.get(uuid)?.state === 'complete')).toBe(true);
     const containerDone = () =>
       collector.messages.some((message) => message.type === '@xstate.snapshot' && message.snapshot?.status === 'done' && message.snapshot.context?.uuid === uuid);
@@ -216,7 +208,7 @@ describe('inspection on a running daemon', () => {
     const collector = await startCollector();
     cleanups.push(() => collector.close());
     const { daemon, clock } = await daemonWith(null);
-    const { uuid } = daemon.queue.submit(spec);
+    const { uuid } = daemon.queue.submit(spec());
     expect(await drive(clock, () => daemon.queue.get(uuid)?.state === 'complete')).toBe(true);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(collector.connections).toBe(0);

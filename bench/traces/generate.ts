@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mulberry32 } from '../../src/seeded-random.js';
-import { isMain } from '../is-main.js';
+import { isMain } from '../../src/is-main.js';
 
 export const defaultSeed = 1;
 

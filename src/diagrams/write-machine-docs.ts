@@ -1,6 +1,6 @@
 // The machine diagrams under docs/machines/, one page per machine in machines/. `npm run machines`
 // writes them; test/machine-diagrams.test.ts fails when the committed pages differ from the machines.
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
@@ -10,6 +10,7 @@ import { instanceMachine } from '../../machines/instance.js';
 import { launchConfigMachine } from '../../machines/launch-config.js';
 import { poolMachine } from '../../machines/pool.js';
 import { schedulerMachine } from '../../machines/scheduler.js';
+import { isMain } from '../is-main.js';
 import { toMermaid } from './mermaid.js';
 
 interface MachinePage {
@@ -94,18 +95,6 @@ export function machineDocs(): { file: string; text: string }[] {
       ].join('\n'),
     };
   });
-}
-
-// Run directly (`tsx src/diagrams/write-machine-docs.ts`) rather than imported: as bench/is-main.ts,
-// which src/ does not import, so the build stays within src/ and machines/.
-function isMain(moduleUrl: string): boolean {
-  const script = process.argv[1];
-  if (!script) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(moduleUrl));
-  } catch {
-    return false;
-  }
 }
 
 if (isMain(import.meta.url)) {

@@ -1,4 +1,4 @@
-// Whether a bench module was run directly (`tsx bench/x.ts`) rather than imported by another.
+// Whether a module was run directly (`tsx bench/x.ts`, `tsx src/diagrams/write-machine-docs.ts`) rather than imported by another.
 
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
