@@ -12,7 +12,7 @@ function reused(policy: AdaptiveIdlePolicy, type: string, rank: number, gapMs: n
   for (let i = 0; i < count; i++) {
     const at = i * 10 * minute;
     policy.wentIdle(`w-${type}-${rank}-${i}`, type, rank, at);
-    policy.leftIdle(`w-${type}-${rank}-${i}`, at + gapMs, true);
+    policy.leftIdle(`w-${type}-${rank}-${i}`, at + gapMs, 'reused');
   }
 }
 
@@ -69,8 +69,8 @@ describe('idle policy', () => {
       // Two go idle (ranks 0 and 8); both are shut down after a minute.
       policy.wentIdle(`a${i}`, 'small', 0, at);
       policy.wentIdle(`b${i}`, 'small', 8, at);
-      policy.leftIdle(`a${i}`, at + minute, false);
-      policy.leftIdle(`b${i}`, at + minute, false);
+      policy.leftIdle(`a${i}`, at + minute, 'gone');
+      policy.leftIdle(`b${i}`, at + minute, 'gone');
       // One create 90 s after they went idle: it would have taken the rank-0 one, had it been kept.
       policy.created('small', at + 90_000);
       // The second create comes after the learning horizon: the rank-8 one waited in vain.
@@ -80,6 +80,26 @@ describe('idle policy', () => {
     expect(policy.timeoutFor('small', 0)).toBe(2 * minute);
     // Rank 8 (bucket 8–15): never used, let go at once.
     expect(policy.timeoutFor('small', 12)).toBe(candidateTimeoutsMs[0]);
+  });
+
+  it('learns nothing from an instance the operator held or drained while it waited', () => {
+    const policy = new AdaptiveIdlePolicy(fallback);
+    policy.booted('small', 2 * minute);
+    for (let i = 0; i < minSamples; i++) {
+      policy.wentIdle(`h${i}`, 'small', 0, i * minute);
+      policy.leftIdle(`h${i}`, i * minute + 5 * minute, 'withdrawn');
+      // A create after it: no withdrawn period is there to claim.
+      policy.created('small', i * minute + 6 * minute);
+    }
+    expect(policy.timeoutFor('small', 0)).toBe(fallback);
+    // Each gone one is claimed by the next create: gaps of 20 s.
+    for (let i = 0; i < minSamples; i++) {
+      const at = (100 + i) * minute;
+      policy.wentIdle(`g${i}`, 'small', 0, at);
+      policy.leftIdle(`g${i}`, at + 10_000, 'gone');
+      policy.created('small', at + 20_000);
+    }
+    expect(policy.timeoutFor('small', 0)).toBe(30_000);
   });
 
   it('forgets old gaps: the newest 200 decide', () => {

@@ -113,7 +113,7 @@ describe('GET /queue', () => {
 function sources(): { pool: SampledPool & { count: number }; queue: SampledQueue & { states: ContainerState[] } } {
   const pool = {
     count: 0,
-    instances: () => Array.from({ length: pool.count }),
+    instanceCount: () => pool.count,
     hourlySpend: () => pool.count * 0.25,
   };
   const queue = { states: [] as ContainerState[], pending: () => queue.states.map((state) => ({ state })) };

@@ -9,7 +9,7 @@ import { defaultLaunchConfig, launchConfigId, type LaunchConfigSettings } from '
 import { logTailBytes, maxLogTailBytes, minLogTailBytes } from '../queue/types.js';
 import { defaultMaxInstanceLifetime, defaultTimeoutTERM } from '../../machines/instance.js';
 import { durationHint, formatDuration, parseDuration } from './duration.js';
-import { idlePolicyNames, type IdlePolicyName } from '../pool/idle-policy.js';
+import { defaultIdlePolicy, idlePolicyNames, type IdlePolicyName } from '../pool/idle-policy.js';
 import { actorSelectorHint, defaultActorSelectors, inspectorUrlHint, isActorSelector, isInspectorUrl } from '../inspect/settings.js';
 
 export const cloudDriverNames = ['stub', 'loopback', 'ec2', 'gce'] as const;
@@ -67,7 +67,7 @@ export interface PoolSettings {
    * How long an idle instance waits for work: `adaptive` (learned per type from earlier idle
    * instances; timeoutIdle until it has learned; src/pool/idle-policy.ts) or `fixed` (timeoutIdle).
    * The config always fills it in (default adaptive: it won the replays, docs/idle-policy.md);
-   * absent, the pool uses fixed.
+   * absent, the pool uses that default too.
    */
   idlePolicy?: IdlePolicyName;
   timeoutBooting: number;
@@ -355,7 +355,7 @@ const poolSchema = z
     maxProbesPerSecond: z.number().positive().default(10),
     probeRateCeiling: z.number().positive().default(500),
     timeoutIdle: duration.default(60_000),
-    idlePolicy: z.enum(idlePolicyNames).default('adaptive'),
+    idlePolicy: z.enum(idlePolicyNames).default(defaultIdlePolicy),
     timeoutBooting: duration.default(600_000),
     timeoutProbe: duration.default(600_000),
     timeoutShutdown: duration.default(10_000),

@@ -19,7 +19,8 @@ export interface PoolSample {
 
 /** What the sampler reads of the pool: the Pool in the daemon. */
 export interface SampledPool {
-  instances(): readonly unknown[];
+  /** Instances the pool knows, of any state. */
+  instanceCount(): number;
   hourlySpend(): number;
 }
 
@@ -76,7 +77,7 @@ export class PoolHistory {
       if (container.state === 'queued') queued++;
       else running++;
     }
-    return { at: this.clock.now(), instances: this.pool.instances().length, hourlySpend: this.pool.hourlySpend(), running, queued };
+    return { at: this.clock.now(), instances: this.pool.instanceCount(), hourlySpend: this.pool.hourlySpend(), running, queued };
   }
 
   private tick(): void {

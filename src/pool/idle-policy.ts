@@ -16,14 +16,21 @@
 
 export type IdlePolicyName = (typeof idlePolicyNames)[number];
 export const idlePolicyNames = ['fixed', 'adaptive'] as const;
+/** The config's default and the pool's (it won the replays: docs/idle-policy.md). */
+export const defaultIdlePolicy: IdlePolicyName = 'adaptive';
+
+export type IdleEnd = 'reused' | 'gone' | 'withdrawn';
 
 export interface IdlePolicy {
   /** Ms an instance of the type waits for work, going idle with `rank` others of its type already idle. */
   timeoutFor(instanceType: string, rank: number): number;
   /** The instance went idle with `rank` others of its type idle. */
   wentIdle(workerId: string, instanceType: string, rank: number, at: number): void;
-  /** Its idle period ended: work came (`reused`), or it was shut down or disappeared. */
-  leftIdle(workerId: string, at: number, reused: boolean): void;
+  /**
+   * Its wait for work ended: work came (`reused`), it was shut down or disappeared (`gone`), or the
+   * operator held or drained it (`withdrawn`: no gap learned).
+   */
+  leftIdle(workerId: string, at: number, outcome: IdleEnd): void;
   /** A create of the type: work that found no idle instance of it. */
   created(instanceType: string, at: number): void;
   /** An instance of the type this pool created booted, `bootMs` after its create. */
@@ -133,12 +140,13 @@ export class AdaptiveIdlePolicy implements IdlePolicy {
     this.open.set(workerId, { instanceType, rank, bucket: rankBucket(rank), startedAt: at });
   }
 
-  leftIdle(workerId: string, at: number, reused: boolean): void {
+  leftIdle(workerId: string, at: number, outcome: IdleEnd): void {
     const period = this.open.get(workerId);
     if (!period) return;
     this.open.delete(workerId);
+    if (outcome === 'withdrawn') return;
     const state = this.stateOf(period.instanceType);
-    if (reused) this.gapsOf(state, period.bucket).add(at - period.startedAt);
+    if (outcome === 'reused') this.gapsOf(state, period.bucket).add(at - period.startedAt);
     else {
       this.expire(state, at);
       state.unclaimed.push(period);

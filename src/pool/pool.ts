@@ -33,7 +33,7 @@ import { capacityOf, demandOf, fitsIn, minus, noResources, plus, type Resources 
 import { poolMachine, quotaQuietPeriodMs, throttledOperations, type ListingResult, type PoolMachine, type ThrottledOperation } from '../../machines/pool.js';
 import { formatDuration } from '../config/duration.js';
 import { defaultRateLimitBackoffMs, responseTo } from './cloud-failures.js';
-import { idlePolicyOf, type IdlePolicy } from './idle-policy.js';
+import { defaultIdlePolicy, idlePolicyOf, type IdlePolicy } from './idle-policy.js';
 import { Notifier, type Unsubscribe } from './notifier.js';
 import { noPoolObserver, type PoolObserver, type ProbeOutcome } from './pool-observer.js';
 import {
@@ -213,7 +213,10 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private readonly attempts: Attempts;
   readonly maxContainersPerInstance: number;
   private readonly idlePolicy: IdlePolicy;
-  /** Idle workers by instance type: an instance going idle takes its rank (for the idle policy) from it. */
+  /**
+   * Idle workers that take work (behaviour run), by instance type: an instance going idle takes its
+   * rank for the idle policy from it. A held or drained one waits for nobody's work, so it does not count.
+   */
   private readonly idleByType = new Map<string, number>();
   private readonly observer: PoolObserver;
 
@@ -223,7 +226,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     this.observer = options.observer ?? noPoolObserver;
     const { settings } = options;
     this.maxContainersPerInstance = settings.maxRunningContainersPerInstance;
-    this.idlePolicy = idlePolicyOf(settings.idlePolicy ?? 'fixed', settings.timeoutIdle);
+    this.idlePolicy = idlePolicyOf(settings.idlePolicy ?? defaultIdlePolicy, settings.timeoutIdle);
     this.attempts = new Attempts({
       records: options.records ?? noRecords,
       clock: this.clock,
@@ -335,7 +338,6 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     if (launchConfig === null) return false;
     const createToken = randomUUID();
     const workerId = `create-${createToken}`;
-    this.idlePolicy.created(instanceTypeName, this.clock.now());
     this.launchConfigSet.send(launchConfig.id, { type: 'CREATE_STARTED', at: this.clock.now(), workerId });
     this.spawn({ workerId, instanceType: instanceTypeName, idleBehavior: 'run', createToken }, launchConfig.id);
     return true;
@@ -390,6 +392,11 @@ export class Pool implements WorkerPool, LaunchConfigControl {
     const counts: Record<Lifecycle, number> = { creating: 0, unknown: 0, booting: 0, idle: 0, running: 0, shutdown: 0, failed: 0 };
     for (const worker of this.workers.values()) if (worker.lifecycle) counts[worker.lifecycle]++;
     return counts;
+  }
+
+  /** Instances the pool knows, of any state: instances().length without building the views. */
+  instanceCount(): number {
+    return this.workers.size;
   }
 
   instances(): InstanceView[] {
@@ -716,7 +723,7 @@ export class Pool implements WorkerPool, LaunchConfigControl {
   private forget(worker: Worker): void {
     if (this.workers.get(worker.id) !== worker) return;
     this.workers.delete(worker.id);
-    this.idleChanged(worker, worker.lifecycle, null);
+    this.waitingForWork(worker, false, null);
     const { launchConfigId } = worker;
     if (launchConfigId !== null) this.perLaunchConfig.set(launchConfigId, this.instancesOf(launchConfigId) - 1);
     if (!this.stopped) {
@@ -750,7 +757,9 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       if (lifecycle === 'shutdown') worker.shutdownAt = this.clock.now();
       worker.record({ at: this.clock.now(), from, to: lifecycle, reason: context.reason });
       this.bootOutcome(worker, from, lifecycle, snapshot);
-      this.idleChanged(worker, from, lifecycle);
+      // An instance the cloud made is a create the idle policy counts against the ones it let go (a
+      // create that failed made nothing, and its retry would count twice); timed from the ask.
+      if (from === 'creating' && lifecycle === 'booting') this.idlePolicy.created(worker.instanceType.name, worker.appearedAt);
       this.logger.info(
         {
           workerId: worker.id,
@@ -776,28 +785,35 @@ export class Pool implements WorkerPool, LaunchConfigControl {
       worker.idleBehavior = idleBehavior;
       this.notifier.notify();
     }
+    this.waitingForWork(worker, lifecycle === 'idle' && idleBehavior === 'run', lifecycle);
   }
 
-  /** An idle rank for the worker: how many other instances of its type are idle. */
+  /** An idle rank for the worker: how many other instances of its type are idle and take work. */
   private idleRankOf(workerId: string, instanceType: string): number {
     const idle = this.idleByType.get(instanceType) ?? 0;
-    // Counted already when its idle timer restarts (resumed from hold).
-    return this.workers.get(workerId)?.lifecycle === 'idle' ? idle - 1 : idle;
+    // Counted already if its idle timer restarts while it waits for work.
+    return this.workers.get(workerId)?.waitingForWork === true ? idle - 1 : idle;
   }
 
-  /** Keeps the idle counts and tells the idle policy when an idle period begins or ends (to: null, forgotten). */
-  private idleChanged(worker: Worker, from: Lifecycle | null, to: Lifecycle | null): void {
+  /**
+   * Keeps the idle counts and tells the idle policy when a wait for work begins or ends: idle with
+   * behaviour run. It ends when work comes (to running), when the operator holds or drains it (still
+   * idle), or when it is shut down or forgotten (to: null).
+   */
+  private waitingForWork(worker: Worker, waiting: boolean, to: Lifecycle | null): void {
+    if (waiting === worker.waitingForWork) return;
+    worker.waitingForWork = waiting;
     const type = worker.instanceType.name;
     const at = this.clock.now();
-    if (from === 'idle') {
+    if (!waiting) {
       this.idleByType.set(type, (this.idleByType.get(type) ?? 1) - 1);
-      this.idlePolicy.leftIdle(worker.id, at, to === 'running');
+      // Still idle: held or drained by the operator, which says nothing about the work to come.
+      this.idlePolicy.leftIdle(worker.id, at, to === 'running' ? 'reused' : to === 'idle' ? 'withdrawn' : 'gone');
+      return;
     }
-    if (to === 'idle') {
-      const rank = this.idleByType.get(type) ?? 0;
-      this.idleByType.set(type, rank + 1);
-      this.idlePolicy.wentIdle(worker.id, type, rank, at);
-    }
+    const rank = this.idleByType.get(type) ?? 0;
+    this.idleByType.set(type, rank + 1);
+    this.idlePolicy.wentIdle(worker.id, type, rank, at);
   }
 
   /** Tells the worker's launch config (and the pool's freeze count) how its boot went, from its lifecycle change. */

@@ -28,6 +28,8 @@ export class Worker {
   missingSince = 0;
   lifecycle: Lifecycle | null = null;
   idleBehavior: IdleBehavior | null = null;
+  /** Idle with behaviour run: waiting for work, counted by the pool's idle policy. */
+  waitingForWork = false;
   readonly history: TransitionRecord[] = [];
   /** Clock ms of the last time the instance answered over its executor at all. */
   lastContactAt = 0;

@@ -10,7 +10,7 @@ import { StubCloud } from '../cloud/stub/stub-cloud.js';
 import { stubRunMsEnv } from '../cloud/stub/stub-cloud.js';
 import type { Config } from '../config/schema.js';
 import { Pool } from '../pool/pool.js';
-import type { IdlePolicyName } from '../pool/idle-policy.js';
+import { defaultIdlePolicy, type IdlePolicyName } from '../pool/idle-policy.js';
 import { inMemoryQueuePath, SqliteQueue } from '../queue/sqlite-queue.js';
 import type { Container } from '../queue/types.js';
 import { Dispatcher } from '../scheduler/dispatcher.js';
@@ -337,7 +337,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     speedup: round(simulatedSeconds / Math.max(wallSeconds, 1e-9), 1),
     peakHeapBytes,
     ended,
-    idlePolicy: config.pool.idlePolicy ?? 'fixed',
+    idlePolicy: config.pool.idlePolicy ?? defaultIdlePolicy,
     restarts,
     invariants,
     faults: { ...stub.faultCounts },
